@@ -1,0 +1,46 @@
+"""Small helpers shared by the handler families."""
+
+from __future__ import annotations
+
+from typing import Callable, Dict, Optional, Sequence
+
+import numpy as np
+
+SOFTMAX_LIKE = {"softmax", "log_softmax"}
+
+
+def channel_axis(layer, rank: int) -> int:
+    """The channel axis a layer with a ``data_format`` uses on a tensor of ``rank``."""
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        return 1
+    return rank - 1
+
+
+def mixes_channels(activation) -> bool:
+    """True for activations that normalize across channels (softmax), which pruning changes."""
+    name = getattr(activation, "__name__", str(activation))
+    return name in SOFTMAX_LIKE
+
+
+def prod(dims: Sequence[Optional[int]]) -> int:
+    """Product of dimensions, unknown (None) dimensions counted as 1."""
+    out = 1
+    for d in dims:
+        out *= 1 if d is None else int(d)
+    return out
+
+
+def slice_named(
+    layer, weights: Sequence[np.ndarray], rules: Dict[str, Callable[[np.ndarray], np.ndarray]]
+) -> list:
+    """Apply ``rules[variable name](array)`` to each weight; others are kept as they are."""
+    out = []
+    for var, w in zip(layer.weights, weights):
+        fn = rules.get(var.name)
+        out.append(fn(w) if fn is not None else w)
+    return out
+
+
+def keep_count(mask: Optional[np.ndarray], default: int) -> int:
+    """Number of kept positions of a slot mask (``default`` when the slot is unchanged)."""
+    return default if mask is None else int(mask.sum())

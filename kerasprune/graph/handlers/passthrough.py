@@ -1,0 +1,96 @@
+"""Layers that leave channels as they are: activations, dropout, pooling, padding, ..."""
+
+from __future__ import annotations
+
+from keras import layers
+
+from kerasprune.graph.handlers._common import channel_axis, mixes_channels
+from kerasprune.graph.registry import LayerHandler, register_handler
+
+
+class PassThroughHandler(LayerHandler):
+    """Output channels are the input channels, position for position.
+
+    For layers with a ``data_format`` the channel axis must be the one the layer treats
+    as channels; the channel axis must keep its size from input to output. Register
+    this handler (or a subclass) for a custom layer that acts on each channel alone.
+    """
+
+    def analyze(self, ctx):
+        inp = ctx.inputs[0] if ctx.inputs else None
+        n_out = len(ctx.output_shapes)
+        if inp is None:
+            return [None] * n_out
+        in_shape, out_shape = ctx.input_shapes[0], ctx.output_shapes[0]
+        if hasattr(ctx.layer, "data_format"):
+            inp = ctx.channel_input(0, channel_axis(ctx.layer, len(in_shape)))
+            if inp is None:
+                return ctx.opaque_outputs(f"the channels entering '{ctx.path}' are not tracked")
+        if len(out_shape) != len(in_shape) or out_shape[inp.axis] != in_shape[inp.axis]:
+            reason = f"layer '{ctx.path}' ({type(ctx.layer).__name__}) changes the channel axis"
+            ctx.freeze(inp, reason)
+            return ctx.opaque_outputs(reason)
+        if self.mixes(ctx, inp):
+            ctx.freeze(inp, f"layer '{ctx.path}' applies a softmax across the channels")
+        return [inp] * n_out
+
+    def mixes(self, ctx, inp) -> bool:
+        """Whether the layer mixes values across the channel axis (then the group freezes)."""
+        return mixes_channels(getattr(ctx.layer, "activation", None))
+
+
+_PASS = [
+    layers.Activation, layers.ReLU, layers.LeakyReLU, layers.ELU,
+    layers.Dropout, layers.SpatialDropout1D, layers.SpatialDropout2D, layers.SpatialDropout3D,
+    layers.GaussianDropout, layers.GaussianNoise, layers.AlphaDropout,
+    layers.ActivityRegularization, layers.Identity, layers.Masking,
+    layers.MaxPooling1D, layers.MaxPooling2D, layers.MaxPooling3D,
+    layers.AveragePooling1D, layers.AveragePooling2D, layers.AveragePooling3D,
+    layers.ZeroPadding1D, layers.ZeroPadding2D, layers.ZeroPadding3D,
+    layers.Cropping1D, layers.Cropping2D, layers.Cropping3D,
+    layers.UpSampling1D, layers.UpSampling2D, layers.UpSampling3D,
+    layers.Rescaling, layers.Resizing, layers.CenterCrop,
+    layers.RandomFlip, layers.RandomRotation, layers.RandomZoom, layers.RandomTranslation,
+    layers.RandomContrast, layers.RandomCrop,
+]
+register_handler(*_PASS)(PassThroughHandler)
+
+
+@register_handler(layers.Softmax)
+class SoftmaxHandler(PassThroughHandler):
+    """A softmax over the channel axis couples every channel: the group is frozen."""
+
+    def mixes(self, ctx, inp) -> bool:
+        rank = len(ctx.input_shapes[0])
+        axes = ctx.layer.axis if isinstance(ctx.layer.axis, (list, tuple)) else [ctx.layer.axis]
+        return inp.axis in {int(a) % rank for a in axes}
+
+
+@register_handler(
+    layers.GlobalAveragePooling1D, layers.GlobalAveragePooling2D, layers.GlobalAveragePooling3D,
+    layers.GlobalMaxPooling1D, layers.GlobalMaxPooling2D, layers.GlobalMaxPooling3D,
+)
+class GlobalPoolingHandler(LayerHandler):
+    """Spatial axes are reduced; channels stay (on the last axis unless ``keepdims``)."""
+
+    def analyze(self, ctx):
+        inp = ctx.inputs[0]
+        if inp is None:
+            return [None]
+        inp = ctx.channel_input(0, channel_axis(ctx.layer, len(ctx.input_shapes[0])))
+        if inp is None:
+            return ctx.opaque_outputs(f"the channels entering '{ctx.path}' are not tracked")
+        if getattr(ctx.layer, "keepdims", False):
+            return [inp]
+        return [inp.moved(len(ctx.output_shapes[0]) - 1)]
+
+
+@register_handler(layers.RepeatVector)
+class RepeatVectorHandler(LayerHandler):
+    """``(B, C) -> (B, n, C)``: channels stay on the last axis."""
+
+    def analyze(self, ctx):
+        inp = ctx.channel_input(0)
+        if inp is None:
+            return [None]
+        return [inp.moved(2)]

@@ -1,0 +1,6 @@
+"""Model surgery: from a keep-set to a new, thinner keras.Model."""
+
+from kerasprune.surgery.keep import keep_masks
+from kerasprune.surgery.rebuild import rebuild
+
+__all__ = ["rebuild", "keep_masks"]

@@ -1,0 +1,129 @@
+"""The rebuilder: a new, thinner keras.Model with the kept channels only."""
+
+from __future__ import annotations
+
+import copy
+from typing import Dict, Iterable, Mapping, Optional
+
+import keras
+import numpy as np
+
+from kerasprune.errors import KerasPruneError, UnsupportedModelError
+from kerasprune.graph.analysis import PruningGraph, analyze, iter_layers
+from kerasprune.surgery.keep import keep_masks
+from kerasprune.surgery.optimizer import carry_optimizer_state, compile_like
+
+__all__ = ["rebuild"]
+
+
+def _index_config(config: dict, prefix: str, index: Dict[str, dict]) -> None:
+    """Map layer path -> the layer's entry in a (nested) model config."""
+    for entry in config.get("layers", []):
+        cfg = entry.get("config", {})
+        name = cfg.get("name", entry.get("name"))
+        path = prefix + name
+        index[path] = entry
+        if isinstance(cfg, dict) and "layers" in cfg:
+            _index_config(cfg, path + "/", index)
+
+
+def _custom_objects(model: keras.Model) -> Dict[str, type]:
+    objs = {type(model).__name__: type(model)}
+    for _, layer in iter_layers(model):
+        objs.setdefault(type(layer).__name__, type(layer))
+    return objs
+
+
+def rebuild(
+    model: keras.Model,
+    keep: Mapping[str, Iterable[int]],
+    *,
+    graph: Optional[PruningGraph] = None,
+    compile: bool = True,
+    carry_optimizer: bool = True,
+) -> keras.Model:
+    """Build a new model that keeps only the listed channels of each group.
+
+    The new model has the same layer names, classes, inputs and outputs as ``model``;
+    layer configs change only where a width changes; weights are sliced with numpy. Dtype
+    policies (mixed precision included), trainable flags, regularizers, initializers and
+    constraints are carried over through the layer configs. ``model`` itself is never
+    modified, whether the rebuild succeeds or fails.
+
+    Args:
+        model: a functional or Sequential Keras 3 model.
+        keep: group name -> indices of the channels to keep (a boolean mask of the
+            group's size is accepted too). Groups not listed keep every channel.
+        graph: the result of ``analyze(model)``, if already computed.
+        compile: if ``model`` is compiled, compile the new model with the same loss,
+            metrics and a fresh optimizer of the same kind and settings.
+        carry_optimizer: when compiling and ``model``'s optimizer has state, copy it (step
+            count, momenta, second moments, ...) into the new optimizer, sliced like the
+            weights, so fine-tuning continues instead of restarting.
+
+    Returns:
+        The new ``keras.Model`` (of the same class as ``model``).
+
+    Raises:
+        KeepSetError: the keep-set does not fit the model (see the message).
+        FrozenGroupError: the keep-set removes channels of a frozen group.
+        UnsupportedModelError: the model has no functional graph or is not built.
+    """
+    if graph is None:
+        graph = analyze(model, warn=False)
+    elif graph.model is not model:
+        raise KerasPruneError(
+            "the graph passed to rebuild() was computed for another model; call "
+            "kerasprune.analyze(model) on this one"
+        )
+    masks = keep_masks(graph, keep)
+    slot_masks = graph.slot_masks(masks)
+    records = {rec.path: rec for rec in graph.records}
+
+    config = copy.deepcopy(model.get_config())
+    index: Dict[str, dict] = {}
+    _index_config(config, "", index)
+    for entry in index.values():
+        entry.pop("build_config", None)  # rebuilt layers are built by the graph calls
+    for path, layer_masks in slot_masks.items():
+        rec = records[path]
+        rec.handler.edit_config(rec.layer, index[path]["config"], layer_masks)
+
+    try:
+        with keras.saving.custom_object_scope(_custom_objects(model)):
+            new = type(model).from_config(config)
+    except Exception as exc:  # surface which layer broke, not a deep traceback only
+        raise KerasPruneError(
+            f"could not rebuild model '{model.name}' from its edited config: {exc}"
+        ) from exc
+
+    new.trainable = model.trainable  # first: on a Model it cascades to every layer
+    new_layers = dict(iter_layers(new))
+    sliced: Dict[str, tuple] = {}
+    for path, layer in iter_layers(model):
+        new_layer = new_layers.get(path)
+        if new_layer is None:
+            raise KerasPruneError(f"layer '{path}' is missing from the rebuilt model")
+        new_layer.trainable = layer.trainable
+        if isinstance(layer, keras.Model) or not layer.weights:
+            continue
+        weights = [np.asarray(w) for w in layer.get_weights()]
+        layer_masks = slot_masks.get(path)
+        if layer_masks:
+            handler = records[path].handler
+            weights = handler.slice_weights(layer, weights, layer_masks)
+
+            def slicer(arrays, _h=handler, _l=layer, _m=layer_masks):
+                return _h.slice_weights(_l, arrays, _m)
+
+            sliced[path] = (list(layer.weights), slicer)
+        try:
+            new_layer.set_weights(weights)
+        except ValueError as exc:
+            raise KerasPruneError(
+                f"sliced weights of layer '{path}' do not fit the rebuilt layer: {exc}"
+            ) from exc
+
+    if compile and compile_like(model, new) and carry_optimizer:
+        carry_optimizer_state(model, new, sliced)
+    return new
