@@ -54,7 +54,7 @@ def _zero_channels(layer, removed: np.ndarray):
             w["bias"][pos] = 0
         key = "kernel" if "kernel" in w else "depthwise_kernel"
         w[key][..., removed, :] = 0
-    elif isinstance(layer, (L.PReLU, L.Reshape)):
+    elif isinstance(layer, (L.PReLU, L.Reshape, L.InputLayer)):
         return  # 0 stays 0
     else:
         raise NotImplementedError(f"reference cannot zero channels of {type(layer).__name__}")

@@ -30,6 +30,7 @@ __all__ = [
     "Member",
     "NodeContext",
     "LayerRecord",
+    "SlotMasks",
     "functional_of",
     "iter_layers",
 ]
@@ -92,6 +93,14 @@ class ChannelGroup:
     def reason(self) -> str:
         """The reasons the group is frozen, as one sentence ('' when prunable)."""
         return "; ".join(self.reasons)
+
+
+class SlotMasks(dict):
+    """Slot name -> boolean mask of kept positions, with ``axes``: slot -> tensor axis."""
+
+    def __init__(self, *args, axes: Optional[Dict[str, int]] = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.axes: Dict[str, int] = dict(axes or {})
 
 
 @dataclass
@@ -510,6 +519,17 @@ class _Analyzer:
                 if l is not None:
                     self.freeze_layout(l, reason)
             ins = [None] * n_in
+        # the nested model's InputLayers fix the width of what enters it: record them
+        for kt, layout in zip(inner.inputs, ins):
+            hist = getattr(kt, "_keras_history", None)
+            if layout is None or hist is None or hist.operation is None:
+                continue
+            rec = self.record_for(hist.operation, f"{path}/{hist.operation.name}")
+            seen = rec.slots.get("channels")
+            if seen is None:
+                rec.slots["channels"] = layout
+            else:
+                self.unify([seen, layout], f"shared nested model '{path}'")
         return self.walk(inner, ins, path + "/")
 
     def run(self) -> "PruningGraph":
@@ -546,6 +566,7 @@ class PruningGraph:
         self.unsupported: List[Tuple[str, str]] = []
         self._by_name: Dict[str, ChannelGroup] = {}
         self._root_of: Dict[int, int] = {}
+        self._roots = np.zeros(0, dtype=np.int64)  # source id -> group root, as an array
         self._group_of_root: Dict[int, ChannelGroup] = {}
 
     @classmethod
@@ -563,6 +584,9 @@ class PruningGraph:
             root = an.uf.find(src.sid)
             g._root_of[src.sid] = root
             members_of.setdefault(root, []).append(src)
+        g._roots = np.full(len(an.sources), -1, dtype=np.int64)
+        for sid, root in g._root_of.items():
+            g._roots[sid] = root
         for root in sorted(members_of):
             srcs = members_of[root]
             reasons: List[str] = []
@@ -591,7 +615,7 @@ class PruningGraph:
         for rec in an.order:
             exact = rec.handler.exact
             for slot, layout in rec.slots.items():
-                roots = np.array([g._root_of[int(s)] for s in layout.src]) if len(layout) else np.zeros(0, int)
+                roots = g._roots[layout.src]
                 for root in np.unique(roots):
                     grp = g._group_of_root[int(root)]
                     where = np.nonzero(roots == root)[0]
@@ -659,27 +683,35 @@ class PruningGraph:
                 return self._group_of_root[roots.pop()]
         raise KeyError(f"layer {layer!r} has no slot {role!r} in this graph")
 
-    def slot_masks(self, keep_masks: Mapping[int, np.ndarray]) -> Dict[str, Dict[str, np.ndarray]]:
-        """Per layer path and slot, the boolean mask of kept positions (changed slots only).
+    def slot_masks(self, keep_masks: Mapping[int, np.ndarray]) -> Dict[str, "SlotMasks"]:
+        """Per layer path, the boolean masks of kept positions of its changed slots.
 
         Args:
             keep_masks: group root id -> boolean keep mask of the group's channels.
         """
-        out: Dict[str, Dict[str, np.ndarray]] = {}
+        out: Dict[str, SlotMasks] = {}
+        if not keep_masks:
+            return out
+        # one flat array of every group's mask, and each group's offset into it
+        offset = np.full(len(self._roots), -1, dtype=np.int64)
+        flat, pos = [], 0
+        for root, mask in keep_masks.items():
+            flat.append(mask)
+            offset[self._roots == root] = pos
+            pos += len(mask)
+        flat_mask = np.concatenate(flat)
         for rec in self.records:
             for slot, layout in rec.slots.items():
-                srcs = layout.sources()
-                if not any(self._root_of[int(s)] in keep_masks for s in srcs):
+                off = offset[layout.src]
+                hit = off >= 0
+                if not hit.any():
                     continue
                 mask = np.ones(len(layout), dtype=bool)
-                for s in srcs:
-                    km = keep_masks.get(self._root_of[int(s)])
-                    if km is None:
-                        continue
-                    sel = layout.src == s
-                    mask[sel] = km[layout.idx[sel]]
+                mask[hit] = flat_mask[off[hit] + layout.idx[hit]]
                 if not mask.all():
-                    out.setdefault(rec.path, {})[slot] = mask
+                    masks = out.setdefault(rec.path, SlotMasks())
+                    masks[slot] = mask
+                    masks.axes[slot] = layout.axis
         return out
 
     # display -------------------------------------------------------------

@@ -128,15 +128,5 @@ class PReLUHandler(PerChannelHandler):
         mask = masks.get("channels")
         if mask is None:
             return list(weights)
-        rank = len(layer.alpha.shape) + 1
-        axis = self._alpha_axis(layer, mask, rank)
+        axis = masks.axes["channels"] - 1  # alpha has the input's shape without batch
         return slice_named(layer, weights, {"alpha": lambda a: np.compress(mask, a, axis=axis)})
-
-    @staticmethod
-    def _alpha_axis(layer, mask, rank):
-        # alpha has the input's shape without the batch axis; the channel axis is the
-        # last one of the right size (channels-last first, channels-first otherwise)
-        for axis in range(len(layer.alpha.shape) - 1, -1, -1):
-            if layer.alpha.shape[axis] == mask.shape[0]:
-                return axis
-        raise ValueError(f"PReLU '{layer.name}' has no alpha axis of size {mask.shape[0]}")

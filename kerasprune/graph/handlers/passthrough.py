@@ -94,3 +94,17 @@ class RepeatVectorHandler(LayerHandler):
         if inp is None:
             return [None]
         return [inp.moved(2)]
+
+
+@register_handler(layers.InputLayer)
+class InputLayerHandler(LayerHandler):
+    """The input layer of a nested model: its ``batch_shape`` follows the pruned width."""
+
+    def edit_config(self, layer, config, masks):
+        mask = masks.get("channels")
+        if mask is None:
+            return
+        key = "batch_shape" if "batch_shape" in config else "batch_input_shape"
+        shape = list(config[key])
+        shape[masks.axes["channels"]] = int(mask.sum())
+        config[key] = shape
