@@ -25,8 +25,18 @@ venv: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q tests
 
+# The main job, small: train LeNet-5 on MNIST briefly, prune it gradually (global AAWS,
+# 15% of the neurons per round, fine-tuning after each), write a checkpoint per round,
+# print the report. About 5 minutes on 2 CPU cores.
+DEMO_DIR ?= runs/demo
 demo: $(STAMP)
-	$(PY) -m kerasprune.demo
+	$(VENV)/bin/kerasprune train --model lenet5 --dataset mnist --epochs 2 \
+		--out $(DEMO_DIR)/baseline.keras
+	rm -rf $(DEMO_DIR)/gradual
+	$(VENV)/bin/kerasprune prune $(DEMO_DIR)/baseline.keras --dataset mnist \
+		--dir $(DEMO_DIR)/gradual --ratio 0.15 --rounds 6 --target "val_accuracy>=0.98" \
+		--criterion aaws --scope global --fine-tune-epochs 1 --take 20000
+	$(VENV)/bin/kerasprune report $(DEMO_DIR)/baseline.keras $(DEMO_DIR)/gradual/pruned.keras
 
 bench: $(STAMP)
 	$(PY) bench/rebuild_speed.py

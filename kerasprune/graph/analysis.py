@@ -238,6 +238,7 @@ class NodeContext:
         self.input_tensors = input_kts
         self.input_shapes: List[Tuple[Optional[int], ...]] = [_shape(t) for t in input_kts]
         self.output_shapes: List[Tuple[Optional[int], ...]] = [_shape(t) for t in node.outputs]
+        self.top_level = "/" not in record.path
 
     # -- looking at inputs
 
@@ -288,6 +289,11 @@ class NodeContext:
         """
         if layout is None:
             return None
+        if self.top_level:
+            for kt, seen in zip(self.input_tensors, self.inputs):
+                if seen is layout:
+                    self._an.consumer_inputs.append((self.path, slot, kt, layout))
+                    break
         existing = self.record.slots.get(slot)
         if existing is None:
             self.record.slots[slot] = layout
@@ -360,6 +366,9 @@ class _Analyzer:
         self.order: List[LayerRecord] = []
         self._warned: set = set()
         self.unsupported: List[Tuple[str, str]] = []
+        # (layer path, slot, KerasTensor, layout) for every top-level tensor that a
+        # layer's weights read: where a group's channels can be observed as activations
+        self.consumer_inputs: List[tuple] = []
         # source id -> layout its channels are a view of (set when a whole source is
         # coupled to a concatenation or a repeated layout, see _alias)
         self.alias: Dict[int, Layout] = {}
@@ -568,6 +577,7 @@ class PruningGraph:
         self._root_of: Dict[int, int] = {}
         self._roots = np.zeros(0, dtype=np.int64)  # source id -> group root, as an array
         self._group_of_root: Dict[int, ChannelGroup] = {}
+        self._observed: List[Tuple[object, Layout]] = []
 
     @classmethod
     def _build(cls, an: _Analyzer) -> "PruningGraph":
@@ -575,6 +585,11 @@ class PruningGraph:
         g.model = an.model
         g.records = an.order
         g.unsupported = an.unsupported
+        seen_kt = set()
+        for path, slot, kt, layout in an.consumer_inputs:
+            if id(kt) not in seen_kt:
+                seen_kt.add(id(kt))
+                g._observed.append((kt, an.resolve(layout)))
         members_of: Dict[int, List[_Source]] = {}
         for rec in an.order:
             rec.slots = {k: an.resolve(v) for k, v in rec.slots.items()}
@@ -712,6 +727,22 @@ class PruningGraph:
                     masks = out.setdefault(rec.path, SlotMasks())
                     masks[slot] = mask
                     masks.axes[slot] = layout.axis
+        return out
+
+    def response_points(self, group: ChannelGroup) -> List[Tuple[object, np.ndarray, np.ndarray]]:
+        """Where the channels of ``group`` can be observed as activations.
+
+        Returns the top-level tensors that layers' weights read (the feature maps the
+        next layers see: after BatchNormalization and activation), as a list of
+        ``(keras_tensor, positions, channels)``: along the tensor's last axis, position
+        ``positions[i]`` carries channel ``channels[i]`` of the group. Groups seen only
+        inside nested models have no response points.
+        """
+        out = []
+        for kt, layout in self._observed:
+            hit = self._roots[layout.src] == group._root
+            if hit.any() and layout.axis == len(kt.shape) - 1:
+                out.append((kt, np.nonzero(hit)[0], layout.idx[hit]))
         return out
 
     # display -------------------------------------------------------------

@@ -1,0 +1,7 @@
+"""``python -m kerasprune`` runs the ``kerasprune`` command."""
+
+import sys
+
+from kerasprune.cli import main
+
+sys.exit(main())

@@ -1,0 +1,208 @@
+"""The ``kerasprune`` command: train a zoo model, prune it gradually, report the result."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+__all__ = ["main", "build_parser"]
+
+
+class CommandError(Exception):
+    """An error reported as one line, without a traceback."""
+
+
+def _load_model(path: str):
+    import keras
+
+    p = Path(path)
+    if not p.exists():
+        raise CommandError(f"no such file: {path}")
+    if p.suffix != ".keras":
+        raise CommandError(f"{path} is not a .keras file")
+    try:
+        return keras.models.load_model(p)
+    except Exception as exc:  # a corrupt or foreign file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CommandError(f"cannot load {path} as a Keras model: {reason[:200]}") from None
+
+
+def _data(args, split: str, *, augment: bool = False, take: Optional[int] = None, shuffle: bool = False):
+    from kerasprune import data
+
+    return data.load_dataset(
+        args.dataset, split=split, batch_size=args.batch_size, data_dir=args.data_dir,
+        augment=augment, take=take, shuffle=shuffle,
+    )
+
+
+def _compile(model, args) -> None:
+    import keras
+
+    if args.optimizer == "sgd":
+        opt = keras.optimizers.SGD(args.lr, momentum=0.9)
+    else:
+        opt = keras.optimizers.Adam(args.lr)
+    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+
+
+def cmd_train(args) -> int:
+    """``kerasprune train``: a zoo model trained on a dataset, saved as a baseline."""
+    import keras
+
+    from kerasprune import data, models
+
+    keras.utils.set_random_seed(args.seed)
+    model = models.get_model(
+        args.model, num_classes=data.num_classes(args.dataset), input_shape=data.input_shape(args.dataset)
+    )
+    _compile(model, args)
+    train = _data(args, args.train_split, augment=args.augment, take=args.take, shuffle=True)
+    val = _data(args, args.val_split, take=args.val_take)
+    model.fit(train, validation_data=val, epochs=args.epochs, verbose=1 if args.verbose else 2)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model.save(out)
+    print(f"saved {out} (seed {args.seed})")
+    return 0
+
+
+def cmd_prune(args) -> int:
+    """``kerasprune prune``: gradual global pruning of a ``.keras`` file."""
+    import keras
+
+    from kerasprune.pruning import GradualPruner, RisingPercentile
+    from kerasprune.pruning.rundir import RunDirectory
+    from kerasprune.report import compare
+
+    keras.utils.set_random_seed(args.seed)
+    run_dir = RunDirectory(args.dir)
+    resuming = bool(run_dir.history())
+    if resuming and not args.resume:
+        raise CommandError(f"{args.dir} already holds a run: add --resume to continue it, or pick another --dir")
+    model = None
+    if not resuming:
+        model = _load_model(args.model)
+        if not getattr(model, "compiled", False):
+            _compile(model, args)
+    ratio = args.ratio
+    if args.rising:
+        start, step, final = (float(v) for v in args.rising.split(","))
+        ratio = RisingPercentile(start, step, final)
+    pruner = GradualPruner(
+        args.dir, target=args.target, rounds=args.rounds, ratio=ratio, criterion=args.criterion,
+        normalization=args.normalization, scope=args.scope, unit=args.unit,
+        min_channels=args.min_channels, max_ratio=args.max_ratio, round_to=args.round_to,
+        exclude=args.exclude or (), fine_tune_epochs=args.fine_tune_epochs,
+        score_batches=args.score_batches, verbose=1 if args.verbose else 0,
+    )
+    train = _data(args, args.train_split, augment=args.augment, take=args.take, shuffle=True)
+    val = _data(args, args.val_split, take=args.val_take)
+    best = pruner.run(model, train, val, resume=args.resume)
+    out = Path(args.dir) / "pruned.keras"
+    best.save(out)
+    baseline = _load_model(str(run_dir.checkpoint(0)))
+    print(compare(baseline, best))
+    print(f"pruned model: {out}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    """``kerasprune report``: widths, parameters and FLOPs of one model, or two compared."""
+    from kerasprune.report import compare
+
+    a = _load_model(args.before)
+    b = _load_model(args.after) if args.after else None
+    print(compare(a, b))
+    return 0
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", default="mnist", help="tfds dataset: mnist or cifar10 (default mnist)")
+    p.add_argument("--data-dir", default=None, help="tfds data_dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--train-split", default="train[:90%]")
+    p.add_argument("--val-split", default="train[90%:]", help="the split the target is measured on")
+    p.add_argument("--take", type=int, default=None, help="use only this many training examples")
+    p.add_argument("--val-take", type=int, default=None, help="use only this many validation examples")
+    p.add_argument("--augment", action="store_true", help="random crop and flip (CIFAR-10)")
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-q", "--quiet", dest="verbose", action="store_false", help="no progress bars")
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``kerasprune`` command."""
+    parser = argparse.ArgumentParser(prog="kerasprune", description="Structured pruning for Keras 3.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a zoo model to get a baseline .keras file")
+    p.add_argument("--model", default="lenet5", help="zoo model name (lenet5, vgg16_bn, resnet20, ...)")
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--out", required=True, help="where to write the trained .keras file")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("prune", help="gradual global pruning of a .keras file")
+    p.add_argument("model", help="the trained .keras file")
+    p.add_argument("--dir", required=True, help="run directory for checkpoints and history")
+    p.add_argument("--target", default=None, help="keep pruning while it holds, e.g. 'val_accuracy>=0.99'")
+    p.add_argument("--rounds", type=int, default=None, help="at most this many rounds")
+    p.add_argument("--ratio", type=_fraction, default=0.05, help="fraction removed per round (default 0.05)")
+    p.add_argument("--rising", default=None, metavar="START,STEP,FINAL",
+                   help="rising cumulative percentile schedule instead of a constant ratio")
+    p.add_argument("--criterion", default="aaws")
+    p.add_argument("--normalization", default="layer_mean", choices=["layer_mean", "l2", "none"])
+    p.add_argument("--scope", default="global", choices=["global", "layerwise", "hierarchical"])
+    p.add_argument("--unit", default="neurons", choices=["neurons", "params", "flops"])
+    p.add_argument("--min-channels", type=int, default=1)
+    p.add_argument("--max-ratio", type=float, default=1.0)
+    p.add_argument("--round-to", type=int, default=1)
+    p.add_argument("--exclude", action="append", help="a group to leave alone (repeatable)")
+    p.add_argument("--fine-tune-epochs", type=int, default=1)
+    p.add_argument("--score-batches", type=int, default=None, help="batches used by data-driven criteria")
+    p.add_argument("--resume", action="store_true", help="continue the run in --dir")
+    _add_data_args(p)
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("report", help="layer widths, parameters and FLOPs, before and after")
+    p.add_argument("before", help="a .keras file")
+    p.add_argument("after", nargs="?", default=None, help="a second .keras file to compare with")
+    p.set_defaults(func=cmd_report)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """Entry point of the ``kerasprune`` command; returns the exit status."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from kerasprune.errors import KerasPruneError
+
+    try:
+        return args.func(args)
+    except CommandError as exc:
+        print(f"kerasprune: error: {exc}", file=sys.stderr)
+        return 1
+    except (KerasPruneError, ValueError, KeyError, FileNotFoundError) as exc:
+        text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        print(f"kerasprune: error: {text}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kerasprune: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""Gradually global pruning (papers/000, Algorithm 1), resumable and distributed."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+
+import keras
+
+from kerasprune.errors import KerasPruneError
+from kerasprune.graph.analysis import analyze
+from kerasprune.importance import score
+from kerasprune.pruning.rundir import RunDirectory
+from kerasprune.pruning.schedules import RatioSchedule, get_schedule
+from kerasprune.pruning.target import Target, parse_target
+from kerasprune.report.compare import model_stats
+from kerasprune.selection import select
+from kerasprune.surgery.rebuild import rebuild
+
+__all__ = ["GradualPruner", "TargetNotMetError"]
+
+_UNIT_KEY = {"neurons": "neurons", "params": "params", "flops": "flops"}
+
+
+class TargetNotMetError(KerasPruneError, ValueError):
+    """The model is already below the performance target before any pruning."""
+
+
+def _take(data: Any, batches: Optional[int]) -> Any:
+    if batches is None or data is None:
+        return data
+    if hasattr(data, "take"):
+        return data.take(batches)
+    return data
+
+
+class GradualPruner:
+    """Prune a trained model a little at a time, fine-tuning after each round.
+
+    Each round scores every neuron of every layer with a layer-normalized criterion,
+    removes the lowest ``ratio`` across the network (``scope="global"``), rebuilds a
+    thinner model, fine-tunes it and measures it on the validation data. It repeats while
+    the ``target`` holds (or for ``rounds`` rounds) and returns the last model that met the
+    target, never one below it.
+
+    Every round writes ``round_NNN.keras`` and a row of ``history.json`` (round, neurons,
+    parameters, FLOPs, the width of every layer, the metrics, seconds) into
+    ``directory``. A run killed at any point (``kill -9`` included) continues where it
+    stopped when run again on the same directory: no completed round is lost or redone.
+
+    Args:
+        directory: where checkpoints and the history go.
+        target: e.g. ``"val_accuracy>=0.992"``; rounds continue while it holds.
+        rounds: at most this many rounds (required when there is no target).
+        ratio: fraction removed per round (papers/000 uses 0.05), or a
+            :class:`RatioSchedule` such as :class:`RisingPercentile`.
+        criterion, normalization, scope, unit, hierarchy, min_channels, max_ratio,
+            round_to, exclude: as in :func:`kerasprune.prune`.
+        fine_tune_epochs: epochs of ``model.fit`` after each round.
+        score_batches: batches of the training data used by data-driven criteria.
+        callbacks: the caller's Keras callbacks, passed to every fine-tuning ``fit``.
+        strategy: a ``tf.distribute`` strategy; each rebuilt model is created and compiled
+            in its scope, so fine-tuning runs on all its devices.
+        verbose: 0 silent, 1 Keras progress bars and one summary line per round.
+        fit_kwargs: extra keyword arguments for ``fit`` (``steps_per_epoch`` ...).
+    """
+
+    def __init__(
+        self,
+        directory: Union[str, Path],
+        *,
+        target: Union[str, Target, None] = None,
+        rounds: Optional[int] = None,
+        ratio: Union[float, RatioSchedule] = 0.05,
+        criterion: str = "aaws",
+        normalization: str = "layer_mean",
+        scope: str = "global",
+        unit: str = "neurons",
+        hierarchy: str = "channels",
+        min_channels: int = 1,
+        max_ratio: float = 1.0,
+        round_to: int = 1,
+        exclude: Iterable[str] = (),
+        fine_tune_epochs: int = 1,
+        score_batches: Optional[int] = None,
+        callbacks: Sequence[keras.callbacks.Callback] = (),
+        strategy: Any = None,
+        verbose: int = 1,
+        fit_kwargs: Optional[Dict[str, Any]] = None,
+    ) -> None:
+        if target is None and rounds is None:
+            raise ValueError("give a target (e.g. 'val_accuracy>=0.99') or a number of rounds")
+        if rounds is not None and rounds < 0:
+            raise ValueError(f"rounds must be >= 0, got {rounds}")
+        if unit not in _UNIT_KEY:
+            raise ValueError(f"unit must be one of {sorted(_UNIT_KEY)}, got {unit!r}")
+        self.run_dir = RunDirectory(directory)
+        self.target = None if target is None else parse_target(target)
+        self.rounds = rounds
+        self.schedule = get_schedule(ratio)
+        self.criterion = criterion
+        self.normalization = normalization
+        self.scope = scope
+        self.unit = unit
+        self.hierarchy = hierarchy
+        self.min_channels = min_channels
+        self.max_ratio = max_ratio
+        self.round_to = round_to
+        self.exclude = tuple(exclude)
+        self.fine_tune_epochs = fine_tune_epochs
+        self.score_batches = score_batches
+        self.callbacks = list(callbacks)
+        self.strategy = strategy
+        self.verbose = verbose
+        self.fit_kwargs = dict(fit_kwargs or {})
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def history(self) -> List[Dict[str, Any]]:
+        """The completed rounds of the run directory, one dict per round."""
+        return self.run_dir.history()
+
+    def settings(self) -> Dict[str, Any]:
+        """The run's settings, as written to ``run.json``."""
+        return {
+            "target": None if self.target is None else str(self.target),
+            "rounds": self.rounds,
+            "schedule": self.schedule.describe(),
+            "criterion": self.criterion,
+            "normalization": self.normalization,
+            "scope": self.scope,
+            "unit": self.unit,
+            "hierarchy": self.hierarchy,
+            "min_channels": self.min_channels,
+            "max_ratio": self.max_ratio,
+            "round_to": self.round_to,
+            "exclude": list(self.exclude),
+            "fine_tune_epochs": self.fine_tune_epochs,
+        }
+
+    def run(self, model: Optional[keras.Model], train_data: Any, val_data: Any, *, resume: bool = True) -> keras.Model:
+        """Prune ``model`` round after round; returns the last model that met the target.
+
+        Args:
+            model: a trained, compiled model (may be None when resuming a run directory).
+            train_data: data for fine-tuning and for data-driven criteria (anything
+                ``model.fit`` takes as ``x``: a ``tf.data.Dataset`` of ``(x, y)``).
+            val_data: data the target is measured on (``model.evaluate``).
+            resume: continue a run found in the directory (otherwise such a directory
+                is an error).
+
+        Raises:
+            TargetNotMetError: the model does not meet the target before pruning.
+        """
+        rd = self.run_dir
+        rd.clean_temporaries()
+        rows = rd.history()
+        if rows and not resume:
+            raise KerasPruneError(
+                f"{rd.path} already holds a run ({len(rows)} rounds); resume it or use another directory"
+            )
+        if rows:
+            model, rows = self._resume(rows, val_data)
+        else:
+            if model is None:
+                raise KerasPruneError(f"{rd.path} holds no run to resume: pass the model to prune")
+            if not getattr(model, "compiled", False):
+                raise KerasPruneError(
+                    "the model must be compiled (loss, optimizer, metrics) so it can be fine-tuned and measured"
+                )
+            rows = [self._baseline(model, val_data)]
+        first = rows[0]
+        last = rows[-1]
+        while True:
+            r = last["round"] + 1
+            if self.rounds is not None and r > self.rounds:
+                break
+            if self.target is not None and not self.target.met(last["metrics"]):
+                break
+            t0 = time.time()
+            removed = 1.0 - last[_UNIT_KEY[self.unit]] / max(1, first[_UNIT_KEY[self.unit]])
+            ratio = float(self.schedule(r, removed))
+            thin = self._prune_round(model, train_data, ratio) if ratio > 0 else None
+            if thin is None:
+                self._say(f"round {r}: nothing left to prune under the guards; stopping")
+                break
+            self._fit(thin, train_data)
+            metrics = self._evaluate(thin, val_data)
+            rd.save_model(thin, r)  # the checkpoint first, then the row that completes the round
+            row = self._row(r, thin, metrics, time.time() - t0, ratio)
+            rd.append(row)
+            rows.append(row)
+            self._report(row, first)
+            model, last = thin, row
+        return self._best(rows, model)
+
+    # ------------------------------------------------------------------ steps
+
+    def _scope(self):
+        return self.strategy.scope() if self.strategy is not None else contextlib.nullcontext()
+
+    def _say(self, text: str) -> None:
+        if self.verbose:
+            print(text, flush=True)
+
+    def _evaluate(self, model: keras.Model, val_data: Any) -> Dict[str, float]:
+        result = model.evaluate(val_data, return_dict=True, verbose=0)
+        return {f"val_{k}": float(v) for k, v in result.items()}
+
+    def _fit(self, model: keras.Model, train_data: Any) -> None:
+        if self.fine_tune_epochs > 0:
+            model.fit(
+                train_data,
+                epochs=self.fine_tune_epochs,
+                callbacks=self.callbacks,
+                verbose=1 if self.verbose else 0,
+                **self.fit_kwargs,
+            )
+
+    def _row(self, r: int, model: keras.Model, metrics: Dict[str, float], seconds: Optional[float], ratio: Optional[float]) -> Dict[str, Any]:
+        stats = model_stats(model)
+        row = {"round": r, "ratio": ratio, **stats.as_dict(), "metrics": metrics}
+        row["seconds"] = None if seconds is None else round(float(seconds), 3)
+        row["checkpoint"] = self.run_dir.checkpoint(r).name
+        row["meets_target"] = None if self.target is None else self.target.met(metrics)
+        return row
+
+    def _baseline(self, model: keras.Model, val_data: Any) -> Dict[str, Any]:
+        rd = self.run_dir
+        rd.write_json(rd.settings_file, self.settings())
+        t0 = time.time()
+        metrics = self._evaluate(model, val_data)
+        if self.target is not None and not self.target.met(metrics):
+            raise TargetNotMetError(
+                f"the model does not meet the target before any pruning: "
+                f"{self.target.metric}={metrics[self.target.metric]:.4f}, target {self.target}"
+            )
+        rd.save_model(model, 0)
+        row = self._row(0, model, metrics, time.time() - t0, 0.0)
+        rd.append(row)
+        self._report(row, row)
+        return row
+
+    def _load(self, path: Path) -> keras.Model:
+        with self._scope():
+            return keras.models.load_model(path)
+
+    def _resume(self, rows: List[Dict[str, Any]], val_data: Any):
+        rd = self.run_dir
+        saved = rd.settings()
+        if saved is not None and saved != self.settings():
+            differ = sorted(k for k in set(saved) | set(self.settings()) if saved.get(k) != self.settings().get(k))
+            self._say(f"resuming with settings that differ from the run's: {', '.join(differ)}")
+        last = rows[-1]
+        orphan = rd.checkpoint(last["round"] + 1)
+        if orphan.exists():  # killed after the checkpoint, before its row: finish the round
+            model = self._load(orphan)
+            metrics = self._evaluate(model, val_data)
+            row = self._row(last["round"] + 1, model, metrics, None, None)
+            rd.append(row)
+            rows = rows + [row]
+            self._say(f"resumed: round {row['round']} was saved but not recorded; recorded it")
+        else:
+            model = self._load(rd.checkpoint(last["round"]))
+        self._say(f"resuming {rd.path} after round {rows[-1]['round']}")
+        return model, rows
+
+    def _prune_round(self, model: keras.Model, train_data: Any, ratio: float) -> Optional[keras.Model]:
+        graph = analyze(model, warn=False)
+        scores = score(
+            model, self.criterion, normalization=self.normalization,
+            data=_take(train_data, self.score_batches), graph=graph,
+        )
+        keep = select(
+            graph, scores, ratio, scope=self.scope, unit=self.unit, model=model,
+            min_channels=self.min_channels, max_ratio=self.max_ratio, round_to=self.round_to,
+            exclude=self.exclude, hierarchy=self.hierarchy,
+        )
+        if not keep:
+            return None
+        with self._scope():
+            return rebuild(model, keep, graph=graph)
+
+    def _report(self, row: Dict[str, Any], first: Dict[str, Any]) -> None:
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in row["metrics"].items())
+        kept = 100.0 * row["params"] / max(1, first["params"])
+        secs = "" if row["seconds"] is None else f" ({row['seconds']:.1f}s)"
+        self._say(
+            f"round {row['round']:3d}: neurons {row['neurons']}, params {row['params']:,} "
+            f"({kept:.1f}%), MACs {row['flops']:,}, {metrics}{secs}"
+        )
+
+    def _best(self, rows: List[Dict[str, Any]], current: keras.Model) -> keras.Model:
+        good = [r for r in rows if self.target is None or self.target.met(r["metrics"])]
+        best = good[-1] if good else rows[0]
+        if best is rows[-1]:
+            return current
+        return self._load(self.run_dir.checkpoint(best["round"]))

@@ -1,0 +1,67 @@
+"""One-shot pruning: score, select, rebuild."""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+import keras
+
+from kerasprune.graph.analysis import analyze
+from kerasprune.importance import score
+from kerasprune.selection import select
+from kerasprune.surgery.rebuild import rebuild
+
+__all__ = ["prune"]
+
+
+def prune(
+    model: keras.Model,
+    ratio: float,
+    criterion: str = "aaws",
+    normalization: str = "layer_mean",
+    scope: str = "global",
+    data: Any = None,
+    *,
+    unit: str = "neurons",
+    loss: Any = None,
+    min_channels: int = 1,
+    max_ratio: float = 1.0,
+    round_to: int = 1,
+    exclude: Iterable[str] = (),
+    hierarchy: str = "channels",
+    max_batches: Optional[int] = None,
+) -> keras.Model:
+    """Remove ``ratio`` of the model's neurons (or parameters, or FLOPs) in one shot.
+
+    Scores every channel of every prunable group with ``criterion`` (normalized per group
+    with ``normalization``), selects the lowest ``ratio`` within ``scope`` and returns the
+    rebuilt, thinner model. ``model`` is not modified.
+
+    Args:
+        model: a functional or Sequential Keras 3 model.
+        ratio: fraction of the ``unit`` to remove, in [0, 1).
+        criterion: ``aaws``, ``l1``, ``l2``, ``bn_gamma`` (weights only); ``mean_response``,
+            ``std_response``, ``apoz`` (need ``data``); ``mean_gradient``, ``taylor``,
+            ``gsfp`` (need labelled ``data`` and a loss).
+        normalization: ``layer_mean`` (papers/000), ``l2`` (papers/003) or ``none``.
+        scope: ``global``, ``layerwise`` or ``hierarchical``.
+        data: batches for data-driven criteria (a ``tf.data.Dataset`` or arrays).
+        unit: what ``ratio`` counts: ``neurons``, ``params`` or ``flops``.
+        loss: the loss for gradient criteria (default: the model's compiled loss).
+        min_channels, max_ratio, round_to, exclude, hierarchy: selection guards, see
+            :func:`kerasprune.select`.
+        max_batches: at most this many batches of ``data`` are used for scoring.
+
+    Returns:
+        The thinner model (compiled like ``model`` if it was compiled).
+    """
+    graph = analyze(model)
+    scores = score(
+        model, criterion, normalization=normalization, data=data, graph=graph, loss=loss,
+        max_batches=max_batches,
+    )
+    keep = select(
+        graph, scores, ratio, scope=scope, unit=unit, model=model, min_channels=min_channels,
+        max_ratio=max_ratio, round_to=round_to, exclude=exclude, hierarchy=hierarchy,
+    )
+    return rebuild(model, keep, graph=graph)
