@@ -31,13 +31,14 @@ from kerasprune.graph import (
     register_handler,
 )
 from kerasprune.report import count_flops, count_params
-from kerasprune.surgery import rebuild
+from kerasprune.surgery import mask_weights, rebuild
 
 __version__ = "0.1.0"
 
 __all__ = [
     "analyze",
     "rebuild",
+    "mask_weights",
     "count_params",
     "count_flops",
     "PruningGraph",

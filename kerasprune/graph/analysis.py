@@ -55,6 +55,8 @@ class Member:
             rows of a Dense layer after ``Flatten``, the multiplier of a depthwise conv).
         exact: False where removing channels changes the layer's other outputs
             (normalization statistics over the channel axis).
+        produced: True where the layer creates these channels (its filters or units),
+            False where it only reads or passes them.
     """
 
     layer: str
@@ -63,6 +65,7 @@ class Member:
     offset: int = 0
     factor: int = 1
     exact: bool = True
+    produced: bool = False
 
 
 @dataclass
@@ -111,6 +114,7 @@ class LayerRecord:
     path: str
     handler: LayerHandler
     slots: Dict[str, Layout] = field(default_factory=dict)
+    produced: set = field(default_factory=set)
     calls: int = 0
 
 
@@ -280,6 +284,7 @@ class NodeContext:
         sid = self._an.new_source(name, size, "layer")
         layout = Layout.of_source(sid, size, axis)
         self.record.slots[slot] = layout
+        self.record.produced.add(slot)
         return layout
 
     def bind(self, slot: str, layout: Optional[Layout]) -> Optional[Layout]:
@@ -578,6 +583,7 @@ class PruningGraph:
         self._roots = np.zeros(0, dtype=np.int64)  # source id -> group root, as an array
         self._group_of_root: Dict[int, ChannelGroup] = {}
         self._observed: List[Tuple[object, Layout]] = []
+        self._positions: Dict[Tuple[str, str], list] = {}  # (layer, slot) -> entry positions
 
     @classmethod
     def _build(cls, an: _Analyzer) -> "PruningGraph":
@@ -642,6 +648,7 @@ class PruningGraph:
                             offset=int(where[0]),
                             factor=max(1, len(where) // grp.size),
                             exact=exact,
+                            produced=slot in rec.produced,
                         )
                     )
         g.groups.sort(key=lambda grp: grp._root)
@@ -728,6 +735,17 @@ class PruningGraph:
                     masks[slot] = mask
                     masks.axes[slot] = layout.axis
         return out
+
+    def entries(self, group: ChannelGroup) -> list:
+        """Every weight entry holding a channel of ``group``: a list of ``WeightEntries``.
+
+        Derived from the handlers' own slicing (see :mod:`kerasprune.graph.entries`); the
+        producers' filters, per-channel parameters and the consumers' input weights are
+        all there, each entry tagged with its channel.
+        """
+        from kerasprune.graph.entries import group_entries
+
+        return group_entries(self, group)
 
     def response_points(self, group: ChannelGroup) -> List[Tuple[object, np.ndarray, np.ndarray]]:
         """Where the channels of ``group`` can be observed as activations.

@@ -68,6 +68,17 @@ class LayerHandler:
         """Return the layer's weight arrays reduced to the kept channels."""
         return list(weights)
 
+    def weight_positions(
+        self, layer: "keras.layers.Layer", slot: str, size: int
+    ) -> Optional[list]:
+        """For each weight, the slot position each entry depends on (-1: none), or None.
+
+        None (the default) lets kerasprune derive the answer from :meth:`slice_weights`
+        (see :mod:`kerasprune.graph.entries`); override it only for a slot that cannot
+        be sliced one position at a time (the input of a grouped convolution).
+        """
+        return None
+
     def macs(self, layer: "keras.layers.Layer", node) -> int:
         """Multiply-adds of one call of the layer (0 for layers without matmul work)."""
         return 0

@@ -65,6 +65,19 @@ class ConvHandler(LayerHandler):
             rules["bias"] = lambda b: b[kout]
         return slice_named(layer, weights, rules)
 
+    def weight_positions(self, layer, slot, size):
+        groups = int(getattr(layer, "groups", 1) or 1)
+        if groups == 1 or slot != "in":
+            return None
+        # kernel (*k, in/groups, out): entry (..., j, o) reads input g*per_in + j,
+        # g = the block of output o; a probe cannot remove one input of one block only
+        kshape = tuple(layer.kernel.shape)
+        per_in, per_out = kshape[-2], kshape[-1] // groups
+        j = np.arange(per_in)[:, None]
+        g = (np.arange(kshape[-1]) // per_out)[None, :]
+        pos = np.broadcast_to(g * per_in + j, kshape)
+        return [np.array(pos) if v.name == "kernel" else None for v in layer.weights]
+
     def macs(self, layer, node):
         out_shape = tuple(node.outputs[0].shape)
         axis = channel_axis(layer, len(out_shape))
