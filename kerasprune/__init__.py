@@ -10,8 +10,16 @@ thinner ``keras.Model``::
     thin = kp.rebuild(model, keep, graph=graph)
     print(kp.count_params(thin).total, kp.count_flops(thin).total)
 
-The package follows the data: ``graph`` (channel groups), ``surgery`` (the rebuilder)
-and ``report`` (counts).
+One shot or gradually (papers/000)::
+
+    thin = kp.prune(model, 0.3, criterion="aaws", scope="global")
+    pruner = kp.GradualPruner("runs/lenet", target="val_accuracy>=0.99", ratio=0.05)
+    best = pruner.run(model, train_ds, val_ds)
+
+The package follows the data: ``graph`` (channel groups) -> ``importance`` (scores
+per channel) -> ``selection`` (which channels go) -> ``surgery`` (the rebuilder) ->
+``pruning`` (one-shot and gradual loops); ``report`` reads the result, ``models`` and
+``data`` hold the papers' networks and datasets.
 """
 
 from kerasprune.errors import (
@@ -30,17 +38,27 @@ from kerasprune.graph import (
     analyze,
     register_handler,
 )
-from kerasprune.report import count_flops, count_params
+from kerasprune.importance import ImportanceError, available_criteria, register_criterion, score
+from kerasprune.pruning import GradualPruner, TargetNotMetError, prune
+from kerasprune.report import compare, count_flops, count_params
+from kerasprune.selection import select
 from kerasprune.surgery import mask_weights, rebuild
 
 __version__ = "0.1.0"
 
 __all__ = [
     "analyze",
+    "score",
+    "select",
     "rebuild",
+    "prune",
+    "GradualPruner",
     "mask_weights",
     "count_params",
     "count_flops",
+    "compare",
+    "available_criteria",
+    "register_criterion",
     "PruningGraph",
     "ChannelGroup",
     "Member",
@@ -52,4 +70,7 @@ __all__ = [
     "UnsupportedModelError",
     "KeepSetError",
     "FrozenGroupError",
+    "SelectionError",
+    "ImportanceError",
+    "TargetNotMetError",
 ]

@@ -1,4 +1,4 @@
-"""The ``kerasprune`` command: train a zoo model, prune it gradually, report the result."""
+"""The ``kerasprune`` command: train a zoo model, analyze it, prune it gradually, report the result."""
 
 from __future__ import annotations
 
@@ -62,7 +62,7 @@ def cmd_train(args) -> int:
     _compile(model, args)
     train = _data(args, args.train_split, augment=args.augment, take=args.take, shuffle=True)
     val = _data(args, args.val_split, take=args.val_take)
-    model.fit(train, validation_data=val, epochs=args.epochs, verbose=1 if args.verbose else 2)
+    model.fit(train, validation_data=val, epochs=args.epochs, shuffle=False, verbose=1 if args.verbose else 2)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
@@ -95,7 +95,7 @@ def cmd_prune(args) -> int:
     pruner = GradualPruner(
         args.dir, target=args.target, rounds=args.rounds, ratio=ratio, criterion=args.criterion,
         normalization=args.normalization, scope=args.scope, unit=args.unit,
-        min_channels=args.min_channels, max_ratio=args.max_ratio, round_to=args.round_to,
+        hierarchy=args.hierarchy, method=args.method, min_channels=args.min_channels, max_ratio=args.max_ratio, round_to=args.round_to,
         exclude=args.exclude or (), fine_tune_epochs=args.fine_tune_epochs,
         score_batches=args.score_batches, verbose=1 if args.verbose else 0,
     )
@@ -107,6 +107,18 @@ def cmd_prune(args) -> int:
     baseline = _load_model(str(run_dir.checkpoint(0)))
     print(compare(baseline, best))
     print(f"pruned model: {out}")
+    return 0
+
+
+def cmd_analyze(args) -> int:
+    """``kerasprune analyze``: the channel groups of a ``.keras`` file, prunable or why not."""
+    from kerasprune.graph import analyze
+
+    model = _load_model(args.model)
+    graph = analyze(model)
+    graph.summary(show_frozen=not args.prunable_only)
+    n = sum(g.size for g in graph.prunable)
+    print(f"{len(graph.prunable)} prunable groups ({n} neurons), {len(graph.frozen)} frozen")
     return 0
 
 
@@ -162,19 +174,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=_fraction, default=0.05, help="fraction removed per round (default 0.05)")
     p.add_argument("--rising", default=None, metavar="START,STEP,FINAL",
                    help="rising cumulative percentile schedule instead of a constant ratio")
-    p.add_argument("--criterion", default="aaws")
+    p.add_argument("--criterion", default="aaws",
+                   help="aaws, l1, l2, bn_gamma, mean_response, std_response, apoz, mean_gradient, taylor, gsfp")
     p.add_argument("--normalization", default="layer_mean", choices=["layer_mean", "l2", "none"])
     p.add_argument("--scope", default="global", choices=["global", "layerwise", "hierarchical"])
-    p.add_argument("--unit", default="neurons", choices=["neurons", "params", "flops"])
+    p.add_argument("--unit", default="neurons", choices=["neurons", "params", "flops"],
+                   help="what --ratio counts (default neurons)")
+    p.add_argument("--hierarchy", default="channels", choices=["channels", "flops"],
+                   help="hierarchical scope: share each level's budget by channels or FLOPs")
+    p.add_argument("--method", default="count", choices=["count", "percentile"],
+                   help="remove the lowest --ratio (count) or all below that percentile of scores")
     p.add_argument("--min-channels", type=int, default=1)
     p.add_argument("--max-ratio", type=float, default=1.0)
     p.add_argument("--round-to", type=int, default=1)
-    p.add_argument("--exclude", action="append", help="a group to leave alone (repeatable)")
+    p.add_argument("--exclude", action="append",
+                   help="a group or producing layer to leave alone, fnmatch patterns allowed (repeatable)")
     p.add_argument("--fine-tune-epochs", type=int, default=1)
     p.add_argument("--score-batches", type=int, default=None, help="batches used by data-driven criteria")
     p.add_argument("--resume", action="store_true", help="continue the run in --dir")
     _add_data_args(p)
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("analyze", help="the channel groups of a .keras file, prunable or why not")
+    p.add_argument("model", help="a .keras file")
+    p.add_argument("--prunable-only", action="store_true", help="leave out the frozen groups")
+    p.set_defaults(func=cmd_analyze)
 
     p = sub.add_parser("report", help="layer widths, parameters and FLOPs, before and after")
     p.add_argument("before", help="a .keras file")

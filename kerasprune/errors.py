@@ -13,6 +13,7 @@ __all__ = [
     "UnsupportedModelError",
     "KeepSetError",
     "FrozenGroupError",
+    "SelectionError",
 ]
 
 
@@ -30,3 +31,8 @@ class KeepSetError(KerasPruneError, ValueError):
 
 class FrozenGroupError(KeepSetError):
     """A keep-set asks to prune a channel group that cannot be pruned."""
+
+
+class SelectionError(KerasPruneError, ValueError):
+    """A selection request is not valid: bad ratio, scope, unit or guard, scores that do
+    not fit the graph, or an ``exclude`` pattern that matches no group or layer."""

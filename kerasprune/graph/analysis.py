@@ -322,8 +322,11 @@ class NodeContext:
         """
         if layout is None or blocks <= 1:
             return
-        srcs = layout.sources()
         an = self._an
+        # a source coupled to a concatenation or a repeated layout is only a view of it
+        # (see _Analyzer._alias); the blocks must line up with what it is a view of
+        layout = an.resolve(layout)
+        srcs = layout.sources()
         if (
             len(srcs) == 1
             and an.sources[int(srcs[0])].size == len(layout)

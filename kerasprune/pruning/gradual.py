@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import keras
+import tensorflow as tf
 
 from kerasprune.errors import KerasPruneError
 from kerasprune.graph.analysis import analyze
@@ -16,7 +17,9 @@ from kerasprune.pruning.rundir import RunDirectory
 from kerasprune.pruning.schedules import RatioSchedule, get_schedule
 from kerasprune.pruning.target import Target, parse_target
 from kerasprune.report.compare import model_stats
-from kerasprune.selection import select
+from kerasprune.importance import get_criterion
+from kerasprune.importance.normalize import check_method
+from kerasprune.selection import check_options, excluded_groups, select
 from kerasprune.surgery.rebuild import rebuild
 
 __all__ = ["GradualPruner", "TargetNotMetError"]
@@ -57,7 +60,7 @@ class GradualPruner:
         ratio: fraction removed per round (papers/000 uses 0.05), or a
             :class:`RatioSchedule` such as :class:`RisingPercentile`.
         criterion, normalization, scope, unit, hierarchy, min_channels, max_ratio,
-            round_to, exclude: as in :func:`kerasprune.prune`.
+            round_to, exclude, method: as in :func:`kerasprune.prune`.
         fine_tune_epochs: epochs of ``model.fit`` after each round.
         score_batches: batches of the training data used by data-driven criteria.
         callbacks: the caller's Keras callbacks, passed to every fine-tuning ``fit``.
@@ -79,6 +82,7 @@ class GradualPruner:
         scope: str = "global",
         unit: str = "neurons",
         hierarchy: str = "channels",
+        method: str = "count",
         min_channels: int = 1,
         max_ratio: float = 1.0,
         round_to: int = 1,
@@ -96,6 +100,12 @@ class GradualPruner:
             raise ValueError(f"rounds must be >= 0, got {rounds}")
         if unit not in _UNIT_KEY:
             raise ValueError(f"unit must be one of {sorted(_UNIT_KEY)}, got {unit!r}")
+        get_criterion(criterion)
+        check_method(normalization)
+        check_options(
+            scope=scope, unit=unit, method=method, hierarchy=hierarchy,
+            min_channels=min_channels, max_ratio=max_ratio, round_to=round_to,
+        )
         self.run_dir = RunDirectory(directory)
         self.target = None if target is None else parse_target(target)
         self.rounds = rounds
@@ -105,6 +115,7 @@ class GradualPruner:
         self.scope = scope
         self.unit = unit
         self.hierarchy = hierarchy
+        self.method = method
         self.min_channels = min_channels
         self.max_ratio = max_ratio
         self.round_to = round_to
@@ -134,6 +145,7 @@ class GradualPruner:
             "scope": self.scope,
             "unit": self.unit,
             "hierarchy": self.hierarchy,
+            "method": self.method,
             "min_channels": self.min_channels,
             "max_ratio": self.max_ratio,
             "round_to": self.round_to,
@@ -212,12 +224,15 @@ class GradualPruner:
 
     def _fit(self, model: keras.Model, train_data: Any) -> None:
         if self.fine_tune_epochs > 0:
+            kwargs = dict(self.fit_kwargs)
+            if isinstance(train_data, tf.data.Dataset):  # it shuffles itself, if at all
+                kwargs.setdefault("shuffle", False)
             model.fit(
                 train_data,
                 epochs=self.fine_tune_epochs,
                 callbacks=self.callbacks,
                 verbose=1 if self.verbose else 0,
-                **self.fit_kwargs,
+                **kwargs,
             )
 
     def _row(self, r: int, model: keras.Model, metrics: Dict[str, float], seconds: Optional[float], ratio: Optional[float]) -> Dict[str, Any]:
@@ -273,11 +288,12 @@ class GradualPruner:
         scores = score(
             model, self.criterion, normalization=self.normalization,
             data=_take(train_data, self.score_batches), graph=graph,
+            exclude=excluded_groups(graph, self.exclude),
         )
         keep = select(
             graph, scores, ratio, scope=self.scope, unit=self.unit, model=model,
             min_channels=self.min_channels, max_ratio=self.max_ratio, round_to=self.round_to,
-            exclude=self.exclude, hierarchy=self.hierarchy,
+            exclude=self.exclude, hierarchy=self.hierarchy, method=self.method,
         )
         if not keep:
             return None

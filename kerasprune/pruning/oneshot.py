@@ -8,7 +8,7 @@ import keras
 
 from kerasprune.graph.analysis import analyze
 from kerasprune.importance import score
-from kerasprune.selection import select
+from kerasprune.selection import excluded_groups, select
 from kerasprune.surgery.rebuild import rebuild
 
 __all__ = ["prune"]
@@ -29,7 +29,9 @@ def prune(
     round_to: int = 1,
     exclude: Iterable[str] = (),
     hierarchy: str = "channels",
+    method: str = "count",
     max_batches: Optional[int] = None,
+    verbose: int = 0,
 ) -> keras.Model:
     """Remove ``ratio`` of the model's neurons (or parameters, or FLOPs) in one shot.
 
@@ -48,20 +50,24 @@ def prune(
         data: batches for data-driven criteria (a ``tf.data.Dataset`` or arrays).
         unit: what ``ratio`` counts: ``neurons``, ``params`` or ``flops``.
         loss: the loss for gradient criteria (default: the model's compiled loss).
-        min_channels, max_ratio, round_to, exclude, hierarchy: selection guards, see
-            :func:`kerasprune.select`.
+        min_channels, max_ratio, round_to, exclude, hierarchy, method: selection guards
+            and options, see :func:`kerasprune.select`; excluded groups are not scored
+            either.
         max_batches: at most this many batches of ``data`` are used for scoring.
+        verbose: 1 shows a progress bar while data-driven criteria stream ``data``.
 
     Returns:
         The thinner model (compiled like ``model`` if it was compiled).
     """
     graph = analyze(model)
+    exclude = tuple(exclude)
     scores = score(
         model, criterion, normalization=normalization, data=data, graph=graph, loss=loss,
-        max_batches=max_batches,
+        max_batches=max_batches, exclude=excluded_groups(graph, exclude), verbose=verbose,
     )
     keep = select(
         graph, scores, ratio, scope=scope, unit=unit, model=model, min_channels=min_channels,
         max_ratio=max_ratio, round_to=round_to, exclude=exclude, hierarchy=hierarchy,
+        method=method,
     )
     return rebuild(model, keep, graph=graph)

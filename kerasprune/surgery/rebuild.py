@@ -27,10 +27,21 @@ def _index_config(config: dict, prefix: str, index: Dict[str, dict]) -> None:
             _index_config(cfg, path + "/", index)
 
 
+def _is_keras_builtin(cls: type) -> bool:
+    module = getattr(cls, "__module__", "") or ""
+    return module == "keras" or module.startswith("keras.")
+
+
 def _custom_objects(model: keras.Model) -> Dict[str, type]:
-    objs = {type(model).__name__: type(model)}
-    for _, layer in iter_layers(model):
-        objs.setdefault(type(layer).__name__, type(layer))
+    """The model's own (non-Keras) classes by name, for deserializing the edited config.
+
+    Keras classes are left out: Keras finds them by module, and their bare names collide
+    (the ``Add`` layer and the ``Add`` operation that ``x + 3.0`` leaves in a graph).
+    """
+    objs: Dict[str, type] = {}
+    for cls in [type(model)] + [type(layer) for _, layer in iter_layers(model)]:
+        if not _is_keras_builtin(cls):
+            objs.setdefault(cls.__name__, cls)
     return objs
 
 

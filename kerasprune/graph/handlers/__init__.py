@@ -8,6 +8,7 @@ from kerasprune.graph.handlers import (  # noqa: F401
     passthrough,
     reshape,
 )
+from kerasprune.graph.handlers import attention, recurrent  # noqa: F401
 from kerasprune.graph.handlers.passthrough import PassThroughHandler
 from kerasprune.graph.handlers.normalization import PerChannelHandler
 

@@ -1,0 +1,61 @@
+"""Importance criteria: one score per channel of every prunable group; low = prune first.
+
+::
+
+    import kerasprune as kp
+    from kerasprune.importance import score
+
+    scores = score(model)                                    # AAWS, layer-mean normalized
+    scores = score(model, "mean_gradient", data=train_ds)    # papers/003, over (x, y) batches
+    scores = score(model, "gsfp", data=(x, y), max_batches=100, normalization="none")
+
+Criteria (``available_criteria()``): ``aaws``, ``l1``, ``l2``, ``bn_gamma``, ``aaws_out``,
+``aaws_dense_out`` (weights); ``mean_response``, ``std_response``, ``apoz`` (activations
+over data); ``mean_gradient``, ``taylor``, ``gsfp`` (gradients over labelled data). Add
+your own with :func:`register_criterion`.
+
+Documented choices:
+
+- a group made by several layers (a residual group: a block's last conv and its
+  shortcut) gets, per channel, the mean of its producers' scores;
+- a group observed at several feature maps gets the mean over them; the feature map is
+  the one the next conv/Dense reads (after BatchNormalization and activation);
+- ``apoz`` scores ``1 - APoZ`` (mostly-zero channels score low);
+- ``bn_gamma`` on a group without BatchNormalization is an error naming the group
+  (leave it out with ``exclude=``);
+- ``aaws_dense_out`` scores Dense-made groups by their outgoing rows (the original GGP
+  notebooks), ``aaws_out`` scores every group by its outgoing weights.
+"""
+
+from kerasprune.importance.base import (
+    Criterion,
+    ScoringContext,
+    available_criteria,
+    get_criterion,
+    raw_scores,
+    register_criterion,
+    score,
+)
+from kerasprune.importance.errors import ImportanceError
+from kerasprune.importance.filters import ChannelWeights, combine_layers
+from kerasprune.importance.normalize import available_normalizations, normalize
+
+# the built-in criteria register themselves on import, in this order
+from kerasprune.importance import weights as _weights  # noqa: E402,F401  isort: skip
+from kerasprune.importance import activations as _activations  # noqa: E402,F401  isort: skip
+from kerasprune.importance import gradients as _gradients  # noqa: E402,F401  isort: skip
+
+__all__ = [
+    "score",
+    "raw_scores",
+    "normalize",
+    "available_criteria",
+    "available_normalizations",
+    "register_criterion",
+    "get_criterion",
+    "Criterion",
+    "ScoringContext",
+    "ChannelWeights",
+    "combine_layers",
+    "ImportanceError",
+]

@@ -1,0 +1,71 @@
+"""Criteria computed from the feature maps over data (papers/000, papers/003).
+
+For every example, a channel's response ``r`` is the mean of its feature map over its
+spatial positions (a Dense unit: its output); the feature map is where the group is
+observed (see :mod:`~kerasprune.importance.observe`). Over the N examples read:
+
+- ``mean_response``: ``|mean_n r_n|`` (papers/000's R). After a ReLU ``R >= 0`` and the
+  absolute value changes nothing; on feature maps that can be negative (no activation,
+  tanh, a residual sum) it keeps every score >= 0, so that low still means weak and the
+  ``layer_mean`` normalization stays meaningful.
+- ``std_response``: ``sqrt(mean_n r_n^2 - (mean_n r_n)^2)``, the population standard
+  deviation of ``r`` over the examples (papers/000's sigma(R)).
+- ``apoz``: ``1 - APoZ`` where APoZ is the fraction of zero activations (over examples
+  and positions). The sign is flipped so that, like every criterion, a **low score means
+  prune first**: a channel that is almost always zero scores near 0.
+
+All three run inference (``training=False``) through one probe model built once, and
+stream the data batch by batch.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Dict
+
+import numpy as np
+import tensorflow as tf
+
+from kerasprune.importance.base import ScoringContext, register_criterion
+from kerasprune.importance.observe import ObservationPlan, as_list, stream_sums
+
+__all__ = ["mean_response", "std_response", "apoz"]
+
+
+def _response_sums(ctx: ScoringContext, what: Callable[[tf.Tensor], tf.Tensor], squares: bool):
+    """Sum over examples of the per-example channel values of ``what(feature map)``."""
+    plan = ObservationPlan(ctx)
+    probe, k = plan.probe()
+    width = plan.width
+
+    def batch_sums(x, y, sw):
+        outs = as_list(probe(x, training=False))
+        values = plan.channel_values([plan.spatial_mean(what(t)) for t in outs[:k]])
+        values = tf.cast(values, tf.float64)
+        parts = [tf.reduce_sum(values, axis=0)]
+        if squares:
+            parts.append(tf.reduce_sum(values * values, axis=0))
+        return tf.concat(parts, axis=0), tf.cast(tf.shape(values)[0], tf.float64)
+
+    sums, n = stream_sums(ctx, width * (2 if squares else 1), batch_sums)
+    return plan, sums[:width] / n, (sums[width:] / n if squares else None)
+
+
+@register_criterion("mean_response", needs="data")
+def mean_response(ctx: ScoringContext) -> Dict[str, np.ndarray]:
+    """|Mean over examples of each channel's spatially averaged response| (papers/000 R)."""
+    plan, mean, _ = _response_sums(ctx, lambda t: t, squares=False)
+    return plan.combine(np.abs(mean))
+
+
+@register_criterion("std_response", needs="data")
+def std_response(ctx: ScoringContext) -> Dict[str, np.ndarray]:
+    """Std over examples of each channel's spatially averaged response (papers/000 sigma(R))."""
+    plan, mean, mean_sq = _response_sums(ctx, lambda t: t, squares=True)
+    return plan.combine(np.sqrt(np.maximum(mean_sq - mean * mean, 0.0)))
+
+
+@register_criterion("apoz", needs="data")
+def apoz(ctx: ScoringContext) -> Dict[str, np.ndarray]:
+    """1 - average percentage of zeros of each channel (low: mostly zero, pruned first)."""
+    plan, zeros, _ = _response_sums(ctx, lambda t: tf.cast(tf.equal(t, 0), tf.float32), squares=False)
+    return plan.combine(1.0 - zeros)

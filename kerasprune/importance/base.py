@@ -1,0 +1,346 @@
+"""The criterion registry and the two entry points, :func:`score` and :func:`raw_scores`.
+
+A criterion is a function that receives a :class:`ScoringContext` (the model, its graph,
+the groups to score, the data) and returns one non-negative float per channel for every
+group, keyed by group name. Low scores are pruned first. Built-in criteria register
+themselves from :mod:`~kerasprune.importance.weights`,
+:mod:`~kerasprune.importance.activations` and :mod:`~kerasprune.importance.gradients`;
+users add their own with :func:`register_criterion`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional
+
+import keras
+import numpy as np
+
+from kerasprune.graph.analysis import ChannelGroup, PruningGraph, analyze
+from kerasprune.importance.errors import ImportanceError
+from kerasprune.importance.filters import ChannelWeights, bn_scales, filter_weights, outgoing_weights
+from kerasprune.importance.normalize import check_method, normalize
+from kerasprune.importance.stream import Batch, count_batches, iter_batches
+
+__all__ = [
+    "Criterion",
+    "ScoringContext",
+    "register_criterion",
+    "available_criteria",
+    "get_criterion",
+    "score",
+    "raw_scores",
+]
+
+_NEEDS = ("weights", "data", "labels")
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A registered importance criterion.
+
+    Attributes:
+        name: the name given to :func:`score`.
+        fn: ``fn(ctx: ScoringContext) -> {group name: scores}``.
+        needs: ``"weights"`` (weights only), ``"data"`` (inputs) or ``"labels"`` (inputs,
+            labels and a loss).
+        description: one line for :func:`available_criteria` listings and errors.
+    """
+
+    name: str
+    fn: Callable[["ScoringContext"], Mapping[str, np.ndarray]]
+    needs: str = "weights"
+    description: str = ""
+
+
+_REGISTRY: Dict[str, Criterion] = {}
+
+
+@dataclass
+class ScoringContext:
+    """What a criterion sees: the model, its graph, the groups to score and the data.
+
+    Attributes:
+        model: the model being scored.
+        graph: its :class:`PruningGraph`.
+        groups: the groups to score (the prunable groups, minus ``exclude``).
+        criterion: the name of the criterion being computed.
+        data: the scoring data as given (None for weight criteria).
+        loss: the ``loss=`` argument (None: the model's compiled loss).
+        batch_size: batch size used to cut numpy arrays.
+        max_batches: at most this many batches are read.
+        verbose: 0 silent, 1 a progress bar while streaming.
+    """
+
+    model: keras.Model
+    graph: PruningGraph
+    groups: List[ChannelGroup]
+    criterion: str = ""
+    data: Any = None
+    loss: Any = None
+    batch_size: int = 32
+    max_batches: Optional[int] = None
+    verbose: int = 0
+    _cache: Dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    def batches(self) -> Iterator[Batch]:
+        """The data as ``(x, y, sample_weight)`` batches, ``max_batches`` at most."""
+        return iter_batches(self.data, self.batch_size, self.max_batches)
+
+    def num_batches(self) -> Optional[int]:
+        """How many batches :meth:`batches` yields (None when unknown)."""
+        return count_batches(self.data, self.batch_size, self.max_batches)
+
+    def filters(self, group: ChannelGroup) -> List[ChannelWeights]:
+        """Per producer layer, the filter entries of the group (kernels, no biases)."""
+        key = ("filters", group.name)
+        if key not in self._cache:
+            self._cache[key] = filter_weights(self.graph, group)
+        return self._cache[key]
+
+    def outgoing(self, group: ChannelGroup) -> List[ChannelWeights]:
+        """Per consumer layer, the weight entries of rank >= 2 that read the group."""
+        key = ("outgoing", group.name)
+        if key not in self._cache:
+            self._cache[key] = outgoing_weights(self.graph, group)
+        return self._cache[key]
+
+    def bn_scales(self, group: ChannelGroup) -> List[ChannelWeights]:
+        """Per BatchNormalization layer of the group, its ``gamma`` entries."""
+        key = ("bn", group.name)
+        if key not in self._cache:
+            self._cache[key] = bn_scales(self.graph, group)
+        return self._cache[key]
+
+    def progress(self) -> Optional[keras.utils.Progbar]:
+        """A progress bar over the batches when ``verbose``, else None."""
+        if not self.verbose:
+            return None
+        return keras.utils.Progbar(self.num_batches(), verbose=1, unit_name="batch")
+
+    def fail(self, group: ChannelGroup, why: str, hint: str = "") -> ImportanceError:
+        """An error naming the group that criterion ``self.criterion`` cannot score."""
+        hint = hint or (
+            f"leave it out with exclude=[{group.name!r}] or use a weight criterion such as 'aaws'"
+        )
+        return ImportanceError(
+            f"criterion {self.criterion!r} cannot score group {group.name!r}: {why}; {hint}."
+        )
+
+
+def register_criterion(
+    name: str,
+    fn: Optional[Callable[[ScoringContext], Mapping[str, np.ndarray]]] = None,
+    *,
+    needs: str = "weights",
+    description: str = "",
+    overwrite: bool = False,
+):
+    """Register an importance criterion under ``name``; usable as a decorator.
+
+    The function receives a :class:`ScoringContext` and returns ``{group name: scores}``
+    with one score per channel for every group of ``ctx.groups`` (low = pruned first)::
+
+        @kp.importance.register_criterion("max_abs")
+        def max_abs(ctx):
+            out = {}
+            for group in ctx.groups:
+                per_layer = []
+                for f in ctx.filters(group):
+                    m = np.zeros(group.size)
+                    np.maximum.at(m, f.channel, np.abs(f.values()))
+                    per_layer.append(m)
+                out[group.name] = kp.importance.combine_layers(per_layer)
+            return out
+
+    Args:
+        name: the criterion's name.
+        fn: the criterion function (omit to use as a decorator).
+        needs: ``"weights"``, ``"data"`` (inputs needed) or ``"labels"`` (inputs and
+            labels needed); :func:`score` raises a clear error when they are missing.
+        description: one line describing the criterion.
+        overwrite: allow replacing an existing criterion of that name.
+
+    Returns:
+        ``fn`` (or the decorator).
+    """
+    if needs not in _NEEDS:
+        raise ImportanceError(f"needs must be one of {', '.join(_NEEDS)}, got {needs!r}")
+
+    def add(f):
+        if not callable(f):
+            raise ImportanceError(f"criterion {name!r} must be callable, got {type(f).__name__}")
+        if name in _REGISTRY and not overwrite:
+            raise ImportanceError(f"a criterion named {name!r} is already registered (pass overwrite=True)")
+        doc = description or (f.__doc__ or "").strip().split("\n")[0]
+        _REGISTRY[name] = Criterion(name=name, fn=f, needs=needs, description=doc)
+        return f
+
+    return add if fn is None else add(fn)
+
+
+def available_criteria() -> List[str]:
+    """The names of every registered criterion, in registration order."""
+    return list(_REGISTRY)
+
+
+def get_criterion(name: str) -> Criterion:
+    """The registered criterion ``name``.
+
+    Raises:
+        ImportanceError: unknown name; the message lists the known ones and the closest.
+    """
+    crit = _REGISTRY.get(name) if isinstance(name, str) else None
+    if crit is None:
+        close = difflib.get_close_matches(str(name), list(_REGISTRY), n=3, cutoff=0.4)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ImportanceError(
+            f"unknown importance criterion {name!r}.{hint} Known criteria: {', '.join(_REGISTRY)}."
+        )
+    return crit
+
+
+def _groups_to_score(graph: PruningGraph, exclude: Iterable[str]) -> List[ChannelGroup]:
+    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+    for name in exclude:
+        if name not in graph:
+            raise ImportanceError(graph.unknown_group_message(name))
+    return [g for g in graph.prunable if g.name not in set(exclude)]
+
+
+def _check_result(crit: Criterion, groups: List[ChannelGroup], result: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
+    out: Dict[str, np.ndarray] = {}
+    for g in groups:
+        if g.name not in result:
+            raise ImportanceError(f"criterion {crit.name!r} returned no scores for group {g.name!r}")
+        s = np.asarray(result[g.name], dtype=np.float64).ravel()
+        if s.shape != (g.size,):
+            raise ImportanceError(
+                f"criterion {crit.name!r} returned {s.size} scores for group {g.name!r} of {g.size} channels"
+            )
+        if not np.all(np.isfinite(s)):
+            raise ImportanceError(
+                f"criterion {crit.name!r} gave non-finite scores for group {g.name!r} "
+                "(NaN or inf weights or activations?)"
+            )
+        out[g.name] = s
+    return out
+
+
+def raw_scores(
+    model: keras.Model,
+    criterion: str = "aaws",
+    *,
+    data: Any = None,
+    graph: Optional[PruningGraph] = None,
+    loss: Any = None,
+    max_batches: Optional[int] = None,
+    batch_size: int = 32,
+    exclude: Iterable[str] = (),
+    verbose: int = 0,
+) -> Dict[str, np.ndarray]:
+    """One unnormalized float64 score per channel for every prunable group.
+
+    Same arguments as :func:`score`, without ``normalization``; equal to
+    ``score(..., normalization="none")``.
+    """
+    crit = get_criterion(criterion)
+    if crit.needs != "weights" and data is None:
+        what = "inputs and labels" if crit.needs == "labels" else "input batches"
+        raise ImportanceError(
+            f"criterion {criterion!r} is computed from data: pass data= ({what}, e.g. a "
+            "tf.data.Dataset of (x, y) batches or numpy arrays (x, y)); weight criteria "
+            "such as 'aaws' need none"
+        )
+    if graph is None:
+        graph = analyze(model)
+    elif graph.model is not model:
+        raise ImportanceError(
+            "graph was analyzed from another model; pass graph=kerasprune.analyze(model) of "
+            "the model being scored (or leave graph out)"
+        )
+    groups = _groups_to_score(graph, exclude)
+    if not groups:
+        return {}
+    ctx = ScoringContext(
+        model=model,
+        graph=graph,
+        groups=groups,
+        criterion=criterion,
+        data=data,
+        loss=loss,
+        batch_size=int(batch_size),
+        max_batches=max_batches,
+        verbose=verbose,
+    )
+    return _check_result(crit, groups, crit.fn(ctx))
+
+
+def score(
+    model: keras.Model,
+    criterion: str = "aaws",
+    *,
+    normalization: str = "layer_mean",
+    data: Any = None,
+    graph: Optional[PruningGraph] = None,
+    loss: Any = None,
+    max_batches: Optional[int] = None,
+    batch_size: int = 32,
+    exclude: Iterable[str] = (),
+    verbose: int = 0,
+) -> Dict[str, np.ndarray]:
+    """Score every channel of every prunable group; low scores are pruned first.
+
+    Criteria (see :func:`available_criteria`; all scores are >= 0):
+
+    - from weights: ``aaws`` (mean |w| of the channel's filter), ``l1`` (sum |w|),
+      ``l2`` (sqrt(sum w^2 / n), papers/004 Eq. 3), ``bn_gamma`` (|gamma| of the group's
+      BatchNormalization), ``aaws_out`` (mean |w| of the weights that *read* the
+      channel), ``aaws_dense_out`` (``aaws``, except groups made by Dense layers, scored
+      by their outgoing weights as in the original GGP notebooks);
+    - from activations over ``data``: ``mean_response``, ``std_response``, ``apoz``
+      (scored ``1 - APoZ``, so mostly-zero channels are pruned first);
+    - from gradients over labelled ``data``: ``mean_gradient`` (papers/003), ``taylor``
+      (first-order Taylor, |mean of x * dL/dx|), ``gsfp`` (papers/004 Eq. 5, summed over
+      batches, Eq. 6).
+
+    A channel made by several layers (a residual group) gets the mean of its producers'
+    scores; a channel observed at several feature maps gets the mean over those maps.
+
+    Args:
+        model: the model to score (functional, or a built Sequential).
+        criterion: a registered criterion name.
+        normalization: ``layer_mean`` (divide by the group's mean, papers/000 Eq. 2),
+            ``l2`` (divide by the group's Euclidean norm, papers/003 Eq. 4) or ``none``.
+        data: scoring data for data-driven criteria: a ``tf.data.Dataset`` of ``(x, y)``
+            or ``(x,)`` batches, or numpy arrays ``x`` / ``(x, y)``.
+        graph: the model's :func:`~kerasprune.analyze` result (computed when None).
+        loss: loss of the gradient criteria (a name, a ``keras.losses.Loss`` or a
+            function of ``(y_true, y_pred)``); default: the model's compiled loss.
+        max_batches: read at most this many batches of ``data``.
+        batch_size: batch size used to cut numpy arrays.
+        exclude: names of groups not to score.
+        verbose: 1 shows a progress bar while streaming data.
+
+    Returns:
+        group name -> float64 array of one score per channel, for every prunable group not
+        excluded, in graph order, normalized per group.
+
+    Raises:
+        ImportanceError: unknown criterion or normalization (with the known names), data
+            or a loss missing, or a group the criterion cannot score (named in the message).
+    """
+    check_method(normalization)
+    raw = raw_scores(
+        model,
+        criterion,
+        data=data,
+        graph=graph,
+        loss=loss,
+        max_batches=max_batches,
+        batch_size=batch_size,
+        exclude=exclude,
+        verbose=verbose,
+    )
+    return normalize(raw, normalization)

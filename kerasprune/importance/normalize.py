@@ -1,0 +1,94 @@
+"""Per-group normalization of channel scores.
+
+A global ranking compares the channels of different groups, whose raw scores can differ
+by orders of magnitude (early layers respond more strongly, late layers have smaller
+weights). Each group's scores are therefore divided by a per-group scale:
+
+- ``layer_mean`` (papers/000, Eq. 2): ``s'_i = s_i / mean_j s_j``; the group's mean
+  becomes 1.
+- ``l2`` (papers/003, Eq. 4): ``s'_i = s_i / sqrt(sum_j s_j^2)``; the group's vector gets
+  unit Euclidean length.
+- ``none``: the raw scores (as float64 copies).
+
+A group whose scale is 0 (every score 0) is returned unchanged (all zeros), never NaN.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Callable, Dict, List, Mapping
+
+import numpy as np
+
+from kerasprune.importance.errors import ImportanceError
+
+__all__ = ["normalize", "normalize_group", "available_normalizations"]
+
+
+def _layer_mean(s: np.ndarray) -> np.ndarray:
+    scale = float(np.mean(s)) if s.size else 0.0
+    return s / scale if scale != 0.0 and np.isfinite(scale) else s.copy()
+
+
+def _l2(s: np.ndarray) -> np.ndarray:
+    scale = float(np.sqrt(np.sum(s * s))) if s.size else 0.0
+    return s / scale if scale != 0.0 and np.isfinite(scale) else s.copy()
+
+
+def _none(s: np.ndarray) -> np.ndarray:
+    return s.copy()
+
+
+_METHODS: Dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "layer_mean": _layer_mean,
+    "l2": _l2,
+    "none": _none,
+}
+
+
+def available_normalizations() -> List[str]:
+    """The names accepted by :func:`normalize` (and ``score(normalization=...)``)."""
+    return list(_METHODS)
+
+
+def check_method(method: str) -> Callable[[np.ndarray], np.ndarray]:
+    """The function of normalization ``method``.
+
+    Raises:
+        ImportanceError: ``method`` is not a known normalization; the message lists the
+            known names and the closest ones.
+    """
+    fn = _METHODS.get(method) if isinstance(method, str) else None
+    if fn is None:
+        close = difflib.get_close_matches(str(method), list(_METHODS), n=3, cutoff=0.4)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        raise ImportanceError(
+            f"unknown normalization {method!r}.{hint} Known normalizations: "
+            f"{', '.join(_METHODS)}."
+        )
+    return fn
+
+
+def normalize_group(scores: np.ndarray, method: str = "layer_mean") -> np.ndarray:
+    """Normalize the scores of one group (a 1-D array); returns a new float64 array."""
+    return check_method(method)(np.asarray(scores, dtype=np.float64).ravel())
+
+
+def normalize(scores: Mapping[str, np.ndarray], method: str = "layer_mean") -> Dict[str, np.ndarray]:
+    """Normalize every group's scores on its own.
+
+    Args:
+        scores: group name -> one score per channel (as returned by
+            :func:`kerasprune.importance.raw_scores`).
+        method: ``layer_mean`` (divide by the group's mean, papers/000 Eq. 2), ``l2``
+            (divide by the group's Euclidean norm, papers/003 Eq. 4) or ``none``.
+
+    Returns:
+        group name -> float64 array, same keys and order. A group whose scores are all
+        zero stays all zero.
+
+    Raises:
+        ImportanceError: unknown ``method``.
+    """
+    fn = check_method(method)
+    return {name: fn(np.asarray(s, dtype=np.float64).ravel()) for name, s in scores.items()}

@@ -1,0 +1,247 @@
+"""Where a group's channels are observed as feature maps, and per-channel streaming sums.
+
+**Observation points.** :meth:`PruningGraph.response_points` lists the top-level tensors
+that layers' weights read, with the positions of the group's channels along the last
+axis. kerasprune observes a group at the points read by a layer that creates channels of
+its own (the next convolution or Dense layer: the feature map it sees, after
+BatchNormalization and activation); points read only by per-channel layers (the
+BatchNormalization right after a conv) are used only when there is no such point. A
+group observed at several points (a residual group: the input of every block that reads
+it) gets, per channel, **the mean over its points** of the per-point statistic.
+
+**Per-example channel value.** At a point of shape ``(batch, ..., P)``, a channel's value
+for one example is the mean over every position that carries it: the spatial positions
+of a feature map, and all ``H*W`` positions of a flattened one (``Flatten`` before a Dense).
+
+**Streaming.** Statistics are sums over examples: a compiled ``tf.function`` adds each
+batch's per-channel sums (float64) and its example count to variables, so memory is
+bounded by one batch whatever the data size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasprune.graph.analysis import functional_of
+from kerasprune.importance.base import ScoringContext
+from kerasprune.importance.errors import ImportanceError
+
+__all__ = ["Site", "ObservationPlan", "stream_sums", "as_list"]
+
+
+def as_list(outputs) -> List[tf.Tensor]:
+    """A model's outputs as a list (a single-output model returns a bare tensor)."""
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+@dataclass(frozen=True)
+class Site:
+    """One group's channels at one observed tensor.
+
+    Attributes:
+        tensor: index of the tensor in :attr:`ObservationPlan.tensors`.
+        positions: positions along the tensor's last axis (int32).
+        channels: the group channel carried at each of ``positions``.
+        direct: every channel at exactly one position; ``positions`` sorted by channel.
+        inv_counts: 1 / positions per channel (0 where the channel is not carried).
+        offset: where this site's channels start in the plan's flat layout.
+        size: channels of the group.
+    """
+
+    tensor: int
+    positions: np.ndarray
+    channels: np.ndarray
+    direct: bool
+    inv_counts: np.ndarray
+    offset: int
+    size: int
+
+    @property
+    def present(self) -> np.ndarray:
+        """Which channels this site carries."""
+        return self.inv_counts > 0
+
+
+def _readers(fn) -> Dict[int, List[object]]:
+    """id(KerasTensor) -> the operations of ``fn`` that take it as an input."""
+    out: Dict[int, List[object]] = {}
+    for nodes in fn._nodes_by_depth.values():
+        for node in nodes:
+            if node.operation is None or node.is_input:
+                continue
+            for t in node.input_tensors:
+                out.setdefault(id(t), []).append(node.operation)
+    return out
+
+
+class ObservationPlan:
+    """Every observed tensor of a set of groups, and each group's sites on them.
+
+    Args:
+        ctx: the scoring context (model, graph, groups).
+
+    Raises:
+        ImportanceError: a group has no observation point (it is only visible inside a
+            nested model).
+    """
+
+    def __init__(self, ctx: ScoringContext) -> None:
+        self.ctx = ctx
+        self.fn = functional_of(ctx.model)
+        readers = _readers(self.fn)
+        makers = {id(rec.layer) for rec in ctx.graph.records if rec.produced}
+        self.tensors: List[object] = []
+        self.sites: Dict[str, List[Site]] = {}
+        self.width = 0
+        for group in ctx.groups:
+            points = ctx.graph.response_points(group)
+            if not points:
+                raise ctx.fail(
+                    group,
+                    "its channels are never seen as a top-level feature map (they live "
+                    "inside a nested model)",
+                )
+            fed = [p for p in points if any(id(op) in makers for op in readers.get(id(p[0]), []))]
+            sites = [self._site(kt, pos, ch, group.size) for kt, pos, ch in (fed or points)]
+            held = np.any([s.present for s in sites], axis=0)
+            if not held.all():
+                raise ctx.fail(group, f"channels {np.nonzero(~held)[0][:5].tolist()} are never observed")
+            self.sites[group.name] = sites
+
+    def _site(self, kt, positions: np.ndarray, channels: np.ndarray, size: int) -> Site:
+        for i, t in enumerate(self.tensors):
+            if t is kt:
+                index = i
+                break
+        else:
+            self.tensors.append(kt)
+            index = len(self.tensors) - 1
+        counts = np.bincount(channels, minlength=size)
+        direct = len(channels) == size and bool(np.all(counts == 1))
+        order = np.argsort(channels, kind="stable")
+        inv = np.zeros(size, dtype=np.float32)
+        inv[counts > 0] = 1.0 / counts[counts > 0]
+        site = Site(
+            tensor=index,
+            positions=np.asarray(positions[order] if direct else positions, dtype=np.int32),
+            channels=np.asarray(channels[order] if direct else channels, dtype=np.int32),
+            direct=direct,
+            inv_counts=inv,
+            offset=self.width,
+            size=size,
+        )
+        self.width += size
+        return site
+
+    # ------------------------------------------------------------------ models
+
+    def probe(self, with_outputs: bool = False) -> Tuple[keras.Model, int]:
+        """One model from the inputs to every observed tensor (then the model's outputs).
+
+        Returns:
+            ``(probe, n_observed)``: the probe's first ``n_observed`` outputs are the
+            observed tensors, the rest (with ``with_outputs``) the model's outputs.
+        """
+        outputs = list(self.tensors)
+        if with_outputs:
+            outputs += list(self.fn.outputs)
+        return keras.Model(self.fn._inputs_struct, outputs, name="kerasprune_probe"), len(self.tensors)
+
+    # ------------------------------------------------------------------ tf side
+
+    @staticmethod
+    def spatial_mean(t: tf.Tensor) -> tf.Tensor:
+        """``(batch, ..., P) -> (batch, P)``: the mean over every axis but the first and last."""
+        t = tf.cast(t, tf.float32)
+        rank = t.shape.rank
+        if rank is None or rank < 2:
+            raise ImportanceError("an observed tensor must have a batch and a channel axis")
+        if rank == 2:
+            return t
+        return tf.reduce_mean(t, axis=list(range(1, rank - 1)))
+
+    def channel_values(self, per_tensor: Sequence[tf.Tensor]) -> tf.Tensor:
+        """Per example, each site's channel values, all sites side by side.
+
+        Args:
+            per_tensor: for each observed tensor, a ``(batch, P)`` array of per-position
+                values (usually :meth:`spatial_mean` of something).
+
+        Returns:
+            ``(batch, width)``: for each site, in plan order, the mean over the positions
+            carrying each channel (0 for a channel the site does not carry).
+        """
+        cols = []
+        for sites in self.sites.values():
+            for s in sites:
+                m = per_tensor[s.tensor]
+                if s.direct:
+                    cols.append(tf.gather(m, s.positions, axis=1))
+                    continue
+                picked = tf.gather(m, s.positions, axis=1)
+                summed = tf.math.unsorted_segment_sum(tf.transpose(picked), s.channels, s.size)
+                cols.append(tf.transpose(summed) * tf.constant(s.inv_counts))
+        return tf.concat(cols, axis=1)
+
+    # ------------------------------------------------------------------ numpy side
+
+    def combine(self, per_site: np.ndarray) -> Dict[str, np.ndarray]:
+        """Per group, the mean over its sites of a flat per-site statistic."""
+        out = {}
+        for name, sites in self.sites.items():
+            total = np.zeros(sites[0].size)
+            n = np.zeros(sites[0].size)
+            for s in sites:
+                part = per_site[s.offset : s.offset + s.size]
+                total += np.where(s.present, part, 0.0)
+                n += s.present
+            out[name] = total / n
+        return out
+
+
+def stream_sums(
+    ctx: ScoringContext,
+    width: int,
+    batch_sums: Callable[[object, object, object], Tuple[tf.Tensor, tf.Tensor]],
+    needs_labels: bool = False,
+) -> Tuple[np.ndarray, float]:
+    """Run ``batch_sums`` over every batch inside one compiled function and add it up.
+
+    Args:
+        ctx: the scoring context (its data, ``max_batches``, ``verbose``).
+        width: length of the vector ``batch_sums`` returns.
+        batch_sums: ``(x, y, sample_weight) -> (float64 vector of width, float64 count)``,
+            traced once into a ``tf.function``.
+        needs_labels: raise a clear error when a batch has no labels.
+
+    Returns:
+        ``(sums, count)``: the vector summed over batches and the total count.
+    """
+    acc = tf.Variable(tf.zeros([width], tf.float64), trainable=False)
+    count = tf.Variable(tf.constant(0.0, tf.float64), trainable=False)
+
+    @tf.function(reduce_retracing=True)
+    def step(x, y, sw):
+        vec, n = batch_sums(x, y, sw)
+        acc.assign_add(vec)
+        count.assign_add(n)
+
+    bar: Optional[keras.utils.Progbar] = ctx.progress()
+    seen = 0
+    for x, y, sw in ctx.batches():
+        if needs_labels and y is None:
+            raise ImportanceError(
+                f"criterion {ctx.criterion!r} needs labels: the data must give (x, y) batches"
+            )
+        step(x, y, sw)
+        seen += 1
+        if bar is not None:
+            bar.update(seen)
+    if seen == 0:
+        raise ImportanceError(f"criterion {ctx.criterion!r} got no batches: the scoring data is empty")
+    return acc.numpy(), float(count.numpy())

@@ -1,0 +1,33 @@
+"""Selection: from scores per channel to which channels a round removes.
+
+::
+
+    from kerasprune.importance import score
+    from kerasprune.selection import select
+
+    keep = select(graph, score(model), 0.05)                      # papers/000: global 5%
+    keep = select(graph, scores, 0.3, scope="hierarchical", unit="flops", hierarchy="flops")
+    thin = kp.rebuild(model, keep, graph=graph)
+
+Scopes live in :mod:`~kerasprune.selection.scopes`, one function each; a group's
+removal steps and guards in :mod:`~kerasprune.selection.candidates`; channel costs for
+parameter and FLOPs budgets in :mod:`kerasprune.report.costs`.
+"""
+
+from kerasprune.errors import SelectionError
+from kerasprune.report.costs import ChannelCosts, channel_costs
+from kerasprune.selection.scopes import SCOPES
+from kerasprune.selection.select import HIERARCHIES, METHODS, UNITS, check_options, excluded_groups, select
+
+__all__ = [
+    "select",
+    "excluded_groups",
+    "check_options",
+    "channel_costs",
+    "ChannelCosts",
+    "SelectionError",
+    "SCOPES",
+    "UNITS",
+    "METHODS",
+    "HIERARCHIES",
+]
