@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 export KERAS_BACKEND ?= tensorflow
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo bench bench-rebuild bench-score bench-lenet clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,8 +38,17 @@ demo: $(STAMP)
 		--criterion aaws --scope global --fine-tune-epochs 1 --take 20000
 	$(VENV)/bin/kerasprune report $(DEMO_DIR)/baseline.keras $(DEMO_DIR)/gradual/pruned.keras
 
-bench: $(STAMP)
+# Benchmarks (not run by the tests): each prints a table with the machine and versions.
+bench: bench-rebuild bench-score
+
+bench-rebuild: $(STAMP)
 	$(PY) bench/rebuild_speed.py
+
+bench-score: $(STAMP)
+	$(PY) bench/score_speed.py
+
+bench-lenet: $(STAMP)
+	$(PY) bench/reproduce_lenet.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .hypothesis

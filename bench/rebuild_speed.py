@@ -26,9 +26,7 @@ import argparse
 import copy
 import cProfile
 import gc
-import math
 import os
-import platform
 import pstats
 import statistics
 import sys
@@ -41,11 +39,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
 import kerasprune  # noqa: E402
 from kerasprune.graph.analysis import iter_layers  # noqa: E402
 from kerasprune.models import cifar_resnet  # noqa: E402
+from common import machine, versions  # noqa: E402  (bench/common.py)
 
 PRUNE_FRACTION = 0.3
 
@@ -87,27 +85,6 @@ def timed(fn: Callable[[], object]) -> tuple:
     start = time.perf_counter()
     result = fn()
     return time.perf_counter() - start, result
-
-
-def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} cores ({os.cpu_count()} CPUs in the machine)"
-
-
-def versions() -> str:
-    return (
-        f"python {platform.python_version()}, tensorflow {tf.__version__}, "
-        f"keras {keras.__version__}, numpy {np.__version__}, kerasprune {kerasprune.__version__}"
-    )
 
 
 def bench_model(name: str, repeats: int) -> dict:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -28,10 +27,10 @@ if "TFDS_DATA_DIR" not in os.environ and _shared.is_dir():
     os.environ["TFDS_DATA_DIR"] = str(_shared)
 
 import keras  # noqa: E402
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from kerasprune.importance import raw_scores  # noqa: E402
+from common import machine, versions  # noqa: E402  (bench/common.py)
 
 CRITERIA = ("mean_response", "mean_gradient", "taylor", "gsfp")
 
@@ -68,19 +67,6 @@ def mnist_train(batch_size: int) -> tf.data.Dataset:
         return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{cpu}, {cores} usable cores, {platform.system()} {platform.release()}"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batch-size", type=int, default=32)
@@ -110,7 +96,7 @@ def main() -> None:
         rows.append((crit, sec, sec / fit_s, sum(v.size for v in s.values())))
 
     print(f"machine: {machine()}")
-    print(f"python {platform.python_version()}, tensorflow {tf.__version__}, keras {keras.__version__}, numpy {np.__version__}")
+    print(f"versions: {versions()}")
     print(f"LeNet-5 on MNIST train: {batches} batches of {args.batch_size}; one fit epoch reached accuracy {acc:.4f}")
     print()
     print(f"| {'what':<32} | {'seconds':>8} | {'x fit epoch':>11} |")

@@ -1,4 +1,4 @@
-"""The ``kerasprune`` command: train a zoo model, analyze it, prune it gradually, report the result."""
+"""The ``kerasprune`` command: train a zoo model, analyze it, prune it gradually, report and export the result."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def cmd_prune(args) -> int:
         normalization=args.normalization, scope=args.scope, unit=args.unit,
         hierarchy=args.hierarchy, method=args.method, min_channels=args.min_channels, max_ratio=args.max_ratio, round_to=args.round_to,
         exclude=args.exclude or (), fine_tune_epochs=args.fine_tune_epochs,
-        score_batches=args.score_batches, verbose=1 if args.verbose else 0,
+        score_batches=args.score_batches, verbose=1 if args.verbose else 2,
     )
     train = _data(args, args.train_split, augment=args.augment, take=args.take, shuffle=True)
     val = _data(args, args.val_split, take=args.val_take)
@@ -122,6 +122,41 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def _calibration(args, model):
+    """``--calibration-data``: a ``.npy`` file of inputs, or a dataset name."""
+    if args.calibration_data is None:
+        return None
+    src = args.calibration_data
+    if src.endswith(".npy"):
+        import numpy as np
+
+        if not Path(src).exists():
+            raise CommandError(f"no such file: {src}")
+        return np.load(src)
+    from kerasprune import data
+
+    return data.load_dataset(src, split="train", batch_size=32, take=args.calibration_steps, data_dir=args.data_dir)
+
+
+def cmd_export(args) -> int:
+    """``kerasprune export``: TFLite (checked against Keras) and/or SavedModel of a ``.keras`` file."""
+    from kerasprune.export import export_saved_model, export_tflite
+
+    if not args.tflite and not args.saved_model:
+        raise CommandError("nothing to do: give --tflite FILE and/or --saved-model DIR")
+    model = _load_model(args.model)
+    if args.saved_model:
+        path = export_saved_model(model, args.saved_model)
+        print(f"SavedModel: {path}")
+    if args.tflite:
+        result = export_tflite(
+            model, args.tflite, quantize=args.quantize, calibration_data=_calibration(args, model),
+            calibration_steps=args.calibration_steps,
+        )
+        print(f"TFLite: {result}")
+    return 0
+
+
 def cmd_report(args) -> int:
     """``kerasprune report``: widths, parameters and FLOPs of one model, or two compared."""
     from kerasprune.report import compare
@@ -129,6 +164,18 @@ def cmd_report(args) -> int:
     a = _load_model(args.before)
     b = _load_model(args.after) if args.after else None
     print(compare(a, b))
+    if args.sizes:
+        from kerasprune.export import disk_sizes
+
+        before = disk_sizes(a)
+        after = disk_sizes(b) if b is not None else None
+        print("\nsize on disk (bytes)")
+        for fmt, label in (("keras", ".keras"), ("saved_model", "SavedModel"), ("tflite", "TFLite float32")):
+            if after is None:
+                print(f"  {label:<15} {before[fmt]:>12,}")
+            else:
+                cut = 100.0 * (1 - after[fmt] / before[fmt])
+                print(f"  {label:<15} {before[fmt]:>12,} -> {after[fmt]:>12,}  (-{cut:.1f}%)")
     return 0
 
 
@@ -144,7 +191,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-q", "--quiet", dest="verbose", action="store_false", help="no progress bars")
+    p.add_argument("-q", "--quiet", dest="verbose", action="store_false",
+                   help="one line per epoch instead of progress bars")
 
 
 def _fraction(text: str) -> float:
@@ -203,7 +251,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="layer widths, parameters and FLOPs, before and after")
     p.add_argument("before", help="a .keras file")
     p.add_argument("after", nargs="?", default=None, help="a second .keras file to compare with")
+    p.add_argument("--sizes", action="store_true", help="also bytes as .keras, SavedModel and TFLite")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("export", help="TFLite (checked against Keras) and SavedModel of a .keras file")
+    p.add_argument("model", help="a .keras file (a thin model)")
+    p.add_argument("--tflite", default=None, metavar="FILE", help="write a .tflite file")
+    p.add_argument("--saved-model", default=None, metavar="DIR", help="write a SavedModel directory")
+    p.add_argument("--quantize", choices=["float16", "int8"], default=None, help="TFLite quantization")
+    p.add_argument("--calibration-data", default=None, metavar="NPY_OR_DATASET",
+                   help="int8 calibration inputs: a .npy file of inputs, or a dataset name (mnist, cifar10)")
+    p.add_argument("--calibration-steps", type=int, default=100, help="calibration examples (default 100)")
+    p.add_argument("--data-dir", default=None, help="tfds data_dir for --calibration-data")
+    p.set_defaults(func=cmd_export)
     return parser
 
 

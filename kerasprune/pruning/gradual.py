@@ -66,7 +66,8 @@ class GradualPruner:
         callbacks: the caller's Keras callbacks, passed to every fine-tuning ``fit``.
         strategy: a ``tf.distribute`` strategy; each rebuilt model is created and compiled
             in its scope, so fine-tuning runs on all its devices.
-        verbose: 0 silent, 1 Keras progress bars and one summary line per round.
+        verbose: 0 silent; 1 Keras progress bars and one summary line per round; 2 one
+            line per fine-tuning epoch (Keras's ``verbose=2``) and one per round.
         fit_kwargs: extra keyword arguments for ``fit`` (``steps_per_epoch`` ...).
     """
 
@@ -225,15 +226,10 @@ class GradualPruner:
     def _fit(self, model: keras.Model, train_data: Any) -> None:
         if self.fine_tune_epochs > 0:
             kwargs = dict(self.fit_kwargs)
+            kwargs.setdefault("verbose", self.verbose)
             if isinstance(train_data, tf.data.Dataset):  # it shuffles itself, if at all
                 kwargs.setdefault("shuffle", False)
-            model.fit(
-                train_data,
-                epochs=self.fine_tune_epochs,
-                callbacks=self.callbacks,
-                verbose=1 if self.verbose else 0,
-                **kwargs,
-            )
+            model.fit(train_data, epochs=self.fine_tune_epochs, callbacks=self.callbacks, **kwargs)
 
     def _row(self, r: int, model: keras.Model, metrics: Dict[str, float], seconds: Optional[float], ratio: Optional[float]) -> Dict[str, Any]:
         stats = model_stats(model)

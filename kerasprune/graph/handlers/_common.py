@@ -44,3 +44,21 @@ def slice_named(
 def keep_count(mask: Optional[np.ndarray], default: int) -> int:
     """Number of kept positions of a slot mask (``default`` when the slot is unchanged)."""
     return default if mask is None else int(mask.sum())
+
+
+def call_arg(node, position: int, name: str):
+    """The argument of a call given by ``position`` or keyword ``name`` (None if absent)."""
+    args = node.arguments.args
+    if len(args) > position:
+        return args[position]
+    return node.arguments.kwargs.get(name)
+
+
+def input_index(ctx, tensor) -> Optional[int]:
+    """Position of ``tensor`` among the call's input tensors (None if it is not one)."""
+    if tensor is None:
+        return None
+    for i, kt in enumerate(ctx.input_tensors):
+        if kt is tensor:
+            return i
+    return None

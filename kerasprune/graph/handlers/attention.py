@@ -31,12 +31,12 @@ and scaling are not counted.
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Tuple
 
 import numpy as np
 from keras import layers
 
-from kerasprune.graph.handlers._common import prod
+from kerasprune.graph.handlers._common import call_arg, input_index, prod
 from kerasprune.graph.registry import LayerHandler, register_handler
 
 __all__ = ["MultiHeadAttentionHandler"]
@@ -48,22 +48,6 @@ _ROLES = (
     ("_gate_dense", "gate"),
     ("_output_dense", "output"),
 )
-
-
-def _call_arg(node, position: int, name: str):
-    args = node.arguments.args
-    if len(args) > position:
-        return args[position]
-    return node.arguments.kwargs.get(name)
-
-
-def _index_of(ctx, tensor) -> Optional[int]:
-    if tensor is None:
-        return None
-    for i, kt in enumerate(ctx.input_tensors):
-        if kt is tensor:
-            return i
-    return None
 
 
 def _roles(layer) -> Dict[int, Tuple[str, str]]:
@@ -93,9 +77,9 @@ class MultiHeadAttentionHandler(LayerHandler):
     def analyze(self, ctx):
         layer = ctx.layer
         node = ctx.node
-        iq = _index_of(ctx, _call_arg(node, 0, "query"))
-        iv = _index_of(ctx, _call_arg(node, 1, "value"))
-        ik = _index_of(ctx, _call_arg(node, 2, "key"))
+        iq = input_index(ctx, call_arg(node, 0, "query"))
+        iv = input_index(ctx, call_arg(node, 1, "value"))
+        ik = input_index(ctx, call_arg(node, 2, "key"))
         if iq is None or iv is None:
             reason = f"'{ctx.path}' is called in a way kerasprune cannot read"
             for l in ctx.inputs:
@@ -189,9 +173,9 @@ class MultiHeadAttentionHandler(LayerHandler):
         return out
 
     def macs(self, layer, node):
-        q = _call_arg(node, 0, "query")
-        v = _call_arg(node, 1, "value")
-        k = _call_arg(node, 2, "key")
+        q = call_arg(node, 0, "query")
+        v = call_arg(node, 1, "value")
+        k = call_arg(node, 2, "key")
         k = v if k is None else k
         q_shape, v_shape, k_shape = (tuple(t.shape) for t in (q, v, k))
         total = 0

@@ -46,7 +46,7 @@ import keras
 import numpy as np
 from keras import layers
 
-from kerasprune.graph.handlers._common import mixes_channels, prod
+from kerasprune.graph.handlers._common import call_arg, input_index, mixes_channels, prod
 from kerasprune.graph.layout import Layout
 from kerasprune.graph.registry import LayerHandler, handler_for, register_handler
 
@@ -67,21 +67,6 @@ def gate_blocks(rnn_layer: object) -> Optional[int]:
     """
     cell = getattr(rnn_layer, "cell", None)
     return _GATES.get(type(cell))
-
-
-def _call_arg(node, position: int, name: str):
-    """The argument of a call given by ``position`` or keyword ``name`` (None if absent)."""
-    args = node.arguments.args
-    if len(args) > position:
-        return args[position]
-    return node.arguments.kwargs.get(name)
-
-
-def _index_of(ctx, tensor) -> Optional[int]:
-    for i, kt in enumerate(ctx.input_tensors):
-        if kt is tensor:
-            return i
-    return None
 
 
 def _unit_columns(mask: np.ndarray, gates: int) -> np.ndarray:
@@ -158,7 +143,7 @@ def _step_macs(rnn_layer, steps: int) -> int:
 
 
 def _sequence_steps(node) -> int:
-    seq = _call_arg(node, 0, "sequences")
+    seq = call_arg(node, 0, "sequences")
     steps = tuple(getattr(seq, "shape", node.input_tensors[0].shape))[1]
     return 1 if steps is None else int(steps)
 
@@ -173,7 +158,7 @@ def _mixing_reason(ctx, rnn_layer) -> Optional[str]:
 
 def _state_tensors(node) -> Tuple[bool, list]:
     """Whether ``initial_state`` was given, and its elements flattened."""
-    state = _call_arg(node, 1, "initial_state")
+    state = call_arg(node, 1, "initial_state")
     if state is None:
         return False, []
     return True, list(keras.tree.flatten(state))
@@ -183,8 +168,8 @@ class _RecurrentBase(LayerHandler):
     """Shared pieces: the sequence input, initial states, masks."""
 
     def _sequence_input(self, ctx) -> Tuple[Optional[int], Optional[Layout]]:
-        seq = _call_arg(ctx.node, 0, "sequences")
-        i = _index_of(ctx, seq)
+        seq = call_arg(ctx.node, 0, "sequences")
+        i = input_index(ctx, seq)
         if i is None:
             return None, None
         return i, ctx.channel_input(i, len(ctx.input_shapes[i]) - 1)
@@ -193,7 +178,7 @@ class _RecurrentBase(LayerHandler):
         """Couple one initial-state element with the units it initializes."""
         what = f"{what} " if what else ""
         reason = f"the {what}initial state of '{ctx.path}' is not a tracked tensor"
-        i = _index_of(ctx, state)
+        i = input_index(ctx, state)
         layout = None if i is None else ctx.inputs[i]
         if layout is None:
             ctx.freeze(units, reason)
@@ -268,7 +253,7 @@ class RecurrentHandler(_RecurrentBase):
         if given and len(states) != n_states:
             ctx.freeze(out, f"the initial state of '{ctx.path}' has an unexpected structure")
         for s in states:
-            j = _index_of(ctx, s)
+            j = input_index(ctx, s)
             used.add(j)
             self._couple_state(ctx, s, out, "")
         self._freeze_others(ctx, used)
@@ -374,7 +359,7 @@ class BidirectionalHandler(_RecurrentBase):
                 ctx.freeze(f, reason)
                 ctx.freeze(b, reason)
             for k, s in enumerate(states):
-                used.add(_index_of(ctx, s))
+                used.add(input_index(ctx, s))
                 fw = k < half
                 self._couple_state(ctx, s, f if fw else b, "forward" if fw else "backward")
         self._freeze_others(ctx, used)

@@ -1,0 +1,30 @@
+"""Keras callbacks for pruning inside ``model.fit`` (papers/004, globally soft filter pruning).
+
+::
+
+    import kerasprune as kp
+    from kerasprune.callbacks import SaliencyAccumulator, SoftFilterPruning, strip
+
+    soft = SoftFilterPruning(rate=0.5, criterion="gsfp", scope="global")
+    model.fit(x, y, epochs=10, callbacks=[soft])   # masks the lowest 50% at each epoch end
+    thin = strip(model)                              # removes the channels still masked
+
+- :class:`SaliencyAccumulator`: per-channel gradient saliency summed over the training
+  steps of each epoch, reusing the train step's own gradients;
+- :class:`SoftFilterPruning`: at each epoch end, masks the lowest channels (zeroes them
+  everywhere they live); masked channels keep training;
+- :func:`strip`: the thin model without the channels that carry nothing.
+"""
+
+from kerasprune.callbacks.saliency import CRITERIA, CallbackError, SaliencyAccumulator
+from kerasprune.callbacks.soft import SoftFilterPruning
+from kerasprune.callbacks.strip import dead_channels, strip
+
+__all__ = [
+    "SaliencyAccumulator",
+    "SoftFilterPruning",
+    "strip",
+    "dead_channels",
+    "CallbackError",
+    "CRITERIA",
+]

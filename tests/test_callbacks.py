@@ -1,0 +1,235 @@
+"""Callbacks inside model.fit: saliency accumulation, soft filter pruning, strip."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from kerasprune.callbacks import CallbackError, SaliencyAccumulator, SoftFilterPruning, dead_channels, strip
+from kerasprune.errors import KerasPruneError
+from kerasprune.graph.analysis import analyze
+from kerasprune.report.counting import count_params
+from models import randomize, residual_net
+
+L = keras.layers
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def conv_bn_net() -> keras.Model:
+    inp = keras.Input((8, 8, 3), name="img")
+    x = L.Conv2D(6, 3, name="c1")(inp)
+    x = L.BatchNormalization(name="bn")(x)
+    x = L.ReLU(name="relu")(x)
+    x = L.Conv2D(5, 3, activation="relu", name="c2")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inp, L.Dense(4, name="fc")(x))
+
+
+def data(n: int = 64, classes: int = 4, shape=(8, 8, 3), seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, *shape)).astype("float32"), rng.integers(0, classes, n)
+
+
+def brute_force(model: keras.Model, x, y, batch: int, criterion: str, layers) -> dict:
+    """Per-batch GradientTape saliency of each layer's kernel, summed (numpy formulas)."""
+    kernels = {name: model.get_layer(name).kernel for name in layers}
+    total = {name: 0.0 for name in layers}
+    for start in range(0, len(x), batch):
+        xb, yb = x[start : start + batch], y[start : start + batch]
+        with tf.GradientTape() as tape:
+            loss = LOSS(yb, model(xb, training=True))
+        grads = tape.gradient(loss, [kernels[n].value for n in layers])
+        for name, g in zip(layers, grads):
+            w = kernels[name].numpy().astype(np.float64)
+            g = g.numpy().astype(np.float64)
+            axes = tuple(range(w.ndim - 1))
+            n = np.prod(w.shape[:-1])
+            if criterion == "taylor_weights":
+                s = np.abs((w * g).sum(axis=axes))
+            else:
+                gn = np.abs(g).sum(axis=axes) / n
+                if criterion == "grad_l1":
+                    s = gn
+                else:
+                    wn = np.sqrt((w * w).sum(axis=axes) / n)
+                    big_n = w.shape[-1]
+                    s = (big_n * gn / gn.sum()) * (big_n * wn / wn.sum())
+            total[name] = total[name] + s
+    return total
+
+
+def assert_close(actual, expected, rtol=1e-5):
+    actual, expected = np.asarray(actual, np.float64), np.asarray(expected, np.float64)
+    scale = max(float(np.max(np.abs(expected))), 1e-12)
+    assert np.max(np.abs(actual - expected)) <= rtol * scale, (actual, expected)
+
+
+@pytest.mark.parametrize("criterion", ["gsfp", "taylor_weights", "grad_l1"])
+def test_accumulated_saliency_equals_brute_force_gradient_tape(criterion):
+    model = conv_bn_net()
+    x, y = data()
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), LOSS)
+    expected = brute_force(model, x, y, 16, criterion, ["c1", "c2"])
+    acc = SaliencyAccumulator(criterion=criterion, normalization="none")
+    hist = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[acc])
+    assert acc.steps == 4
+    assert set(acc.raw) == {"c1", "c2"}
+    for name in ("c1", "c2"):
+        assert_close(acc.raw[name], expected[name])
+        assert_close(acc.scores[name], expected[name])  # normalization "none"
+    assert hist.history["saliency_steps"] == [4.0]
+    assert np.isclose(hist.history["saliency_min"][0], min(v.min() for v in acc.scores.values()))
+    # the optimizer is given back untouched
+    assert "apply" not in vars(model.optimizer)
+
+
+def test_saliency_with_steps_per_execution_2_and_layer_mean_normalization():
+    model = conv_bn_net()
+    x, y = data()
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), LOSS, steps_per_execution=2)
+    expected = brute_force(model, x, y, 16, "gsfp", ["c1", "c2"])
+    acc = SaliencyAccumulator(criterion="gsfp")
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[acc])
+    assert acc.steps == 4
+    for name in ("c1", "c2"):
+        assert_close(acc.raw[name], expected[name])
+        assert_close(acc.scores[name], expected[name] / expected[name].mean())
+
+
+def test_saliency_resets_each_epoch_and_cumulates_over_epochs():
+    model = conv_bn_net()
+    x, y = data()
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), LOSS)
+    expected = brute_force(model, x, y, 32, "grad_l1", ["c1"])["c1"]
+    acc = SaliencyAccumulator(criterion="grad_l1", normalization="none")
+    model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0, callbacks=[acc])
+    assert acc.steps == 2
+    assert_close(acc.scores["c1"], expected)  # the last epoch only
+    assert_close(acc.cumulative["c1"], 2 * expected)
+    keep_going = SaliencyAccumulator(criterion="grad_l1", normalization="none", reset_each_epoch=False)
+    model.fit(x, y, batch_size=32, epochs=2, shuffle=False, verbose=0, callbacks=[keep_going])
+    assert keep_going.steps == 4
+    assert_close(keep_going.scores["c1"], 2 * expected)
+    assert_close(keep_going.cumulative["c1"], 2 * expected)
+
+
+def _masked_entries_are_zero(model, graph, keep):
+    layers = {rec.path: rec.layer for rec in graph.records}
+    for name, kept in keep.items():
+        gone = np.setdiff1d(np.arange(graph[name].size), kept)
+        for e in graph.entries(graph[name]):
+            values = layers[e.layer].weights[e.weight].numpy().reshape(-1)[e.flat]
+            assert np.all(values[np.isin(e.channel, gone)] == 0.0), (name, e.layer, e.name)
+
+
+def test_soft_pruning_masks_filters_inputs_and_residual_groups_without_emptying_any():
+    model = randomize(residual_net())
+    x, y = data(64, classes=5)
+    model.compile(keras.optimizers.SGD(learning_rate=0.01, momentum=0.9), LOSS)
+    soft = SoftFilterPruning(rate=0.7, min_channels=2)
+    hist = model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[soft])
+    graph = analyze(model, warn=False)
+    assert soft.keep, "something is masked"
+    for group in graph.prunable:
+        assert len(soft.keep.get(group.name, range(group.size))) >= 2
+    _masked_entries_are_zero(model, graph, soft.keep)
+    # the residual group made by stem and b1_conv2 (added together) is masked in both,
+    # and in the convs that read it
+    res = graph.group_of("stem")
+    assert graph.group_of("b1_conv2") is res
+    gone = np.setdiff1d(np.arange(res.size), soft.keep[res.name])
+    assert gone.size
+    for layer in ("stem", "b1_conv2"):
+        assert np.all(model.get_layer(layer).kernel.numpy()[..., gone] == 0.0)
+        assert np.all(model.get_layer(layer).bias.numpy()[gone] == 0.0)
+    assert np.all(model.get_layer("stem_bn").gamma.numpy()[gone] == 0.0)
+    for reader in ("b1_conv1", "b2_conv1", "b2_proj"):
+        assert np.all(model.get_layer(reader).kernel.numpy()[:, :, gone, :] == 0.0)
+    assert hist.history["soft_masked"][0] == sum(graph[n].size - len(k) for n, k in soft.keep.items())
+
+
+def test_masked_filters_come_back_when_training_goes_on():
+    model = conv_bn_net()
+    x, y = data()
+    model.compile(keras.optimizers.Adam(learning_rate=0.01), LOSS)
+    soft = SoftFilterPruning(rate=lambda epoch: 0.5 if epoch == 0 else 0.0)
+    snapshots = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: snapshots.append(model.get_layer("c1").kernel.numpy().copy())
+    )
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[soft, record])
+    assert [h["rate"] for h in soft.history] == [0.5, 0.0]
+    assert soft.history[0]["masked"] == 5 and soft.history[1]["masked"] == 0 and soft.keep == {}
+    first, second = snapshots
+    zero_after_first = np.all(first == 0.0, axis=(0, 1, 2))
+    assert zero_after_first.any()
+    assert np.all(np.any(second[..., zero_after_first] != 0.0, axis=(0, 1, 2)))
+
+
+def test_strip_after_soft_pruning_equals_masked_model_also_after_reload(tmp_path):
+    model = randomize(residual_net())
+    x, y = data(64, classes=5)
+    model.compile(keras.optimizers.SGD(learning_rate=0.01), LOSS)
+    soft = SoftFilterPruning(rate=0.4, criterion="taylor_weights")
+    model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[soft])
+    expected = model.predict(x, verbose=0)
+    graph = analyze(model, warn=False)
+    dead = dead_channels(model, graph)
+    for name, kept in soft.keep.items():
+        assert np.array_equal(dead[name], np.setdiff1d(np.arange(graph[name].size), kept))
+    thin = strip(model, graph)
+    assert count_params(thin).total < count_params(model).total
+    assert_close(thin.predict(x, verbose=0), expected)
+    path = tmp_path / "soft.keras"
+    model.save(path)
+    reloaded = keras.saving.load_model(path)
+    thin2 = strip(reloaded)
+    assert count_params(thin2).total == count_params(thin).total
+    assert_close(thin2.predict(x, verbose=0), expected)
+
+
+def test_strip_keeps_a_channel_whose_batchnorm_beta_still_sends_a_constant():
+    model = randomize(conv_bn_net())
+    kernel = model.get_layer("c1").kernel
+    k = kernel.numpy()
+    k[..., 2] = 0.0
+    kernel.assign(k)
+    bias = model.get_layer("c1").bias
+    b = bias.numpy()
+    b[2] = 0.0
+    bias.assign(b)
+    assert dead_channels(model) == {}
+    assert count_params(strip(model)).total == count_params(model).total
+
+
+class _Subclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.conv = L.Conv2D(4, 3)
+        self.head = L.Dense(4)
+
+    def call(self, x):
+        return self.head(keras.ops.mean(self.conv(x), axis=(1, 2)))
+
+
+def test_subclassed_model_fails_at_train_begin_with_a_clear_error():
+    model = _Subclassed()
+    x, y = data(16)
+    model.compile(keras.optimizers.SGD(0.01), LOSS)
+    started = []
+    spy = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda b, logs: started.append(b))
+    with pytest.raises(CallbackError, match="subclassed") as info:
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[SoftFilterPruning(0.5), spy])
+    assert isinstance(info.value, KerasPruneError)
+    assert started == []
+
+
+def test_bad_options_fail_when_the_callback_is_made():
+    with pytest.raises(CallbackError, match="criterion"):
+        SaliencyAccumulator(criterion="mean_gradient")
+    with pytest.raises(CallbackError, match="rate"):
+        SoftFilterPruning(rate=1.5)
+    with pytest.raises(KerasPruneError):
+        SoftFilterPruning(rate=0.5, scope="everywhere")
