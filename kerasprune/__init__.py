@@ -10,6 +10,12 @@ thinner ``keras.Model``::
     thin = kp.rebuild(model, keep, graph=graph)
     print(kp.count_params(thin).total, kp.count_flops(thin).total)
 
+Soft filter pruning inside ``model.fit`` (papers/004), then the thin model::
+
+    soft = kp.callbacks.SoftFilterPruning(rate=0.5, criterion="gsfp")
+    model.fit(x, y, epochs=10, callbacks=[soft])
+    thin = kp.strip(model)
+
 One shot or gradually (papers/000)::
 
     thin = kp.prune(model, 0.3, criterion="aaws", scope="global")
@@ -18,8 +24,9 @@ One shot or gradually (papers/000)::
 
 The package follows the data: ``graph`` (channel groups) -> ``importance`` (scores
 per channel) -> ``selection`` (which channels go) -> ``surgery`` (the rebuilder) ->
-``pruning`` (one-shot and gradual loops); ``report`` reads the result, ``models`` and
-``data`` hold the papers' networks and datasets.
+``pruning`` (one-shot and gradual loops); ``callbacks`` feed importance from inside
+training; ``report`` and ``export`` read the result; ``models`` and ``data`` hold the
+papers' networks and datasets.
 """
 
 from kerasprune.errors import (
@@ -38,6 +45,8 @@ from kerasprune.graph import (
     analyze,
     register_handler,
 )
+from kerasprune import callbacks
+from kerasprune.callbacks import strip
 from kerasprune.importance import ImportanceError, available_criteria, register_criterion, score
 from kerasprune.pruning import GradualPruner, TargetNotMetError, prune
 from kerasprune.report import compare, count_flops, count_params
@@ -53,6 +62,8 @@ __all__ = [
     "rebuild",
     "prune",
     "GradualPruner",
+    "strip",
+    "callbacks",
     "mask_weights",
     "count_params",
     "count_flops",

@@ -79,6 +79,9 @@ def cmd_prune(args) -> int:
     from kerasprune.report import compare
 
     keras.utils.set_random_seed(args.seed)
+    if args.soft:
+        return _soft_prune(args)
+    criterion = args.criterion or ("gsfp" if args.accumulate else "aaws")
     run_dir = RunDirectory(args.dir)
     resuming = bool(run_dir.history())
     if resuming and not args.resume:
@@ -93,10 +96,10 @@ def cmd_prune(args) -> int:
         start, step, final = (float(v) for v in args.rising.split(","))
         ratio = RisingPercentile(start, step, final)
     pruner = GradualPruner(
-        args.dir, target=args.target, rounds=args.rounds, ratio=ratio, criterion=args.criterion,
+        args.dir, target=args.target, rounds=args.rounds, ratio=ratio, criterion=criterion,
         normalization=args.normalization, scope=args.scope, unit=args.unit,
         hierarchy=args.hierarchy, method=args.method, min_channels=args.min_channels, max_ratio=args.max_ratio, round_to=args.round_to,
-        exclude=args.exclude or (), fine_tune_epochs=args.fine_tune_epochs,
+        exclude=args.exclude or (), fine_tune_epochs=args.fine_tune_epochs, accumulate=args.accumulate,
         score_batches=args.score_batches, verbose=1 if args.verbose else 2,
     )
     train = _data(args, args.train_split, augment=args.augment, take=args.take, shuffle=True)
@@ -107,6 +110,38 @@ def cmd_prune(args) -> int:
     baseline = _load_model(str(run_dir.checkpoint(0)))
     print(compare(baseline, best))
     print(f"pruned model: {out}")
+    return 0
+
+
+def _soft_prune(args) -> int:
+    """``kerasprune prune --soft``: globally soft filter pruning in ``fit`` (papers/004), then strip."""
+    from kerasprune.callbacks import SoftFilterPruning, strip
+    from kerasprune.report import compare
+
+    out = Path(args.dir)
+    if (out / "pruned.keras").exists():
+        raise CommandError(f"{args.dir} already holds a result: pick another --dir")
+    soft = SoftFilterPruning(
+        args.ratio, criterion=args.criterion or "gsfp", scope=args.scope, normalization=args.normalization,
+        min_channels=args.min_channels, max_ratio=args.max_ratio, round_to=args.round_to,
+        exclude=args.exclude or (), unit=args.unit,
+    )
+    model = _load_model(args.model)
+    if not getattr(model, "compiled", False):
+        _compile(model, args)
+    base = _load_model(args.model)  # the report's "before"
+    train = _data(args, args.train_split, augment=args.augment, take=args.take, shuffle=True)
+    val = _data(args, args.val_split, take=args.val_take)
+    model.fit(train, validation_data=val, epochs=args.soft_epochs, callbacks=[soft], shuffle=False,
+              verbose=1 if args.verbose else 2)
+    thin = strip(model)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save(out / "masked.keras")
+    thin.save(out / "pruned.keras")
+    metrics = thin.evaluate(val, return_dict=True, verbose=0)
+    print(compare(base, thin))
+    print(" ".join(f"val_{k}={v:.4f}" for k, v in metrics.items()))
+    print(f"pruned model: {out / 'pruned.keras'} (masked model: {out / 'masked.keras'})")
     return 0
 
 
@@ -222,8 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ratio", type=_fraction, default=0.05, help="fraction removed per round (default 0.05)")
     p.add_argument("--rising", default=None, metavar="START,STEP,FINAL",
                    help="rising cumulative percentile schedule instead of a constant ratio")
-    p.add_argument("--criterion", default="aaws",
-                   help="aaws, l1, l2, bn_gamma, mean_response, std_response, apoz, mean_gradient, taylor, gsfp")
+    p.add_argument("--criterion", default=None,
+                   help="aaws (default), l1, l2, bn_gamma, mean_response, std_response, apoz, mean_gradient, "
+                        "taylor, gsfp (default with --accumulate and --soft)")
     p.add_argument("--normalization", default="layer_mean", choices=["layer_mean", "l2", "none"])
     p.add_argument("--scope", default="global", choices=["global", "layerwise", "hierarchical"])
     p.add_argument("--unit", default="neurons", choices=["neurons", "params", "flops"],
@@ -240,6 +276,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fine-tune-epochs", type=int, default=1)
     p.add_argument("--score-batches", type=int, default=None, help="batches used by data-driven criteria")
     p.add_argument("--resume", action="store_true", help="continue the run in --dir")
+    p.add_argument("--accumulate", action="store_true",
+                   help="score each round by the gsfp saliency accumulated during the previous fine-tuning")
+    p.add_argument("--soft", action="store_true",
+                   help="globally soft filter pruning (papers/004): mask --ratio of the filters at every epoch "
+                        "end of --soft-epochs of training, then strip the masked ones")
+    p.add_argument("--soft-epochs", type=int, default=10, help="training epochs of --soft (default 10)")
     _add_data_args(p)
     p.set_defaults(func=cmd_prune)
 

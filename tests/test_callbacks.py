@@ -76,9 +76,11 @@ def test_accumulated_saliency_equals_brute_force_gradient_tape(criterion):
     hist = model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[acc])
     assert acc.steps == 4
     assert set(acc.raw) == {"c1", "c2"}
+    # |sum w*g| cancels: float32 gradient rounding weighs more in it than in the others
+    rtol = 1e-4 if criterion == "taylor_weights" else 1e-5
     for name in ("c1", "c2"):
-        assert_close(acc.raw[name], expected[name])
-        assert_close(acc.scores[name], expected[name])  # normalization "none"
+        assert_close(acc.raw[name], expected[name], rtol)
+        assert_close(acc.scores[name], expected[name], rtol)  # normalization "none"
     assert hist.history["saliency_steps"] == [4.0]
     assert np.isclose(hist.history["saliency_min"][0], min(v.min() for v in acc.scores.values()))
     # the optimizer is given back untouched
@@ -161,7 +163,7 @@ def test_masked_filters_come_back_when_training_goes_on():
     )
     model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[soft, record])
     assert [h["rate"] for h in soft.history] == [0.5, 0.0]
-    assert soft.history[0]["masked"] == 5 and soft.history[1]["masked"] == 0 and soft.keep == {}
+    assert soft.history[0]["masked"] == round(0.5 * 11) and soft.history[1]["masked"] == 0 and soft.keep == {}
     first, second = snapshots
     zero_after_first = np.all(first == 0.0, axis=(0, 1, 2))
     assert zero_after_first.any()
@@ -233,3 +235,154 @@ def test_bad_options_fail_when_the_callback_is_made():
         SoftFilterPruning(rate=1.5)
     with pytest.raises(KerasPruneError):
         SoftFilterPruning(rate=0.5, scope="everywhere")
+
+
+def test_saliency_inside_an_xla_compiled_train_step():
+    model = conv_bn_net()
+    x, y = data(32)
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), LOSS, jit_compile=True)
+    expected = brute_force(model, x, y, 16, "gsfp", ["c1", "c2"])
+    acc = SaliencyAccumulator(criterion="gsfp", normalization="none")
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[acc])
+    assert acc.steps == 2
+    for name in ("c1", "c2"):
+        assert_close(acc.raw[name], expected[name])
+
+
+def test_saliency_under_mixed_precision_reads_the_unscaled_gradients():
+    keras.config.set_dtype_policy("mixed_float16")
+    model = conv_bn_net()
+    x, y = data()
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), LOSS)
+    assert hasattr(model.optimizer, "inner_optimizer")  # a LossScaleOptimizer
+    expected = brute_force(model, x, y, 16, "grad_l1", ["c1", "c2"])
+    acc = SaliencyAccumulator(criterion="grad_l1", normalization="none")
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[acc])
+    assert acc.steps == 4
+    for name in ("c1", "c2"):
+        # float16 forward and backward passes: agreement to float16 rounding only
+        assert_close(acc.raw[name], expected[name], rtol=2e-3)
+
+
+_MIRRORED_SCRIPT = r"""
+import json, os
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+import tensorflow as tf
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import numpy as np
+from kerasprune.callbacks import SaliencyAccumulator
+
+L = keras.layers
+
+
+def net():
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(6, 3, activation="relu", name="c1")(inp)
+    x = L.Conv2D(5, 3, activation="relu", name="c2")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, L.Dense(4, name="fc")(x))
+
+
+def run(model):
+    model.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    acc = SaliencyAccumulator(criterion="gsfp", normalization="none")
+    model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[acc])
+    return {"steps": acc.steps, "raw": {k: v.tolist() for k, v in acc.raw.items()},
+            "cumulative": {k: v.tolist() for k, v in acc.cumulative.items()}}
+
+
+rng = np.random.default_rng(0)
+x = rng.normal(size=(64, 8, 8, 3)).astype("float32")
+y = rng.integers(0, 4, 64)
+keras.utils.set_random_seed(1)
+single = net()
+weights = single.get_weights()
+one = run(single)
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    mirrored = net()
+    mirrored.set_weights(weights)
+two = run(mirrored)
+print("RESULT" + json.dumps({"one": one, "two": two}))
+"""
+
+
+def test_mirrored_strategy_on_two_cpus_equals_one_device_over_the_same_global_batches(tmp_path):
+    import json
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "mirrored.py"
+    script.write_text(_MIRRORED_SCRIPT)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=root, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, timeout=240)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT")]
+    assert lines, done.stderr[-3000:]
+    result = json.loads(lines[-1][len("RESULT"):])
+    one, two = result["one"], result["two"]
+    assert one["steps"] == two["steps"] == 4
+    for key in ("raw", "cumulative"):
+        for name in ("c1", "c2"):
+            assert_close(two[key][name], one[key][name])
+
+
+def test_saliency_follows_class_weights_through_the_train_step_loss():
+    model = conv_bn_net()
+    x, y = data()
+    class_weight = {0: 3.0, 1: 0.5, 2: 1.0, 3: 0.0}
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), LOSS)
+    kernel = model.get_layer("c2").kernel
+    expected = 0.0
+    for start in range(0, 64, 32):
+        xb, yb = x[start : start + 32], y[start : start + 32]
+        sw = np.array([class_weight[int(c)] for c in yb], np.float32)
+        with tf.GradientTape() as tape:
+            loss = LOSS(yb, model(xb, training=True), sample_weight=sw)
+        g = tape.gradient(loss, kernel.value).numpy().astype(np.float64)
+        expected = expected + np.abs(g).sum(axis=(0, 1, 2)) / np.prod(g.shape[:-1])
+    acc = SaliencyAccumulator(criterion="grad_l1", normalization="none")
+    model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0, class_weight=class_weight, callbacks=[acc])
+    assert_close(acc.raw["c2"], expected)
+
+
+def test_soft_pruning_on_a_concatenating_model_by_flops_strips_exactly():
+    from kerasprune.report.counting import count_flops
+    from models import concat_flatten_net
+
+    model = concat_flatten_net()
+    x, y = data(64, classes=3, shape=(6, 6, 2))
+    model.compile(keras.optimizers.SGD(learning_rate=0.01), LOSS)
+    soft = SoftFilterPruning(rate=0.3, unit="flops", scope="global")
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[soft])
+    graph = analyze(model, warn=False)
+    assert soft.keep
+    _masked_entries_are_zero(model, graph, soft.keep)
+    thin = strip(model, graph)
+    assert count_flops(thin).total <= 0.75 * count_flops(model).total
+    assert_close(thin.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def test_a_second_fit_after_an_interrupted_one_does_not_stack_hooks():
+    model = conv_bn_net()
+    x, y = data(32)
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), LOSS)
+    acc = SaliencyAccumulator(criterion="grad_l1", normalization="none")
+
+    class Stop(Exception):
+        pass
+
+    def boom(batch, logs):
+        raise Stop()
+
+    with pytest.raises(Stop):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0,
+                  callbacks=[acc, keras.callbacks.LambdaCallback(on_train_batch_end=boom)])
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[acc])
+    assert acc.steps == 2
+    expected = brute_force(model, x, y, 16, "grad_l1", ["c1"])["c1"]
+    assert_close(acc.raw["c1"], expected)
+    assert "apply" not in vars(model.optimizer)

@@ -121,3 +121,24 @@ def test_a_target_the_model_misses_before_pruning_is_one_line(tmp_path, capsys):
                  "--take", "128", "--val-take", "128", "-q"] + data_dir_args())
     assert code == 1
     assert "does not meet the target before any pruning" in one_error_line(capsys)
+
+
+@needs_mnist
+def test_soft_pruning_from_the_command_ends_with_a_stripped_model(tmp_path, capsys):
+    from kerasprune.models import lenet5
+
+    base = tmp_path / "base.keras"
+    model = lenet5()
+    model.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.save(base)
+    run = tmp_path / "soft"
+    code = main(["prune", str(base), "--dir", str(run), "--soft", "--soft-epochs", "2", "--ratio", "0.4",
+                 "--take", "256", "--val-take", "128", "--batch-size", "64", "-q"] + data_dir_args())
+    assert code == 0, capsys.readouterr().err
+    out = capsys.readouterr().out
+    assert "pruned model" in out
+    thin = keras.models.load_model(run / "pruned.keras")
+    masked = keras.models.load_model(run / "masked.keras")
+    x = np.random.default_rng(0).uniform(size=(8, 28, 28, 1)).astype("float32")
+    np.testing.assert_allclose(thin.predict(x, verbose=0), masked.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert kp.count_params(thin).total < kp.count_params(masked).total

@@ -234,3 +234,38 @@ def test_schedules_and_targets():
         parse_target("accuracy above 0.9")
     with pytest.raises(ValueError, match="ratio per round"):
         ConstantRatio(1.5)
+
+
+def test_accumulate_scores_each_round_from_the_previous_fine_tuning(tmp_path, monkeypatch):
+    import kerasprune.pruning.gradual as gradual
+
+    calls, seen, accumulators = [], [], []
+    real_score, real_select, real_acc = gradual.score, gradual.select, gradual.SaliencyAccumulator
+
+    def counting_score(*args, **kwargs):
+        calls.append(args[1])
+        return real_score(*args, **kwargs)
+
+    def recording_select(graph, scores, *args, **kwargs):
+        seen.append({k: np.array(v) for k, v in scores.items()})
+        return real_select(graph, scores, *args, **kwargs)
+
+    def keeping_accumulator(*args, **kwargs):
+        acc = real_acc(*args, **kwargs)
+        accumulators.append(acc)
+        return acc
+
+    monkeypatch.setattr(gradual, "score", counting_score)
+    monkeypatch.setattr(gradual, "select", recording_select)
+    monkeypatch.setattr(gradual, "SaliencyAccumulator", keeping_accumulator)
+    data = tiny_data()
+    pruner = GradualPruner(tmp_path / "run", rounds=2, ratio=0.25, criterion="gsfp", accumulate=True, verbose=0)
+    pruner.run(tiny_model(), data, data)
+    assert calls == ["gsfp"]  # round 1 only: round 2 reuses the fine-tuning's saliency
+    assert len(seen) == 2 and len(accumulators) == 2
+    first_fit = accumulators[0].scores
+    assert set(seen[1]) == set(first_fit)
+    for name in first_fit:
+        np.testing.assert_array_equal(seen[1][name], first_fit[name])
+    with pytest.raises(ValueError, match="accumulate=True"):
+        GradualPruner(tmp_path / "other", rounds=1, criterion="aaws", accumulate=True)

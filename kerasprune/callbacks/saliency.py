@@ -33,13 +33,24 @@ A group produced by several layers (a residual group) gets per channel the mean 
 producers' values (as :func:`kerasprune.importance.combine_layers`). Each epoch's sums
 are then normalized per group (:func:`kerasprune.importance.normalize`).
 
+Under ``tf.distribute.MirroredStrategy`` each replica holds the gradient of its share of
+the global batch; the hook all-reduces (sums) the gradients of the scored kernels first
+(one extra all-reduce of those kernels per step, besides the optimizer's own), so every
+replica computes the saliency of the global batch, and the accumulators are
+``ON_READ`` variables read from the first replica.
+
+Under mixed precision the hook sits on the ``LossScaleOptimizer``'s inner optimizer, so
+it sees the unscaled gradients, and only of the steps that are applied (a step skipped
+for non-finite gradients is not counted).
+
 Limits (checked at ``on_train_begin``, never mid-epoch): functional or Sequential models
-only, a compiled model with an optimizer, no ``tf.distribute`` strategy other than the
-default one, and every scored producer's filters must be trainable.
+only, a compiled model with an optimizer, the default strategy or ``MirroredStrategy``,
+and every scored producer's filters must be trainable.
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import keras
@@ -68,6 +79,18 @@ def _tf_variable(v) -> tf.Variable:
     return getattr(v, "_value", value)
 
 
+def _accumulator(initial: tf.Tensor, name: str) -> tf.Variable:
+    """A non-trainable variable that each replica adds its own steps into (read: the first
+    replica's, every replica computing the same all-reduced saliency)."""
+    return tf.Variable(
+        initial,
+        trainable=False,
+        name=name,
+        synchronization=tf.VariableSynchronization.ON_READ,
+        aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+    )
+
+
 class _Block:
     """One weight array's share of a producer's filters: where its entries are."""
 
@@ -92,7 +115,7 @@ class _Producer:
         self.held_f = tf.constant(self.held.astype(np.float32))
         self.n_held = float(self.held.sum())
         self.blocks = blocks
-        self.acc = tf.Variable(tf.zeros([cw.size], tf.float64), trainable=False, name=name)
+        self.acc = _accumulator(tf.zeros([cw.size], tf.float64), name)
 
 
 class SaliencyAccumulator(keras.callbacks.Callback):
@@ -156,11 +179,14 @@ class SaliencyAccumulator(keras.callbacks.Callback):
         self._total: Dict[str, np.ndarray] = {}
         self._step_count: Optional[tf.Variable] = None
         self._patched: Optional[Tuple[object, object]] = None
+        self._strategy: Optional[tf.distribute.Strategy] = None
 
     # -- set-up -------------------------------------------------------------------------
 
     def _check_model(self, model: keras.Model) -> PruningGraph:
         name = type(self).__name__
+        if keras.backend.backend() != "tensorflow":
+            raise CallbackError(f"{name} needs the TensorFlow backend")
         try:
             graph = analyze(model, warn=False)
         except KerasPruneError as err:
@@ -170,21 +196,24 @@ class SaliencyAccumulator(keras.callbacks.Callback):
                 f"{name} needs a compiled model with an optimizer: call model.compile(...) "
                 "before fit"
             )
-        strategy = tf.distribute.get_strategy()
-        if tf.distribute.has_strategy() or getattr(model, "_distribute_strategy", None) not in (
-            None,
-            strategy,
-        ):
-            raise CallbackError(
-                f"{name} does not support tf.distribute strategies yet: its accumulators "
-                "are not replica-aware, so it would silently add up only one replica's "
-                "gradients. Train without a strategy to accumulate saliency."
-            )
-        if keras.backend.backend() != "tensorflow":
-            raise CallbackError(f"{name} needs the TensorFlow backend")
+        self._strategy = None
+        strategy = getattr(model, "_distribute_strategy", None) or tf.distribute.get_strategy()
+        if strategy is not tf.distribute.get_strategy() or tf.distribute.has_strategy():
+            if not isinstance(strategy, tf.distribute.MirroredStrategy):
+                raise CallbackError(
+                    f"{name} supports the default strategy and tf.distribute.MirroredStrategy "
+                    f"only, not {type(strategy).__name__}: with other strategies it could not "
+                    "be sure to add up the gradients of every replica."
+                )
+            self._strategy = strategy
         return graph
 
     def _build_plans(self, model: keras.Model, graph: PruningGraph) -> None:
+        scope = self._strategy.scope() if self._strategy is not None else contextlib.nullcontext()
+        with scope:
+            self._build_plans_in_scope(model, graph)
+
+    def _build_plans_in_scope(self, model: keras.Model, graph: PruningGraph) -> None:
         skip = excluded_groups(graph, self.exclude)
         trainable = list(model.trainable_weights)
         index = {id(v): i for i, v in enumerate(trainable)}
@@ -228,11 +257,26 @@ class SaliencyAccumulator(keras.callbacks.Callback):
                 + (f" once {list(self.exclude)} are excluded" if self.exclude else "")
             )
         self._trainable = trainable
-        self._step_count = tf.Variable(tf.constant(0, tf.int64), trainable=False, name="kp_saliency_steps")
+        self._step_count = _accumulator(tf.constant(0, tf.int64), "kp_saliency_steps")
 
     def _step_saliency(self, grads: Sequence, variables: Sequence) -> None:
         """Add one step's saliency into the accumulators (traced into the train step)."""
         by_id = {id(v): g for g, v in zip(grads, variables)}
+        replica = tf.distribute.get_replica_context() if self._strategy is not None else None
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            # each replica holds the gradient of its share of the batch (Keras scales the
+            # loss by 1/replicas): their sum is the step's gradient, as the optimizer's own
+            # all-reduce computes it
+            needed = sorted({b.var_index for p in self._producers for b in p.blocks})
+            local = []
+            for i in needed:
+                g = by_id.get(id(self._trainable[i]))
+                if isinstance(g, tf.IndexedSlices):
+                    g = tf.convert_to_tensor(g)
+                local.append(tf.zeros(self._trainable[i].shape, tf.float32) if g is None else tf.cast(g, tf.float32))
+            summed = replica.all_reduce(tf.distribute.ReduceOp.SUM, local)
+            for i, g in zip(needed, summed):
+                by_id[id(self._trainable[i])] = g
         flat_g: Dict[int, tf.Tensor] = {}
         flat_w: Dict[int, tf.Tensor] = {}
 
@@ -288,6 +332,9 @@ class SaliencyAccumulator(keras.callbacks.Callback):
         # a LossScaleOptimizer hands its inner optimizer the unscaled, finite gradients
         target = getattr(optimizer, "inner_optimizer", None) or optimizer
         original = target.apply
+        if getattr(original, "_kerasprune_owner", None) is self:
+            # left behind by a fit that raised before on_train_end: replace, not stack
+            original = original._kerasprune_original
         hook = self._step_saliency
 
         def apply_with_saliency(grads, trainable_variables=None):
@@ -296,6 +343,8 @@ class SaliencyAccumulator(keras.callbacks.Callback):
             hook(grads, variables)
             return original(grads, trainable_variables)
 
+        apply_with_saliency._kerasprune_owner = self
+        apply_with_saliency._kerasprune_original = original
         object.__setattr__(target, "apply", apply_with_saliency)
         self._patched = (target, original)
         self.model.make_train_function(force=True)
@@ -316,7 +365,7 @@ class SaliencyAccumulator(keras.callbacks.Callback):
     def _read(self) -> Dict[str, np.ndarray]:
         per_group: Dict[str, List[np.ndarray]] = {g.name: [] for g in self._groups}
         for p in self._producers:
-            values = np.asarray(p.acc.numpy(), dtype=np.float64)
+            values = np.asarray(p.acc.read_value().numpy(), dtype=np.float64)
             per_group[p.group].append(np.where(p.held, values, np.nan))
         out = {}
         for name, parts in per_group.items():
@@ -357,7 +406,7 @@ class SaliencyAccumulator(keras.callbacks.Callback):
         self.raw = current
         self.scores = normalize(current, self.normalization)
         self.cumulative = normalize(self._total, self.normalization)
-        self.steps = int(self._step_count.numpy())
+        self.steps = int(self._step_count.read_value().numpy())
         if logs is not None:
             flat = np.concatenate([s for s in self.scores.values()]) if self.scores else np.zeros(1)
             logs[f"{self.log_prefix}_min"] = float(flat.min())

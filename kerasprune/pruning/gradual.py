@@ -17,6 +17,8 @@ from kerasprune.pruning.rundir import RunDirectory
 from kerasprune.pruning.schedules import RatioSchedule, get_schedule
 from kerasprune.pruning.target import Target, parse_target
 from kerasprune.report.compare import model_stats
+from kerasprune.callbacks.saliency import CRITERIA as ACCUMULATED
+from kerasprune.callbacks.saliency import SaliencyAccumulator
 from kerasprune.importance import get_criterion
 from kerasprune.importance.normalize import check_method
 from kerasprune.selection import check_options, excluded_groups, select
@@ -62,6 +64,13 @@ class GradualPruner:
         criterion, normalization, scope, unit, hierarchy, min_channels, max_ratio,
             round_to, exclude, method: as in :func:`kerasprune.prune`.
         fine_tune_epochs: epochs of ``model.fit`` after each round.
+        accumulate: take each round's scores from a
+            :class:`~kerasprune.callbacks.SaliencyAccumulator` attached to the previous
+            round's fine-tuning (the saliency of ``criterion`` added up over every
+            training step of its last epoch, papers/004 Eq. 6) instead of a separate
+            pass over the data. Needs a criterion the callback computes (``gsfp``); the
+            first round, which has no fine-tuning before it, and the first round after a
+            resume score with a separate pass.
         score_batches: batches of the training data used by data-driven criteria.
         callbacks: the caller's Keras callbacks, passed to every fine-tuning ``fit``.
         strategy: a ``tf.distribute`` strategy; each rebuilt model is created and compiled
@@ -89,6 +98,7 @@ class GradualPruner:
         round_to: int = 1,
         exclude: Iterable[str] = (),
         fine_tune_epochs: int = 1,
+        accumulate: bool = False,
         score_batches: Optional[int] = None,
         callbacks: Sequence[keras.callbacks.Callback] = (),
         strategy: Any = None,
@@ -103,6 +113,11 @@ class GradualPruner:
             raise ValueError(f"unit must be one of {sorted(_UNIT_KEY)}, got {unit!r}")
         get_criterion(criterion)
         check_method(normalization)
+        if accumulate and criterion not in ACCUMULATED:
+            raise ValueError(
+                f"accumulate=True takes its scores from SaliencyAccumulator, which computes "
+                f"{', '.join(ACCUMULATED)}; criterion {criterion!r} is not one of them"
+            )
         check_options(
             scope=scope, unit=unit, method=method, hierarchy=hierarchy,
             min_channels=min_channels, max_ratio=max_ratio, round_to=round_to,
@@ -122,6 +137,8 @@ class GradualPruner:
         self.round_to = round_to
         self.exclude = tuple(exclude)
         self.fine_tune_epochs = fine_tune_epochs
+        self.accumulate = bool(accumulate)
+        self._accumulated: Optional[tuple] = None  # (model, scores) of the last fine-tuning
         self.score_batches = score_batches
         self.callbacks = list(callbacks)
         self.strategy = strategy
@@ -152,6 +169,7 @@ class GradualPruner:
             "round_to": self.round_to,
             "exclude": list(self.exclude),
             "fine_tune_epochs": self.fine_tune_epochs,
+            "accumulate": self.accumulate,
         }
 
     def run(self, model: Optional[keras.Model], train_data: Any, val_data: Any, *, resume: bool = True) -> keras.Model:
@@ -229,7 +247,14 @@ class GradualPruner:
             kwargs.setdefault("verbose", self.verbose)
             if isinstance(train_data, tf.data.Dataset):  # it shuffles itself, if at all
                 kwargs.setdefault("shuffle", False)
-            model.fit(train_data, epochs=self.fine_tune_epochs, callbacks=self.callbacks, **kwargs)
+            callbacks = list(self.callbacks)
+            saliency = None
+            if self.accumulate:
+                saliency = SaliencyAccumulator(self.criterion, normalization=self.normalization, exclude=self.exclude)
+                callbacks.append(saliency)
+            model.fit(train_data, epochs=self.fine_tune_epochs, callbacks=callbacks, **kwargs)
+            if saliency is not None and saliency.scores:
+                self._accumulated = (model, saliency.scores)
 
     def _row(self, r: int, model: keras.Model, metrics: Dict[str, float], seconds: Optional[float], ratio: Optional[float]) -> Dict[str, Any]:
         stats = model_stats(model)
@@ -281,11 +306,15 @@ class GradualPruner:
 
     def _prune_round(self, model: keras.Model, train_data: Any, ratio: float) -> Optional[keras.Model]:
         graph = analyze(model, warn=False)
-        scores = score(
-            model, self.criterion, normalization=self.normalization,
-            data=_take(train_data, self.score_batches), graph=graph,
-            exclude=excluded_groups(graph, self.exclude),
-        )
+        if self._accumulated is not None and self._accumulated[0] is model:
+            scores = self._accumulated[1]  # from the fine-tuning that produced this model
+        else:
+            scores = score(
+                model, self.criterion, normalization=self.normalization,
+                data=_take(train_data, self.score_batches), graph=graph,
+                exclude=excluded_groups(graph, self.exclude),
+            )
+        self._accumulated = None
         keep = select(
             graph, scores, ratio, scope=self.scope, unit=self.unit, model=model,
             min_channels=self.min_channels, max_ratio=self.max_ratio, round_to=self.round_to,
