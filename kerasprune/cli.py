@@ -101,6 +101,7 @@ def cmd_prune(args) -> int:
         hierarchy=args.hierarchy, method=args.method, min_channels=args.min_channels, max_ratio=args.max_ratio, round_to=args.round_to,
         exclude=args.exclude or (), fine_tune_epochs=args.fine_tune_epochs, accumulate=args.accumulate,
         score_batches=args.score_batches, verbose=1 if args.verbose else 2,
+        tensorboard=args.tensorboard,
     )
     train = _data(args, args.train_split, augment=args.augment, take=args.take, shuffle=True)
     val = _data(args, args.val_split, take=args.val_take)
@@ -124,7 +125,7 @@ def _soft_prune(args) -> int:
     soft = SoftFilterPruning(
         args.ratio, criterion=args.criterion or "gsfp", scope=args.scope, normalization=args.normalization,
         min_channels=args.min_channels, max_ratio=args.max_ratio, round_to=args.round_to,
-        exclude=args.exclude or (), unit=args.unit,
+        exclude=args.exclude or (), unit=args.unit, tensorboard_dir=args.tensorboard,
     )
     model = _load_model(args.model)
     if not getattr(model, "compiled", False):
@@ -211,7 +212,53 @@ def cmd_report(args) -> int:
             else:
                 cut = 100.0 * (1 - after[fmt] / before[fmt])
                 print(f"  {label:<15} {before[fmt]:>12,} -> {after[fmt]:>12,}  (-{cut:.1f}%)")
+    if args.plots or args.run:
+        _report_plots(args, a, b)
     return 0
+
+
+def _report_plots(args, before, after) -> None:
+    """``report --plots DIR``: the pattern (two models), the saliency of the first, the run curve."""
+    from kerasprune.importance import score
+    from kerasprune.report import plots
+
+    if not args.plots:
+        raise CommandError("--run draws into the --plots directory: give --plots DIR too")
+    out = Path(args.plots)
+    out.mkdir(parents=True, exist_ok=True)
+    ext = f".{args.plot_format}"
+    written = []
+    if after is not None:
+        written.append(out / f"pattern{ext}")
+        plots.plot_pattern(before, after, written[-1])
+    scores = score(before, "aaws", normalization=args.normalization)
+    if scores:
+        written.append(out / f"saliency{ext}")
+        plots.plot_saliency(scores, written[-1], title=f"aaws scores of {Path(args.before).name} ({args.normalization})")
+    if args.run:
+        history = Path(args.run) / "history.json"
+        if not history.exists():
+            raise CommandError(f"no run history: {history} does not exist")
+        written.append(out / f"run{ext}")
+        plots.plot_run(history, written[-1], metric=args.metric, target=_run_target(args))
+    for path in written:
+        print(f"plot: {path}")
+
+
+def _run_target(args):
+    """The target of ``report --run``: ``--target``, else the run's own (run.json)."""
+    if args.target is not None:
+        return args.target
+    import json
+
+    settings = Path(args.run) / "run.json"
+    if settings.exists():
+        from kerasprune.pruning.target import parse_target
+
+        target = json.loads(settings.read_text()).get("target")
+        if target and parse_target(target).metric == args.metric:
+            return target
+    return None
 
 
 def _add_data_args(p: argparse.ArgumentParser) -> None:
@@ -282,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="globally soft filter pruning (papers/004): mask --ratio of the filters at every epoch "
                         "end of --soft-epochs of training, then strip the masked ones")
     p.add_argument("--soft-epochs", type=int, default=10, help="training epochs of --soft (default 10)")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="write TensorBoard scalars and saliency histograms per round (per epoch with --soft)")
     _add_data_args(p)
     p.set_defaults(func=cmd_prune)
 
@@ -294,6 +343,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("before", help="a .keras file")
     p.add_argument("after", nargs="?", default=None, help="a second .keras file to compare with")
     p.add_argument("--sizes", action="store_true", help="also bytes as .keras, SavedModel and TFLite")
+    p.add_argument("--plots", default=None, metavar="DIR",
+                   help="write plots: pattern (with two models), saliency of the first, run curve (with --run)")
+    p.add_argument("--run", default=None, metavar="RUN_DIR", help="a gradual run directory to plot (history.json)")
+    p.add_argument("--metric", default="val_accuracy", help="metric of the run plot (default val_accuracy)")
+    p.add_argument("--target", default=None, help="target line of the run plot (default: the run's own target)")
+    p.add_argument("--normalization", default="layer_mean", choices=["layer_mean", "l2", "none"],
+                   help="normalization of the saliency plot's scores (default layer_mean)")
+    p.add_argument("--plot-format", default="png", choices=["png", "svg"])
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("export", help="TFLite (checked against Keras) and SavedModel of a .keras file")

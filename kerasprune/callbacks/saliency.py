@@ -134,6 +134,10 @@ class SaliencyAccumulator(keras.callbacks.Callback):
         exclude: groups to leave unscored, as ``fnmatch`` patterns of group names or of
             producing layer names (as :func:`kerasprune.select` takes them).
         log_prefix: prefix of the figures written into the epoch logs.
+        tensorboard_dir: a TensorBoard log directory: every epoch writes the numbers of
+            the epoch logs as ``metrics/<name>`` scalars and a histogram
+            ``saliency/<group>`` of each group's normalized scores
+            (:class:`~kerasprune.report.tensorboard.TensorBoardWriter`; step = epoch).
 
     Attributes:
         scores: group name -> normalized saliency per channel (float64) of the last
@@ -155,6 +159,7 @@ class SaliencyAccumulator(keras.callbacks.Callback):
         reset_each_epoch: bool = True,
         exclude: Iterable[str] = (),
         log_prefix: str = "saliency",
+        tensorboard_dir: Optional[str] = None,
     ) -> None:
         super().__init__()
         if criterion not in CRITERIA:
@@ -169,6 +174,8 @@ class SaliencyAccumulator(keras.callbacks.Callback):
         self.reset_each_epoch = bool(reset_each_epoch)
         self.exclude = tuple(exclude)
         self.log_prefix = log_prefix
+        self.tensorboard_dir = tensorboard_dir
+        self._tb = None
         self.graph: Optional[PruningGraph] = None
         self.scores: Dict[str, np.ndarray] = {}
         self.raw: Dict[str, np.ndarray] = {}
@@ -397,6 +404,31 @@ class SaliencyAccumulator(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         """Read the epoch's sums, normalize them, and write summary figures into ``logs``."""
+        self._accumulate_epoch(epoch, logs)
+        self._write_tensorboard(epoch, logs)
+
+    def _write_tensorboard(self, epoch: int, logs=None, extra: Optional[Dict[str, float]] = None) -> None:
+        """Write the epoch's logs, ``extra`` scalars and saliency histograms (with ``tensorboard_dir``)."""
+        if self.tensorboard_dir is None:
+            return
+        if self._tb is None:
+            from kerasprune.report.tensorboard import TensorBoardWriter
+
+            self._tb = TensorBoardWriter(self.tensorboard_dir)
+        values: Dict[str, float] = {}
+        for key, value in (logs or {}).items():
+            try:
+                values[f"metrics/{key}"] = float(value)
+            except (TypeError, ValueError):
+                continue
+        values.update(extra or {})
+        self._tb.scalars(values, epoch)
+        if self.scores:
+            self._tb.histograms(self.scores, epoch)
+        self._tb.flush()
+
+    def _accumulate_epoch(self, epoch: int, logs=None) -> None:
+        """Read the epoch's sums and normalize them; summary figures into ``logs``."""
         if not self._producers:
             return
         current = self._read()

@@ -53,6 +53,11 @@ class SoftFilterPruning(SaliencyAccumulator):
             example a ramp ``lambda e, r: r * min(1, (e + 1) / 5)``).
         reset_each_epoch: accumulate each epoch from zero (papers/004 Eq. 6) or over the
             whole ``fit`` call.
+        tensorboard_dir: a TensorBoard log directory: every epoch writes, after masking,
+            the epoch logs as ``metrics/<name>``, the ``params``, ``flops`` and
+            ``neurons`` the model would have with its masked channels removed, the
+            ``width/<layer>`` of every prunable layer, and ``saliency/<group>``
+            histograms (step = epoch).
 
     Attributes:
         keep: group name -> kept channel indices of the last selection (groups that lost
@@ -77,12 +82,14 @@ class SoftFilterPruning(SaliencyAccumulator):
         unit: str = "neurons",
         schedule: Optional[Callable[[int, float], float]] = None,
         reset_each_epoch: bool = True,
+        tensorboard_dir: Optional[str] = None,
     ) -> None:
         super().__init__(
             criterion=criterion,
             normalization=normalization,
             reset_each_epoch=reset_each_epoch,
             exclude=exclude,
+            tensorboard_dir=tensorboard_dir,
         )
         if not callable(rate):
             self._check_rate(rate)
@@ -101,6 +108,8 @@ class SoftFilterPruning(SaliencyAccumulator):
         self.schedule = schedule
         self.keep: Dict[str, np.ndarray] = {}
         self.history: list = []
+        self._meter = None  # RemovalMeter of the graph, for the TensorBoard sizes
+        self._totals = (0, 0)
 
     @staticmethod
     def _check_rate(rate: float) -> float:
@@ -121,7 +130,7 @@ class SoftFilterPruning(SaliencyAccumulator):
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         """Accumulate as the parent does, then select and mask the lowest channels."""
-        super().on_epoch_end(epoch, logs)
+        self._accumulate_epoch(epoch, logs)
         rate = self.rate_at(epoch)
         keep = select(
             self.graph, self.scores, rate, scope=self.scope, unit=self.unit,
@@ -135,3 +144,27 @@ class SoftFilterPruning(SaliencyAccumulator):
         if logs is not None:
             logs["soft_rate"] = rate
             logs["soft_masked"] = float(masked)
+        if self.tensorboard_dir is not None:
+            self._write_tensorboard(epoch, logs, self._effective_size())
+
+    def _effective_size(self) -> Dict[str, float]:
+        """Parameters, FLOPs, neurons and widths once the masked channels are removed."""
+        from kerasprune.report.costs import RemovalMeter
+        from kerasprune.report.counting import count_flops, count_params
+
+        if self._meter is None or self._meter.graph is not self.graph:
+            self._meter = RemovalMeter(self.graph, self.model)
+            self._totals = (count_params(self.model).total, count_flops(self.model).total)
+        removed = self._meter(self.keep) if self.keep else {"params": 0.0, "flops": 0.0}
+        out = {
+            "params": float(self._totals[0] - removed["params"]),
+            "flops": float(self._totals[1] - removed["flops"]),
+        }
+        neurons = 0
+        for group in self.graph.prunable:
+            width = len(self.keep[group.name]) if group.name in self.keep else group.size
+            neurons += width
+            for layer in group.producers:
+                out[f"width/{layer}"] = float(width)
+        out["neurons"] = float(neurons)
+        return out

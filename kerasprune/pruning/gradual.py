@@ -78,6 +78,11 @@ class GradualPruner:
         verbose: 0 silent; 1 Keras progress bars and one summary line per round; 2 one
             line per fine-tuning epoch (Keras's ``verbose=2``) and one per round.
         fit_kwargs: extra keyword arguments for ``fit`` (``steps_per_epoch`` ...).
+        tensorboard: a TensorBoard log directory: every round (0 = before pruning) writes
+            its parameters, FLOPs, neurons, ratio, ``width/<layer>`` and
+            ``metrics/<name>`` scalars, and histograms ``saliency/<group>`` of the
+            normalized scores that chose the round's channels
+            (:class:`~kerasprune.report.tensorboard.TensorBoardWriter`).
     """
 
     def __init__(
@@ -104,6 +109,7 @@ class GradualPruner:
         strategy: Any = None,
         verbose: int = 1,
         fit_kwargs: Optional[Dict[str, Any]] = None,
+        tensorboard: Optional[Union[str, Path]] = None,
     ) -> None:
         if target is None and rounds is None:
             raise ValueError("give a target (e.g. 'val_accuracy>=0.99') or a number of rounds")
@@ -144,6 +150,9 @@ class GradualPruner:
         self.strategy = strategy
         self.verbose = verbose
         self.fit_kwargs = dict(fit_kwargs or {})
+        self.tensorboard = tensorboard
+        self._tb: Any = None
+        self._round_scores: Optional[Dict[str, Any]] = None  # the scores of the round being pruned
 
     # ------------------------------------------------------------------ public
 
@@ -223,6 +232,7 @@ class GradualPruner:
             rd.save_model(thin, r)  # the checkpoint first, then the row that completes the round
             row = self._row(r, thin, metrics, time.time() - t0, ratio)
             rd.append(row)
+            self._log_tensorboard(row)
             rows.append(row)
             self._report(row, first)
             model, last = thin, row
@@ -277,6 +287,7 @@ class GradualPruner:
         rd.save_model(model, 0)
         row = self._row(0, model, metrics, time.time() - t0, 0.0)
         rd.append(row)
+        self._log_tensorboard(row)
         self._report(row, row)
         return row
 
@@ -297,6 +308,7 @@ class GradualPruner:
             metrics = self._evaluate(model, val_data)
             row = self._row(last["round"] + 1, model, metrics, None, None)
             rd.append(row)
+            self._log_tensorboard(row)
             rows = rows + [row]
             self._say(f"resumed: round {row['round']} was saved but not recorded; recorded it")
         else:
@@ -315,6 +327,7 @@ class GradualPruner:
                 exclude=excluded_groups(graph, self.exclude),
             )
         self._accumulated = None
+        self._round_scores = scores
         keep = select(
             graph, scores, ratio, scope=self.scope, unit=self.unit, model=model,
             min_channels=self.min_channels, max_ratio=self.max_ratio, round_to=self.round_to,
@@ -324,6 +337,16 @@ class GradualPruner:
             return None
         with self._scope():
             return rebuild(model, keep, graph=graph)
+
+    def _log_tensorboard(self, row: Dict[str, Any]) -> None:
+        scores, self._round_scores = self._round_scores, None
+        if self.tensorboard is None:
+            return
+        if self._tb is None:
+            from kerasprune.report.tensorboard import TensorBoardWriter
+
+            self._tb = TensorBoardWriter(self.tensorboard)
+        self._tb.write_row(row, scores=scores)
 
     def _report(self, row: Dict[str, Any], first: Dict[str, Any]) -> None:
         metrics = " ".join(f"{k}={v:.4f}" for k, v in row["metrics"].items())

@@ -1,7 +1,26 @@
-"""Reading a result: parameter and multiply-add counts, per-layer comparisons."""
+"""Reading a result: parameter and multiply-add counts, per-layer comparisons, plots.
+
+The plotting functions (:func:`plot_pattern`, :func:`plot_run`, :func:`plot_saliency`,
+from :mod:`kerasprune.report.plots`) and the TensorBoard writer
+(:class:`TensorBoardWriter`, from :mod:`kerasprune.report.tensorboard`) are loaded on
+first use, so importing kerasprune never imports matplotlib.
+"""
+
+from importlib import import_module
+from typing import Any
 
 from kerasprune.report.compare import ModelStats, compare, layer_widths, model_stats
 from kerasprune.report.counting import FlopCount, ParamCount, count_flops, count_params
+
+_LAZY = {
+    "plot_pattern": "kerasprune.report.plots",
+    "plot_run": "kerasprune.report.plots",
+    "plot_saliency": "kerasprune.report.plots",
+    "pattern_data": "kerasprune.report.plots",
+    "PlotError": "kerasprune.report.plots",
+    "TensorBoardWriter": "kerasprune.report.tensorboard",
+    "read_events": "kerasprune.report.tensorboard",
+}
 
 __all__ = [
     "count_params",
@@ -12,4 +31,15 @@ __all__ = [
     "model_stats",
     "layer_widths",
     "ModelStats",
+    *_LAZY,
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load the plotting and TensorBoard names on first access."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kerasprune.report' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

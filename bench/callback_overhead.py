@@ -1,0 +1,113 @@
+"""Epoch time of ``model.fit`` with the pruning callbacks, against plain ``fit``.
+
+Not a test: prints a table. For each model three fits run interleaved, one epoch at a
+time, on the same data with the same batch size: plain ``fit``, ``fit`` with
+:class:`~kerasprune.callbacks.SaliencyAccumulator` (gsfp) and ``fit`` with
+:class:`~kerasprune.callbacks.SoftFilterPruning` (gsfp, rate 0.3). Each model is compiled
+and traced once before timing; the medians of the epoch times are compared. Target:
+at most 1.05x plain ``fit`` for the weight-gradient criteria.
+
+    .venv/bin/python bench/callback_overhead.py [--epochs 5] [--models lenet5 resnet20]
+
+LeNet-5 trains on the first ``--examples`` MNIST training images, ResNet-20 on random
+CIFAR-shaped data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+_shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds"
+if "TFDS_DATA_DIR" not in os.environ and _shared.is_dir():
+    os.environ["TFDS_DATA_DIR"] = str(_shared)
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from kerasprune.callbacks import SaliencyAccumulator, SoftFilterPruning  # noqa: E402
+from kerasprune.models import get_model  # noqa: E402
+from common import machine, versions  # noqa: E402  (bench/common.py)
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall time of each epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._t)
+
+
+def data_for(name: str, examples: int, batch: int):
+    if name == "lenet5":
+        from kerasprune.data import load_dataset
+
+        return load_dataset("mnist", "train", batch_size=batch, take=examples)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(examples, 32, 32, 3)).astype("float32")
+    y = rng.integers(0, 10, size=examples).astype("int32")
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch).cache()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["lenet5", "resnet20"])
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--examples", type=int, default=10000)
+    p.add_argument("--batch-size", type=int, default=128)
+    args = p.parse_args()
+
+    rows = []
+    for name in args.models:
+        ds = data_for(name, args.examples, args.batch_size)
+        variants = {
+            "plain fit": lambda: [],
+            "SaliencyAccumulator(gsfp)": lambda: [SaliencyAccumulator("gsfp")],
+            "SoftFilterPruning(0.3, gsfp)": lambda: [SoftFilterPruning(0.3)],
+        }
+        models, timers, extra = {}, {}, {}
+        for label, make in variants.items():
+            keras.utils.set_random_seed(0)
+            m = get_model(name)
+            m.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9),
+                      loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            models[label], timers[label], extra[label] = m, EpochTimer(), make()
+            print(f"[{name}] warm-up: {label}", file=sys.stderr, flush=True)
+            m.fit(ds.take(2), epochs=1, verbose=0, callbacks=extra[label])  # trace outside the timing
+        for epoch in range(args.epochs):
+            for label, m in models.items():
+                m.fit(ds, epochs=1, verbose=0, callbacks=[timers[label]] + extra[label])
+            print(f"[{name}] epoch {epoch + 1}/{args.epochs}", file=sys.stderr, flush=True)
+        # each fit call re-traces once with the callbacks: the first timed epoch carries it
+        base = statistics.median(timers["plain fit"].times)
+        for label in variants:
+            t = statistics.median(timers[label].times)
+            rows.append((name, label, f"{t:.2f}", f"{t / base:.3f}x"))
+    header = ("model", "fit with", "median epoch s", "vs plain fit")
+    table = [header] + rows
+    widths = [max(len(r[i]) for r in table) for i in range(4)]
+    for j, r in enumerate(table):
+        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+    print(f"\n{args.epochs} interleaved epochs of {args.examples} examples, batch {args.batch_size}")
+    print(f"machine: {machine()}\nversions: {versions()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
