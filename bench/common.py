@@ -1,10 +1,26 @@
-"""What every benchmark prints beside its table: the machine and the versions."""
+"""Shared by the benchmarks: the environment they run in, and the machine and versions
+they print beside their tables.
+
+Importing this module (before keras or tensorflow) quiets TensorFlow's C++ logs, picks the
+TensorFlow backend, puts the checkout on ``sys.path`` and points tensorflow-datasets at
+the prepared offline MNIST when ``../shared/data/tfds`` is beside the checkout.
+"""
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
 from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+_ROOT = Path(__file__).resolve().parents[1]
+if str(_ROOT) not in sys.path:
+    sys.path.insert(0, str(_ROOT))
+_SHARED_TFDS = _ROOT.parent / "shared" / "data" / "tfds"
+if "TFDS_DATA_DIR" not in os.environ and _SHARED_TFDS.is_dir():
+    os.environ["TFDS_DATA_DIR"] = str(_SHARED_TFDS)
 
 
 def machine() -> str:

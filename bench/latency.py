@@ -30,9 +30,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import common  # noqa: E402,F401  (bench/common.py: environment first)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -41,7 +39,7 @@ import tensorflow as tf  # noqa: E402
 import kerasprune as kp  # noqa: E402
 from kerasprune.export import export_tflite, interpreter_name, make_interpreter, run_tflite  # noqa: E402
 from kerasprune.models import get_model  # noqa: E402
-from common import machine, versions  # noqa: E402  (bench/common.py)
+from common import machine, versions  # noqa: E402
 
 
 def timer(fn: Callable[[], object], min_seconds: float = 0.25, min_calls: int = 3) -> float:

@@ -26,7 +26,6 @@ import argparse
 import copy
 import cProfile
 import gc
-import os
 import pstats
 import statistics
 import sys
@@ -34,8 +33,7 @@ import time
 import warnings
 from typing import Callable, Dict, List, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+import common  # noqa: E402,F401  (bench/common.py: environment first)
 
 import numpy as np  # noqa: E402
 import keras  # noqa: E402
@@ -43,7 +41,7 @@ import keras  # noqa: E402
 import kerasprune  # noqa: E402
 from kerasprune.graph.analysis import iter_layers  # noqa: E402
 from kerasprune.models import cifar_resnet  # noqa: E402
-from common import machine, versions  # noqa: E402  (bench/common.py)
+from common import machine, versions  # noqa: E402
 
 PRUNE_FRACTION = 0.3
 

@@ -18,17 +18,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-_shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds"
-if "TFDS_DATA_DIR" not in os.environ and _shared.is_dir():
-    os.environ["TFDS_DATA_DIR"] = str(_shared)
+import common  # noqa: E402,F401  (bench/common.py: environment first)
 
 import keras  # noqa: E402
 
@@ -37,7 +31,7 @@ from kerasprune.data import load_dataset  # noqa: E402
 from kerasprune.models import lenet5  # noqa: E402
 from kerasprune.pruning import ConstantRatio  # noqa: E402
 from kerasprune.report import layer_widths  # noqa: E402
-from common import machine, versions  # noqa: E402  (bench/common.py)
+from common import machine, versions  # noqa: E402
 
 PAPER = {"baseline_error": 0.80, "error": 0.75, "params_removed": 97.40}
 

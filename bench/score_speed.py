@@ -15,22 +15,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-_shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "tfds"
-if "TFDS_DATA_DIR" not in os.environ and _shared.is_dir():
-    os.environ["TFDS_DATA_DIR"] = str(_shared)
+import common  # noqa: E402,F401  (bench/common.py: environment first)
 
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from kerasprune.importance import raw_scores  # noqa: E402
-from common import machine, versions  # noqa: E402  (bench/common.py)
+from common import machine, versions  # noqa: E402
 
 CRITERIA = ("mean_response", "mean_gradient", "taylor", "gsfp")
 
