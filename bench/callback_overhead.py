@@ -30,7 +30,7 @@ import tensorflow as tf  # noqa: E402
 
 from kerasprune.callbacks import SaliencyAccumulator, SoftFilterPruning  # noqa: E402
 from kerasprune.models import get_model  # noqa: E402
-from common import machine, versions  # noqa: E402
+from common import machine, print_table, versions  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -98,12 +98,7 @@ def main() -> int:
             t = statistics.median(timers[label].times)
             rows.append((name, label, f"{t:.2f}", f"{t / base:.3f}x"))
     header = ("model", "fit with", "median epoch s", "vs plain fit")
-    table = [header] + rows
-    widths = [max(len(r[i]) for r in table) for i in range(4)]
-    for j, r in enumerate(table):
-        print("  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-        if j == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table(header, rows, left=2)
     print(f"\n{args.epochs} interleaved epochs of {args.examples} examples, batch {args.batch_size}")
     print(f"machine: {machine()}\nversions: {versions()}")
     return 0

@@ -23,6 +23,17 @@ if "TFDS_DATA_DIR" not in os.environ and _SHARED_TFDS.is_dir():
     os.environ["TFDS_DATA_DIR"] = str(_SHARED_TFDS)
 
 
+def print_table(header, rows, left: int = 1, rule: bool = True) -> None:
+    """Print ``rows`` of strings under ``header`` in aligned columns: the first ``left``
+    columns left-justified, the others right-justified, a rule under the header."""
+    table = [tuple(header)] + [tuple(r) for r in rows]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for j, r in enumerate(table):
+        print("  ".join(c.ljust(w) if i < left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+        if j == 0 and rule:
+            print("  ".join("-" * w for w in widths))
+
+
 def machine() -> str:
     """CPU model, usable cores and operating system of this machine."""
     cpu = platform.processor() or platform.machine()

@@ -39,7 +39,7 @@ import tensorflow as tf  # noqa: E402
 import kerasprune as kp  # noqa: E402
 from kerasprune.export import export_tflite, interpreter_name, make_interpreter, run_tflite  # noqa: E402
 from kerasprune.models import get_model  # noqa: E402
-from common import machine, versions  # noqa: E402
+from common import machine, print_table, versions  # noqa: E402
 
 
 def timer(fn: Callable[[], object], min_seconds: float = 0.25, min_calls: int = 3) -> float:
@@ -132,12 +132,7 @@ def main() -> int:
                     rows.append((name, how, setting, f"{t['orig'] * 1e3:.2f}", f"{t['thin'] * 1e3:.2f}",
                                  f"{speed:.2f}x", f"{reduction:.2f}x", f"{speed / reduction:.2f}"))
     header = ("model", "thin model", "runtime", "orig ms", "thin ms", "speed-up", "FLOPs cut", "efficiency")
-    table = [header] + rows
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for j, r in enumerate(table):
-        print("  ".join(c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
-        if j == 0:
-            print("  ".join("-" * w for w in widths))
+    print_table(header, rows, left=3)
     print(f"\nthreads: {args.threads} (TensorFlow intra-op and {interpreter_name()} interpreter); "
           f"medians of {args.samples} interleaved samples")
     print(f"machine: {machine()}\nversions: {versions()}")

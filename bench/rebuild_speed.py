@@ -41,7 +41,7 @@ import keras  # noqa: E402
 import kerasprune  # noqa: E402
 from kerasprune.graph.analysis import iter_layers  # noqa: E402
 from kerasprune.models import cifar_resnet  # noqa: E402
-from common import machine, versions  # noqa: E402
+from common import machine, print_table, versions  # noqa: E402
 
 PRUNE_FRACTION = 0.3
 
@@ -130,7 +130,7 @@ def bench_model(name: str, repeats: int) -> dict:
     return row
 
 
-def print_table(rows: Sequence[dict]) -> None:
+def print_results(rows: Sequence[dict]) -> None:
     head = ("model", "layers", "groups (prunable/total)", "analyze s", "rebuild s",
             "analyze+rebuild s", "floor s", "ratio (a+r)/floor")
     body = [
@@ -146,14 +146,7 @@ def print_table(rows: Sequence[dict]) -> None:
         )
         for r in rows
     ]
-    widths = [max(len(x[i]) for x in [head, *body]) for i in range(len(head))]
-    fmt = lambda cells: "  ".join(  # noqa: E731
-        c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(cells, widths))
-    )
-    print(fmt(head))
-    print("  ".join("-" * w for w in widths))
-    for cells in body:
-        print(fmt(cells))
+    print_table(head, body)
 
 
 def print_scaling(rows: Sequence[dict]) -> None:
@@ -233,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rows = []
     for name in args.models:
         rows.append(bench_model(name, args.repeats))
-    print_table(rows)
+    print_results(rows)
     print_scaling(rows)
     if args.profile:
         for name in args.models:

@@ -31,7 +31,7 @@ from kerasprune.data import load_dataset  # noqa: E402
 from kerasprune.models import lenet5  # noqa: E402
 from kerasprune.pruning import ConstantRatio  # noqa: E402
 from kerasprune.report import layer_widths  # noqa: E402
-from common import machine, versions  # noqa: E402
+from common import machine, print_table, versions  # noqa: E402
 
 PAPER = {"baseline_error": 0.80, "error": 0.75, "params_removed": 97.40}
 
@@ -133,10 +133,8 @@ def main() -> int:
         rows.append((f"width {name}", str(w0[name]), str(w1.get(name, "")), ""))
     rows.append(("rounds", "", str(len(pruner.history) - 1), ""))
     rows.append(("wall time (min)", f"{t_base / 60:.1f}", f"{(t_prune + t_final) / 60:.1f}", "< 45 total"))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
     print()
-    for r in rows:
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    print_table(rows[0], rows[1:], rule=False)
     print(f"\nmachine: {machine()}\nversions: {versions()}")
     target_met = removed >= PAPER["params_removed"] and err <= PAPER["baseline_error"]
     print(f"target (>= 97.40% removed at <= 0.80% error): {'met' if target_met else 'NOT met'}")

@@ -28,7 +28,7 @@ import kerasprune as kp  # noqa: E402
 from kerasprune.callbacks import SoftFilterPruning  # noqa: E402
 from kerasprune.data import load_dataset  # noqa: E402
 from kerasprune.models import lenet5  # noqa: E402
-from common import machine, versions  # noqa: E402
+from common import machine, print_table, versions  # noqa: E402
 
 PAPER = {0.7: ("7-14", 0.72), 0.8: ("6-8", 0.77), 0.85: ("5-6", 0.83), 0.9: ("3-4", 1.07)}
 
@@ -76,12 +76,7 @@ def main() -> int:
         ))
         print(f"P={rate:.0%} done in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
     header = ("rate", "filters conv1-conv2", "test error %", "FLOPs left", "papers/004 filters", "papers/004 error %")
-    table = [header] + rows
-    widths_ = [max(len(r[i]) for r in table) for i in range(len(header))]
-    for j, r in enumerate(table):
-        print("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths_))))
-        if j == 0:
-            print("  ".join("-" * w for w in widths_))
+    print_table(header, rows)
     print(f"\n{args.epochs} epochs of soft pruning per rate, SGD lr {args.lr} momentum 0.9, batch 128, seed {args.seed}")
     print(f"machine: {machine()}\nversions: {versions()}")
     return 0

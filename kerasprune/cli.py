@@ -158,7 +158,7 @@ def cmd_analyze(args) -> int:
     return 0
 
 
-def _calibration(args, model):
+def _calibration(args):
     """``--calibration-data``: a ``.npy`` file of inputs, or a dataset name."""
     if args.calibration_data is None:
         return None
@@ -186,7 +186,7 @@ def cmd_export(args) -> int:
         print(f"SavedModel: {path}")
     if args.tflite:
         result = export_tflite(
-            model, args.tflite, quantize=args.quantize, calibration_data=_calibration(args, model),
+            model, args.tflite, quantize=args.quantize, calibration_data=_calibration(args),
             calibration_steps=args.calibration_steps,
         )
         print(f"TFLite: {result}")
@@ -236,7 +236,9 @@ def _report_plots(args, before, after) -> None:
         written.append(out / f"saliency{ext}")
         plots.plot_saliency(scores, written[-1], title=f"aaws scores of {Path(args.before).name} ({args.normalization})")
     if args.run:
-        history = Path(args.run) / "history.json"
+        from kerasprune.pruning.rundir import RunDirectory
+
+        history = RunDirectory(args.run).history_file
         if not history.exists():
             raise CommandError(f"no run history: {history} does not exist")
         written.append(out / f"run{ext}")
@@ -249,15 +251,12 @@ def _run_target(args):
     """The target of ``report --run``: ``--target``, else the run's own (run.json)."""
     if args.target is not None:
         return args.target
-    import json
+    from kerasprune.pruning.rundir import RunDirectory
+    from kerasprune.pruning.target import parse_target
 
-    settings = Path(args.run) / "run.json"
-    if settings.exists():
-        from kerasprune.pruning.target import parse_target
-
-        target = json.loads(settings.read_text()).get("target")
-        if target and parse_target(target).metric == args.metric:
-            return target
+    target = (RunDirectory(args.run).settings() or {}).get("target")
+    if target and parse_target(target).metric == args.metric:
+        return target
     return None
 
 

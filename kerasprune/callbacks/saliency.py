@@ -60,6 +60,7 @@ import tensorflow as tf
 from kerasprune.errors import KerasPruneError
 from kerasprune.graph.analysis import ChannelGroup, PruningGraph, analyze
 from kerasprune.importance.filters import ChannelWeights, combine_layers, filter_weights
+from kerasprune.importance.gradients import tf_variable
 from kerasprune.importance.normalize import check_method, normalize
 from kerasprune.selection.select import excluded_groups
 
@@ -70,13 +71,6 @@ CRITERIA = ("gsfp", "taylor_weights", "grad_l1")
 
 class CallbackError(KerasPruneError, ValueError):
     """A kerasprune callback cannot work with the model, optimizer or settings it was given."""
-
-
-def _tf_variable(v) -> tf.Variable:
-    value = getattr(v, "value", v)
-    if isinstance(value, tf.Variable):
-        return value
-    return getattr(v, "_value", value)
 
 
 def _accumulator(initial: tf.Tensor, name: str) -> tf.Variable:
@@ -291,7 +285,7 @@ class SaliencyAccumulator(keras.callbacks.Callback):
             if i not in flat_g:
                 var = self._trainable[i]
                 g = by_id.get(id(var))
-                w = tf.reshape(tf.cast(tf.convert_to_tensor(_tf_variable(var)), tf.float32), [-1])
+                w = tf.reshape(tf.cast(tf.convert_to_tensor(tf_variable(var)), tf.float32), [-1])
                 if g is None:
                     g = tf.zeros_like(w)
                 else:

@@ -39,7 +39,7 @@ from kerasprune.importance.errors import ImportanceError
 from kerasprune.importance.filters import ChannelWeights, combine_layers
 from kerasprune.importance.observe import ObservationPlan, as_list, stream_sums
 
-__all__ = ["mean_gradient", "taylor", "gsfp", "per_example_loss"]
+__all__ = ["mean_gradient", "taylor", "gsfp", "per_example_loss", "tf_variable"]
 
 LossFn = Callable[[Any, List[tf.Tensor]], tf.Tensor]
 
@@ -149,7 +149,8 @@ def _weighted(per_ex: tf.Tensor, sw) -> tf.Tensor:
     return per_ex * sw
 
 
-def _variable(v) -> tf.Variable:
+def tf_variable(v) -> tf.Variable:
+    """The TensorFlow variable behind a Keras variable (what tapes watch and steps read)."""
     value = getattr(v, "value", v)
     if isinstance(value, tf.Variable):
         return value
@@ -161,7 +162,7 @@ def _watch_everything(tape: tf.GradientTape, model: keras.Model, x) -> None:
     for t in keras.tree.flatten(x):
         if getattr(t, "dtype", None) is not None and tf.as_dtype(t.dtype).is_floating:
             tape.watch(t)
-    tape.watch([_variable(v) for v in model.weights if tf.as_dtype(v.dtype).is_floating])
+    tape.watch([tf_variable(v) for v in model.weights if tf.as_dtype(v.dtype).is_floating])
 
 
 def _feature_map_gradients(ctx: ScoringContext, taylor_: bool) -> Dict[str, np.ndarray]:
@@ -229,7 +230,7 @@ def gsfp(ctx: ScoringContext) -> Dict[str, np.ndarray]:
             if id(v) not in index:
                 index[id(v)] = len(variables)
                 variables.append(v)
-    tf_vars = [_variable(v) for v in variables]
+    tf_vars = [tf_variable(v) for v in variables]
     plans = []  # per producer: (variable index, flat entries) per block, channels, 1/counts, held
     for cw in producers:
         counts = cw.counts

@@ -26,9 +26,6 @@ from kerasprune.surgery.rebuild import rebuild
 
 __all__ = ["GradualPruner", "TargetNotMetError"]
 
-_UNIT_KEY = {"neurons": "neurons", "params": "params", "flops": "flops"}
-
-
 class TargetNotMetError(KerasPruneError, ValueError):
     """The model is already below the performance target before any pruning."""
 
@@ -115,8 +112,6 @@ class GradualPruner:
             raise ValueError("give a target (e.g. 'val_accuracy>=0.99') or a number of rounds")
         if rounds is not None and rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {rounds}")
-        if unit not in _UNIT_KEY:
-            raise ValueError(f"unit must be one of {sorted(_UNIT_KEY)}, got {unit!r}")
         get_criterion(criterion)
         check_method(normalization)
         if accumulate and criterion not in ACCUMULATED:
@@ -221,7 +216,7 @@ class GradualPruner:
             if self.target is not None and not self.target.met(last["metrics"]):
                 break
             t0 = time.time()
-            removed = 1.0 - last[_UNIT_KEY[self.unit]] / max(1, first[_UNIT_KEY[self.unit]])
+            removed = 1.0 - last[self.unit] / max(1, first[self.unit])
             ratio = float(self.schedule(r, removed))
             thin = self._prune_round(model, train_data, ratio) if ratio > 0 else None
             if thin is None:

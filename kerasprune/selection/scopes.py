@@ -27,7 +27,7 @@ import numpy as np
 
 from kerasprune.selection.candidates import Candidate
 
-__all__ = ["SCOPES", "take_lowest", "global_scope", "layerwise_scope", "hierarchical_scope"]
+__all__ = ["SCOPES", "take_lowest", "spent_cost", "global_scope", "layerwise_scope", "hierarchical_scope"]
 
 
 def take_lowest(
@@ -39,6 +39,8 @@ def take_lowest(
     already taken (their cost is not counted against ``budget``).
     """
     taken = list(start) if start is not None else [0] * len(cands)
+    if not cands or budget <= 0:
+        return taken
     which, step, score, cost, pos = [], [], [], [], []
     for i, c in enumerate(cands):
         ks = np.arange(taken[i], c.limit)
@@ -47,8 +49,6 @@ def take_lowest(
         score.append(c.step_scores[ks])
         cost.append(c.step_costs[ks])
         pos.append(np.full(len(ks), c.position))
-    if not cands or budget <= 0:
-        return taken
     which, step, score, cost, pos = (np.concatenate(a) for a in (which, step, score, cost, pos))
     if not len(which):
         return taken
@@ -61,7 +61,8 @@ def take_lowest(
     return taken
 
 
-def _spent(cands: Sequence[Candidate], steps: Sequence[int]) -> float:
+def spent_cost(cands: Sequence[Candidate], steps: Sequence[int]) -> float:
+    """Total cost (in the selection's unit) of taking ``steps[i]`` steps of ``cands[i]``."""
     return float(sum(c.cost(k) for c, k in zip(cands, steps)))
 
 
@@ -94,12 +95,12 @@ def layerwise_scope(cands: Sequence[Candidate], budget: float, ratio: float, met
     lo, hi = 0.0, 1.0
     for _ in range(50):
         mid = (lo + hi) / 2
-        if _spent(cands, steps_at(mid)) <= budget:
+        if spent_cost(cands, steps_at(mid)) <= budget:
             lo = mid
         else:
             hi = mid
     below, above = steps_at(lo), steps_at(hi)
-    if abs(_spent(cands, above) - budget) < abs(_spent(cands, below) - budget):
+    if abs(spent_cost(cands, above) - budget) < abs(spent_cost(cands, below) - budget):
         return above
     return below
 
@@ -133,7 +134,7 @@ def hierarchical_scope(
             steps[i] = k
     if method != "percentile":
         # a level whose guards stopped it early leaves budget: spend it globally
-        left = budget - _spent(cands, steps)
+        left = budget - spent_cost(cands, steps)
         if left > 0:
             steps = take_lowest(cands, left, start=steps)
     return steps

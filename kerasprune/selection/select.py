@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import warnings
-from typing import Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
@@ -13,9 +13,9 @@ import numpy as np
 from kerasprune.errors import SelectionError
 from kerasprune.graph.analysis import ChannelGroup, PruningGraph
 from kerasprune.report.costs import ChannelCosts, RemovalMeter, channel_costs
-from kerasprune.report.counting import count_flops, count_params
+from kerasprune.report.counting import count_params
 from kerasprune.selection.candidates import Candidate
-from kerasprune.selection.scopes import SCOPES
+from kerasprune.selection.scopes import SCOPES, spent_cost
 
 __all__ = ["select", "check_options", "excluded_groups", "UNITS", "METHODS", "HIERARCHIES"]
 
@@ -211,23 +211,24 @@ def select(
     need_costs = unit != "neurons" or scope == "hierarchical"
     costs = channel_costs(graph, model, names) if need_costs else None
     cands = _candidates(graph, scores, skip, unit, costs, min_channels, max_ratio, round_to)
-    if unit == "neurons":
+    meter = None if unit == "neurons" else RemovalMeter(graph, model)
+    if meter is None:
         budget = float(round(ratio * sum(c.size for c in cands)))
     elif unit == "params":
         budget = ratio * count_params(model).total
     else:
-        budget = ratio * count_flops(model).total
+        budget = ratio * sum(meter.macs.values())  # the model's MACs, as count_flops totals them
+
     def choose(b: float) -> List[int]:
         got = SCOPES[scope](cands, b, ratio, method, hierarchy=hierarchy, uniform_unit=unit == "neurons")
         return [c.snap(k) for c, k in zip(cands, got)]
 
-    steps = choose(budget)
-    if unit != "neurons" and method == "count" and cands:
-        steps = _meet_budget(choose, cands, budget, RemovalMeter(graph, model), unit)
-    spent = (
-        sum(c.cost(k) for c, k in zip(cands, steps)) if unit == "neurons"
-        else RemovalMeter(graph, model)(_keep(cands, steps))[unit]
-    )
+    if meter is None:
+        steps = choose(budget)
+        spent = spent_cost(cands, steps)
+    else:
+        everything = float(sum(c.cost(c.limit) for c in cands))
+        steps, spent = _meet_budget(choose, budget, everything, lambda st: meter(_keep(cands, st))[unit])
     largest = max((float(c.step_costs.max()) for c in cands if c.limit), default=0.0)
     capped = any(k >= c.limit for c, k in zip(cands, steps))
     if method == "count" and capped and budget - spent > 0.5 * largest * max(1, round_to):
@@ -244,31 +245,30 @@ def _keep(cands: Sequence[Candidate], steps: Sequence[int]) -> Dict[str, np.ndar
     return {c.name: c.keep(k) for c, k in zip(cands, steps) if k > 0}
 
 
-def _meet_budget(choose, cands: Sequence[Candidate], budget: float, meter: RemovalMeter, unit: str) -> List[int]:
-    """Find the selection whose *measured* removal is nearest ``budget``.
+def _meet_budget(choose, budget: float, upper: float, measured) -> Tuple[List[int], float]:
+    """The selection whose *measured* removal is nearest ``budget``, and that removal.
 
     The per-channel costs are marginal: removing a filter and the next layer's input
     channel saves their shared kernel entries once, not twice, so a selection made on
-    them removes less than its budget. The budget given to the scope is adjusted by
-    bisection until the measured removal (``meter``) brackets the request.
+    them removes less than its budget. The budget given to the scope (``choose``) is
+    adjusted by bisection over ``[0, upper]`` until the measured removal
+    (``measured(steps)``) brackets the request.
     """
-
-    def measured(steps: List[int]) -> float:
-        return meter(_keep(cands, steps))[unit]
-
-    lo, hi = 0.0, float(sum(c.cost(c.limit) for c in cands))
+    lo, hi = 0.0, upper
     lo_steps, hi_steps = choose(lo), choose(hi)
-    if measured(hi_steps) <= budget:
-        return hi_steps
+    lo_got, hi_got = measured(lo_steps), measured(hi_steps)
+    if hi_got <= budget:
+        return hi_steps, hi_got
     for _ in range(48):
         if lo_steps == hi_steps or hi - lo <= 1e-9 * max(hi, 1.0):
             break
         mid = (lo + hi) / 2
         mid_steps = choose(mid)
-        if measured(mid_steps) <= budget:
-            lo, lo_steps = mid, mid_steps
+        mid_got = measured(mid_steps)
+        if mid_got <= budget:
+            lo, lo_steps, lo_got = mid, mid_steps, mid_got
         else:
-            hi, hi_steps = mid, mid_steps
-    if abs(measured(hi_steps) - budget) < abs(budget - measured(lo_steps)):
-        return hi_steps
-    return lo_steps
+            hi, hi_steps, hi_got = mid, mid_steps, mid_got
+    if abs(hi_got - budget) < abs(budget - lo_got):
+        return hi_steps, hi_got
+    return lo_steps, lo_got
