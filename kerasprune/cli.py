@@ -323,7 +323,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score-batches", type=int, default=None, help="batches used by data-driven criteria")
     p.add_argument("--resume", action="store_true", help="continue the run in --dir")
     p.add_argument("--accumulate", action="store_true",
-                   help="score each round by the gsfp saliency accumulated during the previous fine-tuning")
+                   help="score each round by the saliency (gsfp, mean_gradient or taylor) accumulated during "
+                        "the previous fine-tuning")
     p.add_argument("--soft", action="store_true",
                    help="globally soft filter pruning (papers/004): mask --ratio of the filters at every epoch "
                         "end of --soft-epochs of training, then strip the masked ones")

@@ -230,7 +230,7 @@ def test_subclassed_model_fails_at_train_begin_with_a_clear_error():
 
 def test_bad_options_fail_when_the_callback_is_made():
     with pytest.raises(CallbackError, match="criterion"):
-        SaliencyAccumulator(criterion="mean_gradient")
+        SaliencyAccumulator(criterion="aaws")
     with pytest.raises(CallbackError, match="rate"):
         SoftFilterPruning(rate=1.5)
     with pytest.raises(KerasPruneError):
@@ -285,9 +285,9 @@ def net():
     return keras.Model(inp, L.Dense(4, name="fc")(x))
 
 
-def run(model):
+def run(model, criterion):
     model.compile(keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    acc = SaliencyAccumulator(criterion="gsfp", normalization="none")
+    acc = SaliencyAccumulator(criterion=criterion, normalization="none")
     model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[acc])
     return {"steps": acc.steps, "raw": {k: v.tolist() for k, v in acc.raw.items()},
             "cumulative": {k: v.tolist() for k, v in acc.cumulative.items()}}
@@ -297,15 +297,17 @@ rng = np.random.default_rng(0)
 x = rng.normal(size=(64, 8, 8, 3)).astype("float32")
 y = rng.integers(0, 4, 64)
 keras.utils.set_random_seed(1)
-single = net()
-weights = single.get_weights()
-one = run(single)
+weights = net().get_weights()
 strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-with strategy.scope():
-    mirrored = net()
-    mirrored.set_weights(weights)
-two = run(mirrored)
-print("RESULT" + json.dumps({"one": one, "two": two}))
+result = {}
+for criterion in ("gsfp", "mean_gradient"):
+    single = net()
+    single.set_weights(weights)
+    with strategy.scope():
+        mirrored = net()
+        mirrored.set_weights(weights)
+    result[criterion] = {"one": run(single, criterion), "two": run(mirrored, criterion)}
+print("RESULT" + json.dumps(result))
 """
 
 
@@ -323,11 +325,12 @@ def test_mirrored_strategy_on_two_cpus_equals_one_device_over_the_same_global_ba
     lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT")]
     assert lines, done.stderr[-3000:]
     result = json.loads(lines[-1][len("RESULT"):])
-    one, two = result["one"], result["two"]
-    assert one["steps"] == two["steps"] == 4
-    for key in ("raw", "cumulative"):
-        for name in ("c1", "c2"):
-            assert_close(two[key][name], one[key][name])
+    for criterion in ("gsfp", "mean_gradient"):  # weight and feature-map gradients
+        one, two = result[criterion]["one"], result[criterion]["two"]
+        assert one["steps"] == two["steps"] == 4
+        for key in ("raw", "cumulative"):
+            for name in ("c1", "c2"):
+                assert_close(two[key][name], one[key][name])
 
 
 def test_saliency_follows_class_weights_through_the_train_step_loss():
@@ -386,3 +389,135 @@ def test_a_second_fit_after_an_interrupted_one_does_not_stack_hooks():
     expected = brute_force(model, x, y, 16, "grad_l1", ["c1"])["c1"]
     assert_close(acc.raw["c1"], expected)
     assert "apply" not in vars(model.optimizer)
+
+
+# -- feature-map gradient criteria (mean_gradient, taylor) -------------------------------
+
+
+def plain_residual_net() -> keras.Model:
+    """Residual and concatenating groups, no BatchNormalization or dropout: training and
+    inference compute the same function."""
+    inp = keras.Input((8, 8, 3), name="img")
+    x = L.Conv2D(6, 3, padding="same", activation="relu", name="stem")(inp)
+    y = L.Conv2D(4, 3, padding="same", activation="relu", name="b_conv1")(x)
+    y = L.Conv2D(6, 3, padding="same", name="b_conv2")(y)
+    x = L.ReLU(name="b_relu")(L.Add(name="b_add")([x, y]))
+    z = L.Conv2D(3, 1, activation="tanh", name="side")(x)
+    x = L.Concatenate(name="cat")([x, z])
+    x = L.Conv2D(5, 3, strides=2, activation="relu", name="top")(x)
+    x = L.Flatten(name="flat")(x)
+    return randomize(keras.Model(inp, L.Dense(4, name="fc")(x)), seed=3)
+
+
+@pytest.mark.parametrize(
+    "criterion, options",
+    [("mean_gradient", {}), ("taylor", {}), ("mean_gradient", {"steps_per_execution": 2, "jit_compile": True})],
+)
+def test_feature_map_saliency_in_fit_equals_the_scoring_pass_over_the_same_batches(criterion, options):
+    import kerasprune as kp
+
+    model = plain_residual_net()
+    x, y = data(48)
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), LOSS, **options)
+    # the independent reference: kerasprune.score's own pass (a probe model under a
+    # GradientTape, in inference mode), the same batches, the same (fixed) weights
+    expected = kp.importance.raw_scores(model, criterion, data=(x, y), batch_size=16)
+    acc = SaliencyAccumulator(criterion=criterion, normalization="none")
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[acc])
+    assert acc.steps == 3
+    assert set(acc.raw) == set(expected) == {g.name for g in acc.graph.prunable}
+    for name in expected:
+        assert np.all(expected[name] > 0)
+        assert_close(acc.raw[name], expected[name])
+    # the model's layers and the optimizer are given back untouched
+    assert not any("call" in vars(layer) for layer in model.layers)
+    assert "apply" not in vars(model.optimizer)
+
+
+def test_mean_gradient_in_fit_uses_the_training_mode_batch_gradient_with_batchnorm():
+    model = conv_bn_net()
+    x, y = data(64)
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), LOSS)
+    # brute force: the gradient of the batch's mean loss in training mode (batch
+    # statistics) at the tensors the next layers read, per example times the batch size
+    probe = keras.Model(model.inputs, [model.get_layer("relu").output, model.get_layer("gap").output, model.output])
+    sums = {"c1": 0.0, "c2": 0.0}
+    for start in range(0, 64, 16):
+        xb, yb = x[start : start + 16], y[start : start + 16]
+        with tf.GradientTape() as tape:
+            relu, gap, out = probe([xb], training=True)
+            loss = LOSS(yb, out)
+        g_relu, g_gap = tape.gradient(loss, [relu, gap])
+        sums["c1"] = sums["c1"] + np.abs(16 * g_relu.numpy().astype(np.float64).mean(axis=(1, 2))).sum(axis=0)
+        sums["c2"] = sums["c2"] + np.abs(16 * g_gap.numpy().astype(np.float64)).sum(axis=0)
+    acc = SaliencyAccumulator(criterion="mean_gradient", normalization="none")
+    hist = model.fit(x, y, batch_size=16, epochs=2, shuffle=False, verbose=0, callbacks=[acc])
+    for name in ("c1", "c2"):
+        assert_close(acc.raw[name], sums[name] / 64)
+        assert_close(acc.cumulative[name], sums[name] / 64)  # the mean over both epochs
+    assert hist.history["saliency_steps"] == [4.0, 4.0]
+
+
+def test_feature_map_saliency_under_mixed_precision_divides_out_the_loss_scale_and_skips_overflows():
+    import kerasprune as kp
+
+    keras.config.set_dtype_policy("mixed_float16")
+    model = plain_residual_net()
+    x, y = data(64)
+    # a loss scale so large that the first steps overflow in float16 and are skipped,
+    # halving it each time, until the gradients are finite
+    optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.SGD(learning_rate=0.0), initial_scale=2.0**14)
+    model.compile(optimizer, LOSS)
+    acc = SaliencyAccumulator(criterion="taylor", normalization="none")
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[acc])
+    assert 0 < acc.steps < 4, "the test needs some skipped and some applied steps"
+    assert float(optimizer.dynamic_scale.numpy()) > 1.0
+    applied = slice(64 - 16 * acc.steps, 64)  # the skipped steps are the first ones
+    expected = kp.importance.raw_scores(model, "taylor", data=(x[applied], y[applied]), batch_size=16)
+    for name in expected:
+        assert_close(acc.raw[name], expected[name], rtol=5e-3)  # float16 rounding
+
+
+def test_soft_pruning_by_taylor_masks_and_strips_exactly():
+    model = plain_residual_net()
+    x, y = data(64)
+    model.compile(keras.optimizers.SGD(learning_rate=0.01, momentum=0.9), LOSS)
+    soft = SoftFilterPruning(rate=0.3, criterion="taylor")
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[soft])
+    graph = analyze(model, warn=False)
+    assert soft.keep and soft.history[-1]["masked"] > 0
+    _masked_entries_are_zero(model, graph, soft.keep)
+    thin = strip(model, graph)
+    assert count_params(thin).total < count_params(model).total
+    assert_close(thin.predict(x, verbose=0), model.predict(x, verbose=0))
+
+
+def _shared_relu_net() -> keras.Model:
+    inp = keras.Input((8, 8, 3))
+    relu = L.ReLU(name="shared_relu")
+    x = relu(L.Conv2D(4, 3, padding="same", name="c1")(inp))
+    x = relu(L.Conv2D(4, 3, padding="same", name="c2")(x))
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, L.Dense(3, name="fc")(x))
+
+
+def _frozen_stem_net() -> keras.Model:
+    model = conv_bn_net()
+    model.get_layer("c1").trainable = False
+    model.get_layer("bn").trainable = False
+    return model
+
+
+@pytest.mark.parametrize(
+    "make, message", [(_shared_relu_net, "called 2 times"), (_frozen_stem_net, "no trainable weight")]
+)
+def test_feature_map_criteria_refuse_what_they_cannot_tap_before_the_first_step(make, message):
+    model = make()
+    x, y = data(16, classes=3)
+    model.compile(keras.optimizers.SGD(0.01), LOSS)
+    started = []
+    spy = keras.callbacks.LambdaCallback(on_train_batch_begin=lambda b, logs: started.append(b))
+    with pytest.raises(CallbackError, match=message):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[SaliencyAccumulator("mean_gradient"), spy])
+    assert started == []
+    assert not any("call" in vars(layer) for layer in model.layers)

@@ -236,7 +236,8 @@ def test_schedules_and_targets():
         ConstantRatio(1.5)
 
 
-def test_accumulate_scores_each_round_from_the_previous_fine_tuning(tmp_path, monkeypatch):
+@pytest.mark.parametrize("criterion", ["gsfp", "taylor"])
+def test_accumulate_scores_each_round_from_the_previous_fine_tuning(tmp_path, monkeypatch, criterion):
     import kerasprune.pruning.gradual as gradual
 
     calls, seen, accumulators = [], [], []
@@ -259,9 +260,9 @@ def test_accumulate_scores_each_round_from_the_previous_fine_tuning(tmp_path, mo
     monkeypatch.setattr(gradual, "select", recording_select)
     monkeypatch.setattr(gradual, "SaliencyAccumulator", keeping_accumulator)
     data = tiny_data()
-    pruner = GradualPruner(tmp_path / "run", rounds=2, ratio=0.25, criterion="gsfp", accumulate=True, verbose=0)
+    pruner = GradualPruner(tmp_path / "run", rounds=2, ratio=0.25, criterion=criterion, accumulate=True, verbose=0)
     pruner.run(tiny_model(), data, data)
-    assert calls == ["gsfp"]  # round 1 only: round 2 reuses the fine-tuning's saliency
+    assert calls == [criterion]  # round 1 only: round 2 reuses the fine-tuning's saliency
     assert len(seen) == 2 and len(accumulators) == 2
     first_fit = accumulators[0].scores
     assert set(seen[1]) == set(first_fit)

@@ -9,8 +9,9 @@
     model.fit(x, y, epochs=10, callbacks=[soft])   # masks the lowest 50% at each epoch end
     thin = strip(model)                              # removes the channels still masked
 
-- :class:`SaliencyAccumulator`: per-channel gradient saliency summed over the training
-  steps of each epoch, reusing the train step's own gradients;
+- :class:`SaliencyAccumulator`: per-channel gradient saliency added up over the training
+  steps of each epoch, reusing the train step's own gradients (of the weights, or of the
+  feature maps, tapped inside the step's backward pass);
 - :class:`SoftFilterPruning`: at each epoch end, masks the lowest channels (zeroes them
   everywhere they live); masked channels keep training;
 - :func:`strip`: the thin model without the channels that carry nothing.

@@ -39,8 +39,8 @@ class SoftFilterPruning(SaliencyAccumulator):
     Args:
         rate: fraction of the scored ``unit`` to mask at each epoch end, in [0, 1); or a
             function ``epoch -> rate`` (epochs count from 0), for a ramp.
-        criterion: saliency accumulated over the epoch (``gsfp``, ``taylor_weights`` or
-            ``grad_l1``; see :class:`SaliencyAccumulator`).
+        criterion: saliency accumulated over the epoch (``gsfp``, ``taylor_weights``,
+            ``grad_l1``, ``mean_gradient`` or ``taylor``; see :class:`SaliencyAccumulator`).
         scope: ``global`` (papers/004), ``layerwise`` or ``hierarchical``.
         normalization: per-group normalization before the ranking (``layer_mean``, ``l2``
             or ``none``). Without it a global ranking can empty whole layers (papers/004).

@@ -176,17 +176,18 @@ class ObservationPlan:
             ``(batch, width)``: for each site, in plan order, the mean over the positions
             carrying each channel (0 for a channel the site does not carry).
         """
-        cols = []
-        for sites in self.sites.values():
-            for s in sites:
-                m = per_tensor[s.tensor]
-                if s.direct:
-                    cols.append(tf.gather(m, s.positions, axis=1))
-                    continue
-                picked = tf.gather(m, s.positions, axis=1)
-                summed = tf.math.unsorted_segment_sum(tf.transpose(picked), s.channels, s.size)
-                cols.append(tf.transpose(summed) * tf.constant(s.inv_counts))
+        cols = [self.site_values(per_tensor[s.tensor], s) for sites in self.sites.values() for s in sites]
         return tf.concat(cols, axis=1)
+
+    @staticmethod
+    def site_values(per_position: tf.Tensor, site: Site) -> tf.Tensor:
+        """``(batch, P) -> (batch, site.size)``: per channel, the mean over the positions of
+        the site's tensor that carry it (0 for a channel the site does not carry)."""
+        picked = tf.gather(per_position, site.positions, axis=1)
+        if site.direct:
+            return picked
+        summed = tf.math.unsorted_segment_sum(tf.transpose(picked), site.channels, site.size)
+        return tf.transpose(summed) * tf.constant(site.inv_counts)
 
     # ------------------------------------------------------------------ numpy side
 

@@ -65,7 +65,8 @@ class GradualPruner:
             :class:`~kerasprune.callbacks.SaliencyAccumulator` attached to the previous
             round's fine-tuning (the saliency of ``criterion`` added up over every
             training step of its last epoch, papers/004 Eq. 6) instead of a separate
-            pass over the data. Needs a criterion the callback computes (``gsfp``); the
+            pass over the data. Needs a criterion that both the callback and
+            :func:`kerasprune.score` compute (``gsfp``, ``mean_gradient``, ``taylor``); the
             first round, which has no fine-tuning before it, and the first round after a
             resume score with a separate pass.
         score_batches: batches of the training data used by data-driven criteria.

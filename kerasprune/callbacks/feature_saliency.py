@@ -1,0 +1,263 @@
+"""Saliency from the gradients of the feature maps, tapped inside the train step's backward pass.
+
+The criteria of :mod:`kerasprune.importance.gradients`, computed from the training steps
+of ``fit`` instead of a separate pass over data:
+
+- ``mean_gradient`` (papers/003): per example, ``|mean over positions of dC/dx_k|`` at
+  the group's observed feature map ``x`` (where
+  :class:`~kerasprune.importance.observe.ObservationPlan` observes it: the tensor the
+  next layers read), then the mean over the examples of the epoch;
+- ``taylor``: per example ``|mean over positions of x_k * dC/dx_k|``, then the mean.
+
+**How, without a second pass.** At ``install`` the operation that produces each observed
+tensor gets its ``call`` wrapped so that the tensor passes through an identity with a
+custom gradient. In the backward pass of the compiled train step, that gradient function
+receives ``dL/dx`` for the whole batch, reduces it to per-channel sums of the per-example
+values (a spatial mean, a gather, an absolute value and a sum over the batch: a few
+element-wise operations per feature map) and writes them into a per-step buffer; the
+optimizer hook then adds the buffer of each *applied* step into the accumulators. The
+forward pass is unchanged and no gradient is computed twice.
+
+**Scale.** The training loss is a mean over the batch (Keras's default reduction), so
+``dL/dx_m`` is ``1/B`` of example ``m``'s own gradient: the buffer is multiplied by the
+global batch size ``B`` (under ``MirroredStrategy``, where each replica's loss is scaled
+by 1/replicas, by the local batch size times the replicas). Under mixed precision the
+buffer is divided by the step's loss scale, and a step the ``LossScaleOptimizer`` skips
+for non-finite gradients is not counted. Sample and class weights act through the loss,
+as in :func:`kerasprune.score`.
+
+**Training mode.** The gradients are those of the training step: BatchNormalization uses
+the batch's statistics (so examples are not independent as they are in
+:func:`kerasprune.score`, which runs in inference mode) and dropout is on. With neither,
+the epoch's result equals ``kerasprune.score(model, criterion, data=...)`` over the same
+batches with the weights held fixed.
+
+**Limits** (checked when built, so at ``on_train_begin``): each observed tensor must be
+produced by an operation used once in the model (a shared layer's calls cannot be told
+apart), and some trainable weight must lie upstream of it (otherwise the train step never
+computes its gradient).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasprune.callbacks.base import CallbackError, SaliencySource, accumulator, replica_context
+from kerasprune.graph.analysis import ChannelGroup, PruningGraph
+from kerasprune.importance.base import ScoringContext
+from kerasprune.importance.errors import ImportanceError
+from kerasprune.importance.observe import ObservationPlan, Site
+
+__all__ = ["FeatureMapSaliency", "FEATURE_CRITERIA"]
+
+FEATURE_CRITERIA = ("mean_gradient", "taylor")
+
+
+def _producer(kt) -> Tuple[object, int]:
+    """The operation that makes KerasTensor ``kt`` and the index of ``kt`` among its outputs."""
+    hist = getattr(kt, "_keras_history", None)
+    if hist is None or hist.operation is None:
+        raise CallbackError(f"cannot find the operation that produces tensor {kt.name!r}")
+    return hist.operation, hist.tensor_index
+
+
+def _trainable_upstream(kt) -> bool:
+    """Whether some trainable weight is used on the way from the inputs to ``kt``."""
+    seen = set()
+    stack = [kt]
+    while stack:
+        t = stack.pop()
+        hist = getattr(t, "_keras_history", None)
+        if hist is None or hist.operation is None:
+            continue
+        op = hist.operation
+        if getattr(op, "trainable_weights", None):
+            return True
+        key = (id(op), hist.node_index)
+        if key in seen:
+            continue
+        seen.add(key)
+        nodes = getattr(op, "_inbound_nodes", [])
+        if hist.node_index < len(nodes):
+            stack.extend(nodes[hist.node_index].input_tensors)
+    return False
+
+
+class _Point:
+    """One observed tensor: who makes it, the groups' sites on it, its buffer and sums."""
+
+    def __init__(self, index: int, op: object, output: int, sites: List[Tuple[str, Site]]) -> None:
+        self.index = index
+        self.op = op
+        self.output = output
+        self.sites = sites
+        self.width = sum(s.size for _, s in sites)
+        self.pending = accumulator(tf.zeros([self.width], tf.float64), f"kp_fm_pending_{index}")
+        self.acc = accumulator(tf.zeros([self.width], tf.float64), f"kp_fm_sums_{index}")
+
+
+class FeatureMapSaliency(SaliencySource):
+    """Feature-map gradient saliency of ``groups`` (see the module documentation).
+
+    Args:
+        criterion: ``mean_gradient`` or ``taylor``.
+        model: the model being trained (functional or Sequential).
+        graph: its :func:`~kerasprune.analyze` result.
+        groups: the groups to score.
+        mirrored: the model trains under ``MirroredStrategy`` (variables are made in its
+            scope by the caller).
+
+    Raises:
+        CallbackError: a group is never observed as a top-level feature map, an observed
+            tensor comes from a shared operation, or no trainable weight is upstream of it.
+    """
+
+    def __init__(
+        self, criterion: str, model: keras.Model, graph: PruningGraph, groups: List[ChannelGroup], mirrored: bool
+    ) -> None:
+        self.criterion = criterion
+        self.taylor = criterion == "taylor"
+        self.groups = list(groups)
+        self.mirrored = mirrored
+        ctx = ScoringContext(model=model, graph=graph, groups=self.groups, criterion=criterion)
+        try:
+            self.plan = ObservationPlan(ctx)
+        except ImportanceError as err:
+            raise CallbackError(str(err)) from err
+        calls: Dict[int, int] = {}
+        for nodes in self.plan.fn._nodes_by_depth.values():
+            for node in nodes:
+                if node.operation is not None and not node.is_input:
+                    calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+        on_tensor: Dict[int, List[Tuple[str, Site]]] = {}
+        for name, sites in self.plan.sites.items():
+            for s in sites:
+                on_tensor.setdefault(s.tensor, []).append((name, s))
+        self._points: List[_Point] = []
+        for i, kt in enumerate(self.plan.tensors):
+            op, output = _producer(kt)
+            groups_here = sorted({name for name, _ in on_tensor[i]})
+            what = f"the feature map of group(s) {groups_here} (output of '{getattr(op, 'name', op)}')"
+            if calls.get(id(op), 0) != 1:
+                raise CallbackError(
+                    f"criterion {criterion!r} observes {what}, but that operation is called "
+                    f"{calls.get(id(op), 0)} times in the model, so its calls cannot be told apart; "
+                    "use a weight-gradient criterion (gsfp, taylor_weights, grad_l1) or exclude "
+                    "those groups"
+                )
+            if not _trainable_upstream(kt):
+                raise CallbackError(
+                    f"criterion {criterion!r} observes {what}, but no trainable weight lies "
+                    "before it, so the train step never computes its gradient; make an earlier "
+                    "layer trainable or exclude those groups"
+                )
+            self._points.append(_Point(i, op, output, on_tensor[i]))
+        self._count_pending = accumulator(tf.constant(0.0, tf.float64), "kp_fm_pending_count")
+        self._count = accumulator(tf.constant(0.0, tf.float64), "kp_fm_count")
+        self._patched: List[Tuple[object, bool, object]] = []
+
+    # -- the tap ------------------------------------------------------------------------
+
+    def _record(self, point: _Point, x: tf.Tensor, dy: tf.Tensor) -> tf.Operation:
+        """Write the batch's per-channel sums of per-example values into the point's buffer."""
+        value = tf.cast(dy, tf.float32)
+        if self.taylor:
+            value = tf.cast(x, tf.float32) * value
+        per_position = ObservationPlan.spatial_mean(value)
+        cols = [ObservationPlan.site_values(per_position, s) for _, s in point.sites]
+        sums = tf.reduce_sum(tf.abs(tf.cast(tf.concat(cols, axis=1), tf.float64)), axis=0)
+        batch = tf.cast(tf.shape(dy)[0], tf.float64)
+        replica = replica_context(self.mirrored)
+        replicas = float(replica.num_replicas_in_sync) if replica is not None else 1.0
+        updates = [point.pending.assign(sums * batch * replicas)]
+        if point.index == 0:
+            updates.append(self._count_pending.assign(batch))
+        return tf.group(updates)
+
+    def _tap(self, point: _Point, t: tf.Tensor) -> tf.Tensor:
+        @tf.custom_gradient
+        def identity(x):
+            def grad(dy):
+                with tf.control_dependencies([self._record(point, x, dy)]):
+                    return tf.identity(dy)
+
+            return tf.identity(x), grad
+
+        return identity(t)
+
+    def install(self) -> None:
+        """Wrap the ``call`` of every operation that produces an observed tensor."""
+        self.uninstall()
+        by_op: Dict[int, List[_Point]] = {}
+        for p in self._points:
+            by_op.setdefault(id(p.op), []).append(p)
+        for points in by_op.values():
+            op = points[0].op
+            had = "call" in vars(op)
+            original = op.call
+            while getattr(original, "_kerasprune_tap", False):  # left by an interrupted fit
+                original = original._kerasprune_original
+            outputs_tapped = {p.output: p for p in points}
+
+            def tapped(*args, _original=original, _tapped=outputs_tapped, **kwargs):
+                outputs = _original(*args, **kwargs)
+                flat = keras.tree.flatten(outputs)
+                for k, p in _tapped.items():
+                    flat[k] = self._tap(p, flat[k])
+                return keras.tree.pack_sequence_as(outputs, flat)
+
+            tapped._kerasprune_tap = True
+            tapped._kerasprune_original = original
+            object.__setattr__(op, "call", tapped)
+            self._patched.append((op, had, original))
+
+    def uninstall(self) -> None:
+        """Give every wrapped operation its own ``call`` back."""
+        for op, had, original in reversed(self._patched):
+            if had:
+                object.__setattr__(op, "call", original)
+            elif "call" in vars(op):
+                object.__delattr__(op, "call")
+        self._patched = []
+
+    # -- per step -----------------------------------------------------------------------
+
+    def step(self, grads: Sequence, variables: Sequence, loss_scale: Optional[tf.Tensor]) -> None:
+        """Add the step's buffers (written by the taps of its backward pass), then clear them."""
+        values = [p.pending.read_value() for p in self._points]
+        if loss_scale is not None:
+            inv = 1.0 / tf.cast(loss_scale, tf.float64)
+            values = [v * inv for v in values]
+        count = self._count_pending.read_value()
+        replica = replica_context(self.mirrored)
+        if replica is not None:
+            reduced = replica.all_reduce(tf.distribute.ReduceOp.SUM, values + [count])
+            values, count = list(reduced[:-1]), reduced[-1]
+        for p, v in zip(self._points, values):
+            p.acc.assign_add(v)
+            p.pending.assign(tf.zeros_like(v))
+        self._count.assign_add(count)
+        self._count_pending.assign(tf.zeros_like(count))
+
+    # -- reading ------------------------------------------------------------------------
+
+    def read(self) -> Tuple[Dict[str, np.ndarray], float]:
+        """Per group, the sums over examples (mean over its observed points) and the examples."""
+        flat = np.zeros(self.plan.width)
+        for p in self._points:
+            values = np.asarray(p.acc.read_value().numpy(), dtype=np.float64)
+            offset = 0
+            for _, s in p.sites:
+                flat[s.offset : s.offset + s.size] = values[offset : offset + s.size]
+                offset += s.size
+        return self.plan.combine(flat), float(self._count.read_value().numpy())
+
+    def reset(self) -> None:
+        """Zero the sums and the example count."""
+        for p in self._points:
+            p.acc.assign(tf.zeros_like(p.acc))
+        self._count.assign(tf.zeros_like(self._count))

@@ -1,0 +1,210 @@
+"""Saliency from the gradients of the filters' weights, as the train step computes them.
+
+Per step and per producer layer with ``N`` held channels, each filter having ``n``
+weights ``w`` with gradients ``g``:
+
+- ``gsfp`` (papers/004 Eq. 5): ``G_n = sum|g| / n``, ``W_n = sqrt(sum w^2 / n)``,
+  ``S_n = (N*G_n / sum_j G_j) * (N*W_n / sum_j W_j)`` (a layer whose sums are zero
+  contributes 0); summed over the steps of an epoch it is Eq. 6's cumulative saliency;
+- ``taylor_weights``: ``|sum w*g|`` over the filter (first-order Taylor on weights);
+- ``grad_l1``: ``G_n = sum|g| / n``.
+
+The reduction to one number per channel is a reshape for the common whole-kernel case
+(channels on the kernel's last axis) and ``tf.math.unsorted_segment_sum`` over
+precomputed channel ids otherwise. A group produced by several layers (a residual group)
+gets per channel the mean of its producers' values (as
+:func:`kerasprune.importance.combine_layers`).
+
+Under ``tf.distribute.MirroredStrategy`` each replica holds the gradient of its share of
+the global batch (Keras scales the loss by 1/replicas); the step all-reduces (sums) the
+gradients of the scored kernels first, so every replica computes the saliency of the
+global batch.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasprune.callbacks.base import CallbackError, SaliencySource, accumulator, replica_context
+from kerasprune.graph.analysis import ChannelGroup, PruningGraph
+from kerasprune.importance.filters import ChannelWeights, combine_layers, filter_weights
+from kerasprune.importance.gradients import tf_variable
+
+__all__ = ["WeightGradientSaliency", "WEIGHT_CRITERIA"]
+
+WEIGHT_CRITERIA = ("gsfp", "taylor_weights", "grad_l1")
+
+
+class _Block:
+    """One weight array's share of a producer's filters: where its entries are."""
+
+    def __init__(self, var_index: int, flat: Optional[np.ndarray], channel: np.ndarray) -> None:
+        self.var_index = var_index
+        self.flat = None if flat is None else tf.constant(flat, tf.int64)
+        self.channel = tf.constant(channel, tf.int32)
+
+
+class _Producer:
+    """The filters one layer creates for one group, and its accumulator."""
+
+    def __init__(self, group: str, cw: ChannelWeights, blocks: List[_Block], name: str) -> None:
+        counts = cw.counts
+        self.group = group
+        self.size = cw.size
+        self.held = counts > 0
+        inv = np.zeros(cw.size, np.float32)
+        inv[self.held] = 1.0 / counts[self.held]
+        self.inv = tf.constant(inv)
+        self.held_f = tf.constant(self.held.astype(np.float32))
+        self.n_held = float(self.held.sum())
+        self.blocks = blocks
+        self.acc = accumulator(tf.zeros([cw.size], tf.float64), name)
+
+
+def _is_whole_kernel(cw: ChannelWeights, entries, variable) -> bool:
+    """The entries are the whole array, channel ``c`` at every flat index ``= c mod size``."""
+    return (
+        tuple(variable.shape)[-1:] == (cw.size,)
+        and entries.flat.size == int(np.prod(variable.shape))
+        and np.array_equal(entries.flat, np.arange(entries.flat.size))
+        and np.array_equal(entries.channel, entries.flat % cw.size)
+    )
+
+
+class WeightGradientSaliency(SaliencySource):
+    """Weight-gradient saliency of ``groups`` (see the module documentation).
+
+    Args:
+        criterion: ``gsfp``, ``taylor_weights`` or ``grad_l1``.
+        model: the model being trained.
+        graph: its :func:`~kerasprune.analyze` result.
+        groups: the groups to score.
+        mirrored: the model trains under ``MirroredStrategy`` (variables are made in its
+            scope by the caller).
+
+    Raises:
+        CallbackError: a group has no filter weights, or they are not trainable.
+    """
+
+    def __init__(
+        self, criterion: str, model: keras.Model, graph: PruningGraph, groups: List[ChannelGroup], mirrored: bool
+    ) -> None:
+        self.criterion = criterion
+        self.groups = list(groups)
+        self.mirrored = mirrored
+        trainable = list(model.trainable_weights)
+        index = {id(v): i for i, v in enumerate(trainable)}
+        by_path = {getattr(v, "path", None): i for i, v in enumerate(trainable)}
+        self._producers: List[_Producer] = []
+        for group in self.groups:
+            filters = filter_weights(graph, group)
+            if not filters:
+                raise CallbackError(
+                    f"group {group.name!r} has no filter weights (a kernel its producer "
+                    "creates) to take gradients of; leave it out with exclude="
+                    f"[{group.name!r}]"
+                )
+            for cw in filters:
+                blocks = []
+                for e, v in zip(cw.entries, cw.variables):
+                    i = index.get(id(v), by_path.get(getattr(v, "path", None)))
+                    if i is None:
+                        raise CallbackError(
+                            f"the filters of layer '{cw.layer}' (group {group.name!r}) are not "
+                            "trainable, so the train step computes no gradient for them; "
+                            f"make the layer trainable or leave the group out with "
+                            f"exclude=[{group.name!r}]"
+                        )
+                    whole = _is_whole_kernel(cw, e, v)
+                    blocks.append(_Block(i, None if whole else e.flat.astype(np.int64), e.channel.astype(np.int32)))
+                name = f"kp_saliency_{len(self._producers)}"
+                self._producers.append(_Producer(group.name, cw, blocks, name))
+        self._trainable = trainable
+
+    def _gradients(self, grads: Sequence, variables: Sequence) -> Dict[int, tf.Tensor]:
+        """id(variable) -> the step's gradient (all-reduced over replicas when mirrored)."""
+        by_id = {id(v): g for g, v in zip(grads, variables)}
+        replica = replica_context(self.mirrored)
+        if replica is not None:
+            # each replica holds the gradient of its share of the batch: their sum is the
+            # step's gradient, as the optimizer's own all-reduce computes it
+            needed = sorted({b.var_index for p in self._producers for b in p.blocks})
+            local = []
+            for i in needed:
+                g = by_id.get(id(self._trainable[i]))
+                if isinstance(g, tf.IndexedSlices):
+                    g = tf.convert_to_tensor(g)
+                local.append(tf.zeros(self._trainable[i].shape, tf.float32) if g is None else tf.cast(g, tf.float32))
+            summed = replica.all_reduce(tf.distribute.ReduceOp.SUM, local)
+            for i, g in zip(needed, summed):
+                by_id[id(self._trainable[i])] = g
+        return by_id
+
+    def step(self, grads: Sequence, variables: Sequence, loss_scale: Optional[tf.Tensor]) -> None:
+        """Add one step's saliency into the accumulators (the gradients are unscaled)."""
+        by_id = self._gradients(grads, variables)
+        flat_g: Dict[int, tf.Tensor] = {}
+        flat_w: Dict[int, tf.Tensor] = {}
+
+        def flats(i: int) -> Tuple[tf.Tensor, tf.Tensor]:
+            if i not in flat_g:
+                var = self._trainable[i]
+                g = by_id.get(id(var))
+                w = tf.reshape(tf.cast(tf.convert_to_tensor(tf_variable(var)), tf.float32), [-1])
+                if g is None:
+                    g = tf.zeros_like(w)
+                else:
+                    if isinstance(g, tf.IndexedSlices):
+                        g = tf.convert_to_tensor(g)
+                    g = tf.reshape(tf.cast(g, tf.float32), [-1])
+                flat_g[i], flat_w[i] = g, w
+            return flat_g[i], flat_w[i]
+
+        for p in self._producers:
+            size = p.size
+
+            def per_channel(values: tf.Tensor, block: _Block) -> tf.Tensor:
+                if block.flat is None:
+                    return tf.reduce_sum(tf.reshape(values, [-1, size]), axis=0)
+                return tf.math.unsorted_segment_sum(tf.gather(values, block.flat), block.channel, size)
+
+            if self.criterion == "taylor_weights":
+                wg = tf.zeros([size], tf.float32)
+                for b in p.blocks:
+                    g, w = flats(b.var_index)
+                    wg += per_channel(w * g, b)
+                value = tf.abs(wg) * p.held_f
+            else:
+                g_sum = tf.zeros([size], tf.float32)
+                w_sum = tf.zeros([size], tf.float32)
+                for b in p.blocks:
+                    g, w = flats(b.var_index)
+                    g_sum += per_channel(tf.abs(g), b)
+                    if self.criterion == "gsfp":
+                        w_sum += per_channel(w * w, b)
+                g_n = g_sum * p.inv
+                if self.criterion == "grad_l1":
+                    value = g_n * p.held_f
+                else:
+                    w_n = tf.sqrt(w_sum * p.inv)
+                    g_f = tf.math.divide_no_nan(g_n * p.n_held, tf.reduce_sum(g_n))
+                    w_f = tf.math.divide_no_nan(w_n * p.n_held, tf.reduce_sum(w_n))
+                    value = g_f * w_f * p.held_f
+            p.acc.assign_add(tf.cast(value, tf.float64))
+
+    def read(self) -> Tuple[Dict[str, np.ndarray], float]:
+        """Per group, the sums over steps (the mean over its producers)."""
+        per_group: Dict[str, List[np.ndarray]] = {g.name: [] for g in self.groups}
+        for p in self._producers:
+            values = np.asarray(p.acc.read_value().numpy(), dtype=np.float64)
+            per_group[p.group].append(np.where(p.held, values, np.nan))
+        return {name: np.nan_to_num(combine_layers(parts), nan=0.0) for name, parts in per_group.items()}, 1.0
+
+    def reset(self) -> None:
+        """Zero every producer's accumulator."""
+        for p in self._producers:
+            p.acc.assign(tf.zeros_like(p.acc))
