@@ -13,7 +13,11 @@ as its MACs say). TensorFlow's intra-op threads and the interpreter's threads ar
 to ``--threads`` (printed).
 
     .venv/bin/python bench/latency.py [--models vgg16_bn resnet56 lenet5] [--targets 0.5 0.8]
-        [--round-to 1 8] [--threads 2] [--samples 7]
+        [--round-to 1 8] [--speedups 2] [--speedup-batch 32] [--threads 2] [--samples 7]
+
+``--speedups``: besides the FLOPs targets, thin models found by
+:func:`kerasprune.prune_for_speedup` (the smallest FLOPs cut measured at least that many
+times faster in Keras at ``--speedup-batch``), timed like the others.
 
 LeNet-5 is the gradually pruned model of ``bench/reproduce_lenet.py`` when its run
 directory exists (``--lenet-dir``), else pruned one-shot like the others.
@@ -92,6 +96,9 @@ def main() -> int:
     p.add_argument("--round-to", nargs="+", type=int, default=[1, 8], help="widths rounded to these multiples")
     p.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 2)
     p.add_argument("--samples", type=int, default=7)
+    p.add_argument("--speedups", nargs="*", type=float, default=[2.0],
+                   help="also prune to these measured Keras speed-ups (kerasprune.prune_for_speedup)")
+    p.add_argument("--speedup-batch", type=int, default=32)
     p.add_argument("--lenet-dir", default="runs/reproduce_lenet")
     args = p.parse_args()
 
@@ -114,6 +121,11 @@ def main() -> int:
                         print(f"[{name}] pruning {target:.0%} of FLOPs, round_to={rt}", file=sys.stderr, flush=True)
                         thin = kp.prune(base, target, unit="flops", round_to=rt)
                         variants.append((f"one-shot AAWS, {target:.0%} FLOPs, round_to {rt}", thin))
+                for want in args.speedups:
+                    print(f"[{name}] pruning for a {want:g}x measured speed-up", file=sys.stderr, flush=True)
+                    found = kp.prune_for_speedup(base, want, batch_size=args.speedup_batch)
+                    variants.append((f"prune_for_speedup({want:g}) at b{args.speedup_batch}: "
+                                     f"{found.ratio:.0%} FLOPs", found.model))
             rng = np.random.default_rng(0)
             x1 = rng.normal(size=(1,) + shape).astype("float32")
             x32 = rng.normal(size=(32,) + shape).astype("float32")

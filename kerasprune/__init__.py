@@ -48,7 +48,7 @@ from kerasprune.graph import (
 from kerasprune import callbacks
 from kerasprune.callbacks import strip
 from kerasprune.importance import ImportanceError, available_criteria, register_criterion, score
-from kerasprune.pruning import GradualPruner, TargetNotMetError, prune
+from kerasprune.pruning import GradualPruner, TargetNotMetError, prune, prune_for_speedup
 from kerasprune.report import compare, count_flops, count_params
 from kerasprune.selection import select
 from kerasprune.surgery import mask_weights, rebuild
@@ -61,6 +61,7 @@ __all__ = [
     "select",
     "rebuild",
     "prune",
+    "prune_for_speedup",
     "GradualPruner",
     "strip",
     "callbacks",

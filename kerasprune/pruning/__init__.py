@@ -2,11 +2,15 @@
 
 from kerasprune.pruning.gradual import GradualPruner, TargetNotMetError
 from kerasprune.pruning.oneshot import prune
+from kerasprune.pruning.speedup import SpeedupNotReachedError, SpeedupResult, prune_for_speedup
 from kerasprune.pruning.schedules import ConstantRatio, RatioSchedule, RisingPercentile
 from kerasprune.pruning.target import Target, parse_target
 
 __all__ = [
     "prune",
+    "prune_for_speedup",
+    "SpeedupResult",
+    "SpeedupNotReachedError",
     "GradualPruner",
     "TargetNotMetError",
     "RatioSchedule",

@@ -11,6 +11,7 @@ from typing import Any
 
 from kerasprune.report.compare import ModelStats, compare, layer_widths, model_stats
 from kerasprune.report.counting import FlopCount, ParamCount, count_flops, count_params
+from kerasprune.report.latency import LatencyMeter
 
 _LAZY = {
     "plot_pattern": "kerasprune.report.plots",
@@ -23,6 +24,7 @@ _LAZY = {
 }
 
 __all__ = [
+    "LatencyMeter",
     "count_params",
     "count_flops",
     "ParamCount",
