@@ -30,7 +30,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
@@ -43,18 +42,13 @@ import tensorflow as tf  # noqa: E402
 import kerasprune as kp  # noqa: E402
 from kerasprune.export import export_tflite, interpreter_name, make_interpreter, run_tflite  # noqa: E402
 from kerasprune.models import get_model  # noqa: E402
+from kerasprune.report.latency import seconds_per_call  # noqa: E402
 from common import machine, print_table, versions  # noqa: E402
 
 
 def timer(fn: Callable[[], object], min_seconds: float = 0.25, min_calls: int = 3) -> float:
     """Seconds per call of ``fn``: repeated until both minimums are reached."""
-    calls, start = 0, time.perf_counter()
-    while True:
-        fn()
-        calls += 1
-        elapsed = time.perf_counter() - start
-        if calls >= min_calls and elapsed >= min_seconds:
-            return elapsed / calls
+    return seconds_per_call(fn, min_seconds, min_calls)
 
 
 def keras_fn(model: keras.Model, x: np.ndarray) -> Callable[[], object]:

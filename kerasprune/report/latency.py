@@ -10,10 +10,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["LatencyMeter"]
+__all__ = ["LatencyMeter", "seconds_per_call"]
 
 
-def _seconds_per_call(fn: Callable[[], object], min_seconds: float, min_calls: int) -> float:
+def seconds_per_call(fn: Callable[[], object], min_seconds: float = 0.2, min_calls: int = 2) -> float:
+    """Seconds per call of ``fn``, calling it until both ``min_seconds`` and ``min_calls``
+    are reached."""
     calls, start = 0, time.perf_counter()
     while True:
         fn()
@@ -76,7 +78,7 @@ class LatencyMeter:
         samples: List[List[float]] = [[] for _ in fns]
         for _ in range(self.samples):
             for i, fn in enumerate(fns):
-                samples[i].append(_seconds_per_call(fn, self.min_seconds, 2))
+                samples[i].append(seconds_per_call(fn, self.min_seconds, 2))
         return [statistics.median(s) for s in samples]
 
     def speedup(self, original: keras.Model, thin: keras.Model) -> float:
