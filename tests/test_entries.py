@@ -83,3 +83,50 @@ def test_masking_a_frozen_group_is_refused():
     frozen = graph.frozen[0]
     with pytest.raises(kp.FrozenGroupError):
         kp.mask_weights(model, {frozen.name: [0]}, graph=graph)
+
+
+def stated_positions_net():
+    """Every layer kind whose handler states its weight positions: convolutions of each
+    rank, grouped, transposed, without bias; Dense on rank-2 and rank-3 inputs."""
+    img = keras.Input((8, 8, 4), name="img")
+    x = L.Conv2D(6, 3, padding="same", name="c2d")(img)
+    x = L.Conv2D(6, 3, padding="same", groups=2, use_bias=False, name="grouped")(x)
+    x = L.Conv2DTranspose(5, 3, strides=2, padding="same", name="tconv")(x)
+    x = L.Conv2D(4, 1, name="pw")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    seq = keras.Input((7, 3), name="seq")
+    s = L.Conv1D(5, 3, name="c1d")(seq)
+    s = L.Dense(6, use_bias=False, name="dense3d")(s)
+    s = L.GlobalAveragePooling1D()(s)
+    vol = keras.Input((4, 4, 4, 2), name="vol")
+    v = L.Conv3D(3, 2, name="c3d")(vol)
+    v = L.GlobalAveragePooling3D()(v)
+    x = L.Concatenate()([x, s, v])
+    x = L.Dense(7, activation="relu", name="fc")(x)
+    return randomize(keras.Model([img, seq, vol], L.Dense(3, name="head")(x)))
+
+
+def test_stated_weight_positions_equal_what_slicing_derives():
+    from kerasprune.graph.entries import AxisPositions, derive_positions
+
+    model = stated_positions_net()
+    graph = kp.analyze(model)
+    checked = set()
+    for rec in graph.records:
+        for slot, layout in rec.slots.items():
+            stated = rec.handler.weight_positions(rec.layer, slot, len(layout))
+            if stated is None or (rec.path, slot) == ("grouped", "in"):
+                continue  # a grouped input cannot be probed by slicing: it is only stated
+            derived = derive_positions(rec, slot)
+            assert len(stated) == len(derived) == len(rec.layer.weights)
+            for s, d in zip(stated, derived):
+                if isinstance(s, AxisPositions):
+                    s = s.array()
+                if d is None:  # the weight does not depend on the slot
+                    assert s is None or np.all(np.asarray(s) == -1), (rec.path, slot)
+                else:
+                    np.testing.assert_array_equal(np.asarray(s), d, err_msg=f"{rec.path} {slot}")
+            checked.add((rec.path, slot))
+    expected = {(name, slot) for name in ("c2d", "grouped", "tconv", "pw", "c1d", "dense3d", "c3d", "fc", "head")
+                for slot in ("in", "out")} - {("grouped", "in")}
+    assert expected <= checked

@@ -42,10 +42,10 @@ WEIGHT_CRITERIA = ("gsfp", "taylor_weights", "grad_l1")
 class _Block:
     """One weight array's share of a producer's filters: where its entries are."""
 
-    def __init__(self, var_index: int, flat: Optional[np.ndarray], channel: np.ndarray) -> None:
-        self.var_index = var_index
+    def __init__(self, var_index: int, flat: Optional[np.ndarray], channel: Optional[np.ndarray]) -> None:
+        self.var_index = var_index  # flat None: the whole kernel, channels on its last axis
         self.flat = None if flat is None else tf.constant(flat, tf.int64)
-        self.channel = tf.constant(channel, tf.int32)
+        self.channel = None if channel is None else tf.constant(channel, tf.int32)
 
 
 class _Producer:
@@ -63,16 +63,6 @@ class _Producer:
         self.n_held = float(self.held.sum())
         self.blocks = blocks
         self.acc = accumulator(tf.zeros([cw.size], tf.float64), name)
-
-
-def _is_whole_kernel(cw: ChannelWeights, entries, variable) -> bool:
-    """The entries are the whole array, channel ``c`` at every flat index ``= c mod size``."""
-    return (
-        tuple(variable.shape)[-1:] == (cw.size,)
-        and entries.flat.size == int(np.prod(variable.shape))
-        and np.array_equal(entries.flat, np.arange(entries.flat.size))
-        and np.array_equal(entries.channel, entries.flat % cw.size)
-    )
 
 
 class WeightGradientSaliency(SaliencySource):
@@ -119,8 +109,11 @@ class WeightGradientSaliency(SaliencySource):
                             f"make the layer trainable or leave the group out with "
                             f"exclude=[{group.name!r}]"
                         )
-                    whole = _is_whole_kernel(cw, e, v)
-                    blocks.append(_Block(i, None if whole else e.flat.astype(np.int64), e.channel.astype(np.int32)))
+                    whole = e.whole_on_last_axis(cw.size)
+                    if whole:
+                        blocks.append(_Block(i, None, None))
+                    else:
+                        blocks.append(_Block(i, e.flat.astype(np.int64), e.channel.astype(np.int32)))
                 name = f"kp_saliency_{len(self._producers)}"
                 self._producers.append(_Producer(group.name, cw, blocks, name))
         self._trainable = trainable

@@ -9,6 +9,11 @@ the entries that disappear when a position is removed are the ones that depend o
 Every handler that can slice, a user's custom one included, thereby gets importance,
 masking and counting for free.
 
+Handlers of the common layers (convolutions, Dense) state the answer directly
+(:meth:`LayerHandler.weight_positions`), which is what large kernels need: deriving it
+costs a few copies of every kernel. The tests check each stated answer against the
+derived one.
+
 Probing uses one pair of keep-masks per bit of the position number (position ``p`` is
 kept by the first mask of pair ``b`` when bit ``b`` of ``p`` is 1, by the second when it
 is 0), so a slot of ``n`` positions costs ``2*ceil(log2 n)`` slicings. A handler that
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -29,12 +34,38 @@ from kerasprune.errors import KerasPruneError
 if TYPE_CHECKING:  # pragma: no cover
     from kerasprune.graph.analysis import ChannelGroup, LayerRecord, PruningGraph
 
-__all__ = ["WeightEntries", "slot_positions", "group_entries"]
+__all__ = ["WeightEntries", "AxisPositions", "slot_positions", "derive_positions", "group_entries"]
+
+
+@dataclass(frozen=True)
+class AxisPositions:
+    """Positions stated as "entry ``(..., p, ...)`` along ``axis`` depends on position
+    ``p``" for a whole weight of ``shape`` (a kernel's output or input axis): the compact
+    form of a position array, which for large kernels is never materialized."""
+
+    shape: Tuple[int, ...]
+    axis: int
+
+    def array(self) -> np.ndarray:
+        """The equivalent position array (int64, the weight's shape)."""
+        view = [1] * len(self.shape)
+        view[self.axis] = self.shape[self.axis]
+        n = self.shape[self.axis]
+        return np.broadcast_to(np.arange(n, dtype=np.int64).reshape(view), self.shape).copy()
+
+
+Positions = Union[np.ndarray, AxisPositions]
 
 
 @dataclass(frozen=True)
 class WeightEntries:
     """The entries of one weight array that hold channels of one group.
+
+    Two forms: explicit (``flat`` and ``channel`` given), or along an axis (``axis`` and
+    ``axis_channel`` given: every entry of the weight whose index along ``axis`` is ``p``
+    belongs to channel ``axis_channel[p]``, none where it is -1), whose ``flat`` and
+    ``channel`` are built only when asked for. Per-channel reductions of the second form
+    (:meth:`reduce_axis`) never build them.
 
     Attributes:
         layer: path of the layer owning the weight.
@@ -42,10 +73,12 @@ class WeightEntries:
         weight: position of the weight in ``layer.weights``.
         name: the weight variable's name (``kernel``, ``gamma``, ``moving_mean``, ...).
         shape: the weight's shape.
-        flat: flat indices (into ``array.ravel()``) of the entries.
-        channel: for each entry, the channel of the group it belongs to.
         produced: True for the weights that create the channel (a filter, a unit).
         trainable: whether the weight variable is trainable.
+        axis: the axis of the second form (None for the explicit form).
+        axis_channel: the channel of each index along ``axis`` (second form).
+        flat: flat indices (into ``array.ravel()``) of the entries.
+        channel: for each entry, the channel of the group it belongs to.
     """
 
     layer: str
@@ -53,15 +86,72 @@ class WeightEntries:
     weight: int
     name: str
     shape: Tuple[int, ...]
-    flat: np.ndarray
-    channel: np.ndarray
     produced: bool
     trainable: bool
+    explicit_flat: Optional[np.ndarray] = None
+    explicit_channel: Optional[np.ndarray] = None
+    axis: Optional[int] = None
+    axis_channel: Optional[np.ndarray] = None
 
     @property
     def rank(self) -> int:
         """Rank of the weight array (kernels have rank >= 2, biases and scales 1)."""
         return len(self.shape)
+
+    def _materialize(self) -> Tuple[np.ndarray, np.ndarray]:
+        cached = self.__dict__.get("_entries")
+        if cached is None:
+            if self.axis is None:
+                cached = (self.explicit_flat, self.explicit_channel)
+            else:
+                per_entry = self.axis_channel[AxisPositions(self.shape, self.axis).array().ravel()]
+                flat = np.nonzero(per_entry >= 0)[0]
+                cached = (flat, per_entry[flat])
+            self.__dict__["_entries"] = cached
+        return cached
+
+    @property
+    def flat(self) -> np.ndarray:
+        """Flat indices (into ``array.ravel()``) of the entries."""
+        return self._materialize()[0]
+
+    @property
+    def channel(self) -> np.ndarray:
+        """For each entry (aligned with :attr:`flat`), its channel of the group."""
+        return self._materialize()[1]
+
+    def counts(self, size: int) -> np.ndarray:
+        """Entries per channel of a group of ``size`` channels."""
+        if self.axis is None:
+            return np.bincount(self.channel, minlength=size)
+        held = self.axis_channel >= 0
+        per_index = math.prod(self.shape) // self.shape[self.axis]
+        return np.bincount(self.axis_channel[held], minlength=size) * per_index
+
+    def reduce_axis(self, values: np.ndarray, size: int) -> np.ndarray:
+        """Per channel, the sum of ``values`` (an array of the weight's shape) over the
+        channel's entries."""
+        if self.axis is None:
+            picked = values.ravel()[self.flat].astype(np.float64)
+            return np.bincount(self.channel, weights=picked, minlength=size)
+        axes = tuple(a for a in range(len(self.shape)) if a != self.axis)
+        along = values.sum(axis=axes, dtype=np.float64) if axes else values.astype(np.float64)
+        held = self.axis_channel >= 0
+        return np.bincount(self.axis_channel[held], weights=along[held], minlength=size)
+
+    def whole_on_last_axis(self, size: int) -> bool:
+        """Whether the entries are the whole array, channel ``c`` at index ``c`` of the
+        last axis (a kernel producing every channel of the group, in order)."""
+        if self.axis is not None:
+            return (self.axis == len(self.shape) - 1 and self.shape[-1] == size
+                    and np.array_equal(self.axis_channel, np.arange(size)))
+        flat = self.flat
+        return (
+            self.shape[-1:] == (size,)
+            and flat.size == math.prod(self.shape)
+            and np.array_equal(flat, np.arange(flat.size))
+            and np.array_equal(self.channel, flat % size)
+        )
 
 
 def _survivors(handler, layer, numbered, slot, keep, axis) -> Optional[List[np.ndarray]]:
@@ -94,7 +184,7 @@ def _removed(numbered: Sequence[np.ndarray], kept: Sequence[np.ndarray], path: s
     return out
 
 
-def slot_positions(record: "LayerRecord", slot: str) -> List[Optional[np.ndarray]]:
+def slot_positions(record: "LayerRecord", slot: str) -> List[Optional[Positions]]:
     """For each weight of ``record``'s layer, the slot position each entry depends on.
 
     Args:
@@ -104,15 +194,22 @@ def slot_positions(record: "LayerRecord", slot: str) -> List[Optional[np.ndarray
     Returns:
         One item per weight in ``layer.weights``: an int array of the weight's shape with
         the slot position of each entry, ``-1`` where the entry does not depend on the
-        slot; or None for a weight that does not depend on the slot at all.
+        slot (or the same as an :class:`AxisPositions`); or None for a weight that does
+        not depend on the slot at all.
     """
+    stated = record.handler.weight_positions(record.layer, slot, len(record.slots[slot]))
+    if stated is not None:
+        return [p if p is None or isinstance(p, AxisPositions) else np.asarray(p, dtype=np.int64) for p in stated]
+    return derive_positions(record, slot)
+
+
+def derive_positions(record: "LayerRecord", slot: str) -> List[Optional[np.ndarray]]:
+    """:func:`slot_positions` derived from the handler's ``slice_weights`` alone (the
+    handler's own ``weight_positions`` is not asked)."""
     layer, handler = record.layer, record.handler
     layout = record.slots[slot]
     n = len(layout)
     shapes = [tuple(int(d) for d in w.shape) for w in layer.weights]
-    stated = handler.weight_positions(layer, slot, n)
-    if stated is not None:
-        return [None if p is None else np.asarray(p, dtype=np.int64) for p in stated]
     numbered = [np.arange(math.prod(s), dtype=np.int64).reshape(s) for s in shapes]
     pos = [np.full(math.prod(s), -1, dtype=np.int64) for s in shapes]
 
@@ -170,7 +267,7 @@ def group_entries(graph: "PruningGraph", group: "ChannelGroup") -> List[WeightEn
 
     The positions of each ``(layer, slot)`` are probed once per graph and cached.
     """
-    cache: Dict[Tuple[str, str], List[Optional[np.ndarray]]] = graph._positions
+    cache: Dict[Tuple[str, str], List[Optional[Positions]]] = graph._positions
     records = {rec.path: rec for rec in graph.records}
     out: List[WeightEntries] = []
     seen = set()
@@ -190,23 +287,19 @@ def group_entries(graph: "PruningGraph", group: "ChannelGroup") -> List[WeightEn
         for i, (var, positions) in enumerate(zip(rec.layer.weights, cache[key])):
             if positions is None:
                 continue
+            common = dict(
+                layer=m.layer, slot=m.role, weight=i, name=var.name, shape=tuple(int(d) for d in var.shape),
+                produced=m.produced, trainable=bool(var.trainable),
+            )
+            if isinstance(positions, AxisPositions):
+                if (chan_of_pos >= 0).any():
+                    out.append(WeightEntries(**common, axis=positions.axis, axis_channel=chan_of_pos))
+                continue
             flatpos = positions.ravel()
             hit = np.nonzero(flatpos >= 0)[0]
             chans = chan_of_pos[flatpos[hit]]
             sel = chans >= 0
             if not sel.any():
                 continue
-            out.append(
-                WeightEntries(
-                    layer=m.layer,
-                    slot=m.role,
-                    weight=i,
-                    name=var.name,
-                    shape=tuple(int(d) for d in var.shape),
-                    flat=hit[sel],
-                    channel=chans[sel],
-                    produced=m.produced,
-                    trainable=bool(var.trainable),
-                )
-            )
+            out.append(WeightEntries(**common, explicit_flat=hit[sel], explicit_channel=chans[sel]))
     return out

@@ -62,7 +62,7 @@ class ChannelWeights:
     @property
     def counts(self) -> np.ndarray:
         """Entries per channel (0 for a channel this layer does not hold)."""
-        return np.bincount(self.channel, minlength=self.size)
+        return sum(e.counts(self.size) for e in self.entries)
 
     def values(self) -> np.ndarray:
         """The current values of the entries, as float64, aligned with :attr:`channel`."""
@@ -75,6 +75,24 @@ class ChannelWeights:
     def per_channel(self, values: np.ndarray, reduce: str = "mean") -> np.ndarray:
         """Sum or mean of per-entry ``values`` for each channel; NaN where not held."""
         total = np.bincount(self.channel, weights=values, minlength=self.size).astype(np.float64)
+        return self._finish(total, reduce)
+
+    def reduce(self, fn: Callable[[np.ndarray], np.ndarray], reduce: str = "mean") -> np.ndarray:
+        """Sum or mean over each channel's entries of ``fn(weight values)`` (``fn``
+        element-wise, e.g. ``np.abs``); NaN where not held.
+
+        Equals ``per_channel(fn(values()), reduce)``, without gathering the entries of
+        the weights that hold the channels along one axis (kernels).
+        """
+        total = np.zeros(self.size)
+        for e, v in zip(self.entries, self.variables):
+            array = np.asarray(keras.ops.convert_to_numpy(v))
+            if not np.issubdtype(array.dtype, np.floating):
+                array = array.astype(np.float64)
+            total += e.reduce_axis(fn(array), self.size)  # sums in float64
+        return self._finish(total, reduce)
+
+    def _finish(self, total: np.ndarray, reduce: str) -> np.ndarray:
         counts = self.counts
         out = np.full(self.size, np.nan)
         held = counts > 0

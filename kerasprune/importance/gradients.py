@@ -240,13 +240,11 @@ def gsfp(ctx: ScoringContext) -> Dict[str, np.ndarray]:
         for e, v in zip(cw.entries, cw.variables):
             # the usual case, a whole kernel with the channels on its last axis, is reduced
             # by a reshape instead of gathering every entry
-            whole = (
-                tuple(v.shape)[-1:] == (cw.size,)
-                and e.flat.size == int(np.prod(v.shape))
-                and np.array_equal(e.flat, np.arange(e.flat.size))
-                and np.array_equal(e.channel, e.flat % cw.size)
-            )
-            blocks.append((index[id(v)], None if whole else np.asarray(e.flat, np.int64), e.channel.astype(np.int32)))
+            whole = e.whole_on_last_axis(cw.size)
+            if whole:
+                blocks.append((index[id(v)], None, None))
+            else:
+                blocks.append((index[id(v)], np.asarray(e.flat, np.int64), e.channel.astype(np.int32)))
         plans.append((blocks, inv, (counts > 0).astype(np.float32)))
     width = sum(cw.size for cw in producers)
 
@@ -278,8 +276,7 @@ def gsfp(ctx: ScoringContext) -> Dict[str, np.ndarray]:
     per_group: Dict[str, List[np.ndarray]] = {g.name: [] for g in ctx.groups}
     offset = 0
     for cw, name in zip(producers, owner):
-        v = cw.values()
-        w_factor = _normalized(np.sqrt(cw.per_channel(v * v, "mean")))
+        w_factor = _normalized(np.sqrt(cw.reduce(np.square, "mean")))
         g_cum = sums[offset : offset + cw.size]
         offset += cw.size
         per_group[name].append(np.where(np.isnan(w_factor), np.nan, g_cum * np.nan_to_num(w_factor)))

@@ -52,16 +52,15 @@ def _score_layers(
 
 
 def _mean_abs(cw: ChannelWeights) -> np.ndarray:
-    return cw.per_channel(np.abs(cw.values()), "mean")
+    return cw.reduce(np.abs, "mean")
 
 
 def _sum_abs(cw: ChannelWeights) -> np.ndarray:
-    return cw.per_channel(np.abs(cw.values()), "sum")
+    return cw.reduce(np.abs, "sum")
 
 
 def _rms(cw: ChannelWeights) -> np.ndarray:
-    v = cw.values()
-    return np.sqrt(cw.per_channel(v * v, "mean"))
+    return np.sqrt(cw.reduce(np.square, "mean"))
 
 
 def _filters(ctx: ScoringContext, per_layer: Callable[[ChannelWeights], np.ndarray]) -> Dict[str, np.ndarray]:

@@ -35,7 +35,7 @@ import numpy as np
 
 from kerasprune.graph.analysis import ChannelGroup, PruningGraph
 from kerasprune.graph.calls import iter_calls
-from kerasprune.graph.entries import slot_positions
+from kerasprune.graph.entries import AxisPositions, slot_positions
 from kerasprune.report.counting import count_flops
 
 __all__ = ["ChannelCosts", "channel_costs", "RemovalMeter"]
@@ -179,8 +179,14 @@ class RemovalMeter:
                     pos = self._positions(path, slot)[w]
                     if pos is None:
                         continue
-                    ok = (pos < 0) | mask[np.maximum(pos, 0)]
+                    if isinstance(pos, AxisPositions):  # the mask along one axis, broadcast
+                        view = [1] * len(pos.shape)
+                        view[pos.axis] = mask.size
+                        ok = mask.reshape(view)
+                    else:
+                        ok = (pos < 0) | mask[np.maximum(pos, 0)]
                     alive = ok if alive is None else alive & ok
                 if alive is not None:
-                    params += float(alive.size - np.count_nonzero(alive))
+                    shape = tuple(int(d) for d in var.shape)
+                    params += float(math.prod(shape) - np.count_nonzero(np.broadcast_to(alive, shape)))
         return {"params": params, "flops": flops}

@@ -62,3 +62,31 @@ def input_index(ctx, tensor) -> Optional[int]:
         if kt is tensor:
             return i
     return None
+
+
+def positions_along(layer, axes: Dict[str, Optional[int]], size: int) -> Optional[list]:
+    """``weight_positions`` of a layer whose weight ``name`` depends on the slot along
+    axis ``axes[name]`` only (entry ``(..., p, ...)`` on that axis: position ``p``), as
+    :class:`~kerasprune.graph.entries.AxisPositions`.
+
+    Returns None (let kerasprune derive the positions from slicing) when the layer has
+    a weight not named in ``axes`` (quantization scales, LoRA factors...) or a named
+    weight whose axis is not ``size`` long. A weight named with axis None does not
+    depend on the slot.
+    """
+    from kerasprune.graph.entries import AxisPositions
+
+    out = []
+    for v in layer.weights:
+        name = v.name.split("/")[-1]
+        if name not in axes:
+            return None
+        shape = tuple(int(d) for d in v.shape)
+        axis = axes[name]
+        if axis is None:
+            out.append(None)
+            continue
+        if shape[axis] != size:
+            return None
+        out.append(AxisPositions(shape, axis % len(shape)))
+    return out

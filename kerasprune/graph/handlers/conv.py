@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from keras import layers
 
-from kerasprune.graph.handlers._common import channel_axis, mixes_channels, prod, slice_named
+from kerasprune.graph.handlers._common import channel_axis, mixes_channels, positions_along, prod, slice_named
 from kerasprune.graph.registry import LayerHandler, register_handler
 
 
@@ -67,8 +67,12 @@ class ConvHandler(LayerHandler):
 
     def weight_positions(self, layer, slot, size):
         groups = int(getattr(layer, "groups", 1) or 1)
-        if groups == 1 or slot != "in":
+        if slot == "out":  # filter o: kernel[..., o] and bias[o], grouped or not
+            return positions_along(layer, {"kernel": -1, "bias": 0}, size)
+        if slot != "in":
             return None
+        if groups == 1:
+            return positions_along(layer, {"kernel": -2, "bias": None}, size)
         # kernel (*k, in/groups, out): entry (..., j, o) reads input g*per_in + j,
         # g = the block of output o; a probe cannot remove one input of one block only
         kshape = tuple(layer.kernel.shape)
@@ -101,6 +105,13 @@ class ConvTransposeHandler(ConvHandler):
         if kout is not None:
             rules["bias"] = lambda b: b[kout]
         return slice_named(layer, weights, rules)
+
+    def weight_positions(self, layer, slot, size):
+        if slot == "out":
+            return positions_along(layer, {"kernel": -2, "bias": 0}, size)
+        if slot == "in":
+            return positions_along(layer, {"kernel": -1, "bias": None}, size)
+        return None
 
     def macs(self, layer, node):
         in_shape = tuple(node.input_tensors[0].shape)

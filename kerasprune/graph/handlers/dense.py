@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from keras import layers
 
-from kerasprune.graph.handlers._common import mixes_channels, prod, slice_named
+from kerasprune.graph.handlers._common import mixes_channels, positions_along, prod, slice_named
 from kerasprune.graph.registry import LayerHandler, register_handler
 
 
@@ -45,6 +45,13 @@ class DenseHandler(LayerHandler):
             rules["bias"] = lambda b: b[kout]
             rules["lora_kernel_b"] = lambda b: b[:, kout]
         return slice_named(layer, weights, rules)
+
+    def weight_positions(self, layer, slot, size):
+        if slot == "out":  # unit o: kernel[:, o] and bias[o]
+            return positions_along(layer, {"kernel": -1, "bias": 0}, size)
+        if slot == "in":  # input channel i: kernel row i
+            return positions_along(layer, {"kernel": 0, "bias": None}, size)
+        return None
 
     def macs(self, layer, node):
         in_shape = tuple(node.input_tensors[0].shape)
