@@ -12,7 +12,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 3
 export KERAS_BACKEND ?= tensorflow
 PYTEST_WORKERS ?= 2
 
-.PHONY: venv test demo bench bench-rebuild bench-score bench-lenet bench-torch clean
+.PHONY: venv test demo bench bench-rebuild bench-score bench-lenet bench-latency bench-profile bench-callbacks bench-soft bench-torch clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -49,6 +49,21 @@ bench-score: $(STAMP)
 
 bench-lenet: $(STAMP)
 	$(PY) bench/reproduce_lenet.py
+
+# thin models' measured latency (Keras b1/b32, TFLite b1), and where their time goes
+bench-latency: $(STAMP)
+	$(PY) bench/latency.py
+
+bench-profile: $(STAMP)
+	$(PY) bench/latency_profile.py
+
+# the callbacks' cost per train step, and soft pruning of LeNet-5 (papers/004 Table 2;
+# needs the trained LeNet-5 of bench-lenet)
+bench-callbacks: $(STAMP)
+	$(PY) bench/callback_overhead.py
+
+bench-soft: $(STAMP)
+	$(PY) bench/soft_lenet.py --epochs 6
 
 # kerasprune beside Torch-Pruning (optional extra, not needed by the tests): installs
 # torch (CPU wheel) and torch-pruning into the venv, then prunes ResNet-56 and VGG-16 in
