@@ -301,3 +301,42 @@ def test_graph_of_another_model_is_refused():
     g = kp.analyze(residual_net())
     with pytest.raises(kp.KerasPruneError, match="another model"):
         kp.rebuild(residual_net(), {}, graph=g)
+
+
+def _many_layer_kinds_net():
+    """Layers whose initializers live in many places: plain attributes, recurrent cells
+    behind properties, a wrapper, attention projections."""
+    seq = keras.Input((5, 4), name="seq")
+    s = L.LSTM(6, return_sequences=True, name="lstm")(seq)
+    s = L.Bidirectional(L.GRU(3, return_sequences=True), name="bi")(s)
+    s = L.MultiHeadAttention(num_heads=2, key_dim=3, name="mha")(s, s)
+    s = L.LayerNormalization(name="ln")(s)
+    s = L.GlobalAveragePooling1D()(s)
+    img = keras.Input((8, 8, 3), name="img")
+    x = L.SeparableConv2D(5, 3, depthwise_initializer="ones", name="sep")(img)
+    x = L.Conv2D(4, 3, kernel_initializer=keras.initializers.HeNormal(seed=3), name="conv")(x)
+    x = L.BatchNormalization(gamma_initializer="ones", name="bn")(x)
+    x = L.GlobalAveragePooling2D()(x)
+    x = L.Concatenate()([s, x])
+    out = L.Dense(2, bias_initializer=keras.initializers.Constant(0.25), name="head")(x)
+    return randomize(keras.Model([seq, img], out))
+
+
+@pytest.mark.parametrize("build", [residual_net, concat_flatten_net, _many_layer_kinds_net])
+def test_skipping_random_initial_values_leaves_configs_and_weights_as_they_would_be(build, rng, monkeypatch):
+    import importlib
+
+    rebuild_module = importlib.import_module("kerasprune.surgery.rebuild")
+    model = build()
+    g = kp.analyze(model)
+    keep = random_keep(g, rng, 0.5)
+    fast = kp.rebuild(model, keep, graph=g)
+    monkeypatch.setattr(rebuild_module, "_skip_random_init", lambda index, layers: {})
+    plain = kp.rebuild(model, keep, graph=g)
+    assert fast.get_config() == plain.get_config()
+    for a, b in zip(fast.get_weights(), plain.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    # the initializers are the original ones again, ready for a user's re-initialization
+    conv = [l for l in fast.layers if isinstance(l, keras.layers.Conv2D)]
+    for layer in conv:
+        assert not isinstance(layer.kernel_initializer, keras.initializers.Zeros)

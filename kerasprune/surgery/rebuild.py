@@ -32,6 +32,44 @@ def _is_keras_builtin(cls: type) -> bool:
     return module == "keras" or module.startswith("keras.")
 
 
+_ZEROS = {"module": "keras.initializers", "class_name": "Zeros", "config": {}, "registered_name": None}
+
+
+def _skip_random_init(index: Dict[str, dict], layers: Dict[str, keras.layers.Layer]) -> Dict[str, Dict[str, object]]:
+    """Make the edited config build its weights with zeros instead of random draws.
+
+    Every weight of the rebuilt model is then set from the original, so drawing random
+    initial values is wasted work, and for large kernels it is most of ``from_config``'s
+    time (VGG-16: 0.23 s of 0.34 s). Only plain initializer attributes of Keras's own
+    layers are swapped (``layer.kernel_initializer`` and the like, not properties that
+    forward to an inner cell); :func:`_restore_init` puts the originals back on the new
+    layers, so their configs are unchanged.
+
+    Returns:
+        path -> {attribute: the original serialized initializer}.
+    """
+    swapped: Dict[str, Dict[str, object]] = {}
+    for path, entry in index.items():
+        layer = layers.get(path)
+        if layer is None or isinstance(layer, keras.Model) or not layer.weights:
+            continue
+        if not _is_keras_builtin(type(layer)):
+            continue
+        cfg = entry.get("config", {})
+        for key, value in list(cfg.items()):
+            if key.endswith("_initializer") and value is not None and key in vars(layer):
+                swapped.setdefault(path, {})[key] = value
+                cfg[key] = dict(_ZEROS)
+    return swapped
+
+
+def _restore_init(swapped: Dict[str, Dict[str, object]], layers: Dict[str, keras.layers.Layer]) -> None:
+    """Give the rebuilt layers the initializers of the original config back."""
+    for path, attrs in swapped.items():
+        for key, value in attrs.items():
+            setattr(layers[path], key, keras.initializers.get(copy.deepcopy(value)))
+
+
 def _custom_objects(model: keras.Model) -> Dict[str, type]:
     """The model's own (non-Keras) classes by name, for deserializing the edited config.
 
@@ -99,6 +137,7 @@ def rebuild(
     for path, layer_masks in slot_masks.items():
         rec = records[path]
         rec.handler.edit_config(rec.layer, index[path]["config"], layer_masks)
+    swapped = _skip_random_init(index, dict(iter_layers(model)))
 
     try:
         with keras.saving.custom_object_scope(_custom_objects(model)):
@@ -110,6 +149,7 @@ def rebuild(
 
     new.trainable = model.trainable  # first: on a Model it cascades to every layer
     new_layers = dict(iter_layers(new))
+    _restore_init(swapped, new_layers)
     sliced: Dict[str, tuple] = {}
     for path, layer in iter_layers(model):
         new_layer = new_layers.get(path)
