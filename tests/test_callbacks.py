@@ -521,3 +521,28 @@ def test_feature_map_criteria_refuse_what_they_cannot_tap_before_the_first_step(
         model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[SaliencyAccumulator("mean_gradient"), spy])
     assert started == []
     assert not any("call" in vars(layer) for layer in model.layers)
+
+
+def test_feature_map_taps_left_by_an_interrupted_fit_are_replaced_not_stacked():
+    import kerasprune as kp
+
+    model = plain_residual_net()
+    x, y = data(32)
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), LOSS)
+    acc = SaliencyAccumulator(criterion="mean_gradient", normalization="none")
+
+    class Stop(Exception):
+        pass
+
+    def boom(batch, logs):
+        raise Stop()
+
+    with pytest.raises(Stop):
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0,
+                  callbacks=[acc, keras.callbacks.LambdaCallback(on_train_batch_end=boom)])
+    assert any("call" in vars(layer) for layer in model.layers)  # left behind
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[acc])
+    expected = kp.importance.raw_scores(model, "mean_gradient", data=(x, y), batch_size=16)
+    for name in expected:
+        assert_close(acc.raw[name], expected[name])  # each tapped once per step
+    assert not any("call" in vars(layer) for layer in model.layers)

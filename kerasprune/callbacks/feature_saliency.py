@@ -197,10 +197,14 @@ class FeatureMapSaliency(SaliencySource):
             by_op.setdefault(id(p.op), []).append(p)
         for points in by_op.values():
             op = points[0].op
-            had = "call" in vars(op)
             original = op.call
             while getattr(original, "_kerasprune_tap", False):  # left by an interrupted fit
                 original = original._kerasprune_original
+            # an instance attribute of the user's own (not the class's method, bound)
+            had = "call" in vars(op) and not (
+                getattr(original, "__self__", None) is op
+                and getattr(original, "__func__", None) is getattr(type(op), "call", None)
+            )
             outputs_tapped = {p.output: p for p in points}
 
             def tapped(*args, _original=original, _tapped=outputs_tapped, **kwargs):
