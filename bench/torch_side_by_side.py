@@ -43,7 +43,8 @@ group) and surgery (``rebuild`` / pruning the groups); parameters and multiply-a
 pruning, in each framework's own counter (``kerasprune.count_params``/``count_flops`` and
 ``torch_pruning.utils.count_ops_and_params``) and in the common definition "MACs of the
 convolutions and dense layers"; and the measured CPU latency of the original and the thin
-model in its own framework (batch 1 and 32; Keras as a compiled ``tf.function`` call,
+model in its own framework (batch 1 and 32; Keras as a compiled ``tf.function`` call, and
+the Keras models exported to TFLite as deployed, LiteRT interpreter, batch 1;
 PyTorch in eval mode under ``torch.inference_mode()``; threads fixed to ``--threads`` in
 both; the original and the thin models of every ratio timed in each sampling round,
 interleaved, medians). Speed-up = original time /
@@ -73,6 +74,7 @@ import os
 import resource
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 from typing import Callable, Dict, List, Optional, Tuple
@@ -86,7 +88,7 @@ import tensorflow as tf  # noqa: E402
 import kerasprune as kp  # noqa: E402
 from kerasprune.models import get_model  # noqa: E402
 from common import machine, print_table, versions  # noqa: E402
-from latency import keras_fn, timer  # noqa: E402
+from latency import keras_fn, tflite_fn, timer  # noqa: E402
 from rebuild_speed import timed  # noqa: E402
 
 try:
@@ -530,6 +532,7 @@ def to_nchw(x: np.ndarray) -> "torch.Tensor":
 
 def bench_model(name: str, args, x1, x32, example, load: dict) -> dict:
     log(f"[{name}] building the Keras model and its PyTorch mirror")
+    keras.utils.set_random_seed(0)  # the same weights whatever ran before
     kmodel = get_model(name)
     tmodel = TORCH_MODELS[name]()
     copied = copy_keras_weights(kmodel, tmodel)
@@ -612,12 +615,16 @@ def bench_model(name: str, args, x1, x32, example, load: dict) -> dict:
         pairs[("kerasprune", batch)].update({r: keras_fn(t[0], x) for r, t in thins.items()})
         pairs[("Torch-Pruning", batch)] = {"orig": torch_fn(tmodel, x)}
         pairs[("Torch-Pruning", batch)].update({r: torch_fn(t[2], x) for r, t in thins.items()})
-    lat = sample_all(pairs, args, load)
+    with tempfile.TemporaryDirectory() as tmp:
+        # the thin Keras model as deployed: exported to TFLite (checked against Keras), batch 1
+        pairs[("kerasprune TFLite", "b1")] = {"orig": tflite_fn(kmodel, x1, args.threads, tmp)}
+        pairs[("kerasprune TFLite", "b1")].update({r: tflite_fn(t[0], x1, args.threads, tmp) for r, t in thins.items()})
+        lat = sample_all(pairs, args, load)
     for ratio, (_, kc1, _, tc1) in thins.items():
-        for fw in ("kerasprune", "Torch-Pruning"):
-            c0, c1 = (k0, kc1) if fw == "kerasprune" else (t0, tc1)
+        for fw in ("kerasprune", "kerasprune TFLite", "Torch-Pruning"):
+            c0, c1 = (t0, tc1) if fw == "Torch-Pruning" else (k0, kc1)
             cut = c0["macs"] / c1["macs"]
-            for batch in ("b1", "b32"):
+            for batch in ("b1",) if fw.endswith("TFLite") else ("b1", "b32"):
                 t = lat[(fw, batch)]
                 orig, thin = statistics.median(t["orig"]), statistics.median(t[ratio])
                 best = min(t["orig"]) / min(t[ratio])
@@ -718,6 +725,9 @@ def report(results: List[dict], args, load: dict) -> None:
             for batch in ("b1", "b32"):
                 ek, ep = eff[(ratio, batch)]["kerasprune"], eff[(ratio, batch)]["Torch-Pruning"]
                 parts.append(f"efficiency batch {batch[1:]} {ek:.2f} vs {ep:.2f} ({'met' if ek >= ep else 'NOT met'})")
+            el = eff[(ratio, "b1")]["kerasprune TFLite"]
+            ep = eff[(ratio, "b1")]["Torch-Pruning"]
+            parts.append(f"TFLite batch 1 {el:.2f} vs {ep:.2f} ({'met' if el >= ep else 'NOT met'})")
             print(f"  {res['name']} {ratio:.0%}: " + "; ".join(parts))
 
 
