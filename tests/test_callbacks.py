@@ -369,11 +369,8 @@ def test_soft_pruning_on_a_concatenating_model_by_flops_strips_exactly():
     assert_close(thin.predict(x, verbose=0), model.predict(x, verbose=0))
 
 
-def test_a_second_fit_after_an_interrupted_one_does_not_stack_hooks():
-    model = conv_bn_net()
-    x, y = data(32)
-    model.compile(keras.optimizers.SGD(learning_rate=0.0), LOSS)
-    acc = SaliencyAccumulator(criterion="grad_l1", normalization="none")
+def interrupted_then_complete_fit(model, x, y, acc) -> None:
+    """A fit that raises after its first batch (no on_train_end), then a whole one."""
 
     class Stop(Exception):
         pass
@@ -381,10 +378,18 @@ def test_a_second_fit_after_an_interrupted_one_does_not_stack_hooks():
     def boom(batch, logs):
         raise Stop()
 
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), LOSS)
     with pytest.raises(Stop):
         model.fit(x, y, batch_size=16, epochs=1, verbose=0,
                   callbacks=[acc, keras.callbacks.LambdaCallback(on_train_batch_end=boom)])
     model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[acc])
+
+
+def test_a_second_fit_after_an_interrupted_one_does_not_stack_hooks():
+    model = conv_bn_net()
+    x, y = data(32)
+    acc = SaliencyAccumulator(criterion="grad_l1", normalization="none")
+    interrupted_then_complete_fit(model, x, y, acc)
     assert acc.steps == 2
     expected = brute_force(model, x, y, 16, "grad_l1", ["c1"])["c1"]
     assert_close(acc.raw["c1"], expected)
@@ -528,20 +533,8 @@ def test_feature_map_taps_left_by_an_interrupted_fit_are_replaced_not_stacked():
 
     model = plain_residual_net()
     x, y = data(32)
-    model.compile(keras.optimizers.SGD(learning_rate=0.0), LOSS)
     acc = SaliencyAccumulator(criterion="mean_gradient", normalization="none")
-
-    class Stop(Exception):
-        pass
-
-    def boom(batch, logs):
-        raise Stop()
-
-    with pytest.raises(Stop):
-        model.fit(x, y, batch_size=16, epochs=1, verbose=0,
-                  callbacks=[acc, keras.callbacks.LambdaCallback(on_train_batch_end=boom)])
-    assert any("call" in vars(layer) for layer in model.layers)  # left behind
-    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[acc])
+    interrupted_then_complete_fit(model, x, y, acc)
     expected = kp.importance.raw_scores(model, "mean_gradient", data=(x, y), batch_size=16)
     for name in expected:
         assert_close(acc.raw[name], expected[name])  # each tapped once per step
