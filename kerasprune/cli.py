@@ -1,4 +1,5 @@
-"""The ``kerasprune`` command: train a zoo model, analyze it, prune it gradually, report and export the result."""
+"""The ``kerasprune`` command: train a zoo model, analyze it, prune it gradually (or to a measured
+speed-up), report and export the result."""
 
 from __future__ import annotations
 
@@ -174,6 +175,27 @@ def _calibration(args):
     return data.load_dataset(src, split="train", batch_size=32, take=args.calibration_steps, data_dir=args.data_dir)
 
 
+def cmd_speedup(args) -> int:
+    """``kerasprune speedup``: one shot, the smallest FLOPs cut measured ``--to`` times faster."""
+    from kerasprune.pruning.speedup import prune_for_speedup
+
+    model = _load_model(args.model)
+    print(f"searching the smallest cut of {Path(args.model).name} that runs {args.to:g}x faster "
+          f"(Keras, batch {args.batch_size}, {args.samples} interleaved samples per trial)")
+    found = prune_for_speedup(
+        model, args.to, criterion=args.criterion, normalization=args.normalization, scope=args.scope,
+        batch_size=args.batch_size, max_ratio_flops=args.max_ratio_flops, tolerance=args.tolerance,
+        min_channels=args.min_channels, round_to=args.round_to, exclude=args.exclude or (),
+        samples=args.samples, verbose=1,
+    )
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    found.model.save(out)
+    print(f"{found.ratio:.1%} of the FLOPs removed: measured {found.speedup:.2f}x faster "
+          f"(FLOPs cut {found.flops_cut:.2f}x, efficiency {found.efficiency:.2f}); wrote {out}")
+    return 0
+
+
 def cmd_export(args) -> int:
     """``kerasprune export``: TFLite (checked against Keras) and/or SavedModel of a ``.keras`` file."""
     from kerasprune.export import export_saved_model, export_tflite
@@ -333,6 +355,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write TensorBoard scalars and saliency histograms per round (per epoch with --soft)")
     _add_data_args(p)
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("speedup", help="one-shot pruning to a speed-up measured on this machine")
+    p.add_argument("model", help="the trained .keras file")
+    p.add_argument("--to", type=float, required=True, help="the speed-up wanted, e.g. 2")
+    p.add_argument("--out", required=True, help="where to write the thin .keras file")
+    p.add_argument("--batch-size", type=int, default=1, help="batch the latency is measured at (default 1)")
+    p.add_argument("--criterion", default="aaws", help="a weight criterion: aaws (default), l1, l2, bn_gamma")
+    p.add_argument("--normalization", default="layer_mean", choices=["layer_mean", "l2", "none"])
+    p.add_argument("--scope", default="global", choices=["global", "layerwise", "hierarchical"])
+    p.add_argument("--min-channels", type=int, default=1)
+    p.add_argument("--round-to", type=int, default=1)
+    p.add_argument("--exclude", action="append",
+                   help="a group or producing layer to leave alone, fnmatch patterns allowed (repeatable)")
+    p.add_argument("--max-ratio-flops", type=_fraction, default=0.95,
+                   help="the largest fraction of FLOPs the search may remove (default 0.95)")
+    p.add_argument("--tolerance", type=float, default=0.01, help="stop when the bracket is this narrow")
+    p.add_argument("--samples", type=int, default=5, help="interleaved timing samples per trial")
+    p.set_defaults(func=cmd_speedup)
 
     p = sub.add_parser("analyze", help="the channel groups of a .keras file, prunable or why not")
     p.add_argument("model", help="a .keras file")

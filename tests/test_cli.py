@@ -142,3 +142,28 @@ def test_soft_pruning_from_the_command_ends_with_a_stripped_model(tmp_path, caps
     x = np.random.default_rng(0).uniform(size=(8, 28, 28, 1)).astype("float32")
     np.testing.assert_allclose(thin.predict(x, verbose=0), masked.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     assert kp.count_params(thin).total < kp.count_params(masked).total
+
+
+def test_speedup_writes_a_thin_model_or_says_in_one_line_what_it_reached(tmp_path, capsys):
+    # a model whose time is its multiply-adds: two wide Dense layers at batch 64
+    inp = keras.Input((512,))
+    x = L.Dense(2048, activation="relu", name="wide1")(inp)
+    x = L.Dense(2048, activation="relu", name="wide2")(x)
+    model = keras.Model(inp, L.Dense(10, name="out")(x))
+    base = tmp_path / "wide.keras"
+    model.save(base)
+    thin_path = tmp_path / "thin.keras"
+    code = main(["speedup", str(base), "--to", "1.3", "--out", str(thin_path), "--batch-size", "64",
+                 "--samples", "2", "--tolerance", "0.05"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "of the FLOPs removed: measured" in out and str(thin_path) in out
+    thin = keras.models.load_model(thin_path)
+    assert kp.count_flops(thin).total < kp.count_flops(model).total
+    assert thin.output_shape == model.output_shape
+    # no model runs a thousand times faster by losing at most 20% of its FLOPs
+    code = main(["speedup", str(base), "--to", "1000", "--out", str(tmp_path / "never.keras"),
+                 "--max-ratio-flops", "0.2", "--samples", "1"])
+    assert code == 1
+    assert "short of 1000.00x" in one_error_line(capsys)
+    assert not (tmp_path / "never.keras").exists()
