@@ -9,9 +9,9 @@ weights ``w`` with gradients ``g``:
 - ``taylor_weights``: ``|sum w*g|`` over the filter (first-order Taylor on weights);
 - ``grad_l1``: ``G_n = sum|g| / n``.
 
-The reduction to one number per channel is a reshape for the common whole-kernel case
-(channels on the kernel's last axis) and ``tf.math.unsorted_segment_sum`` over
-precomputed channel ids otherwise. A group produced by several layers (a residual group)
+The reduction to one number per channel is
+:class:`~kerasprune.importance.gradients.FilterBlocks`, shared with the ``gsfp``
+criterion of :func:`kerasprune.score`. A group produced by several layers (a residual group)
 gets per channel the mean of its producers' values (as
 :func:`kerasprune.importance.combine_layers`).
 
@@ -31,38 +31,21 @@ import tensorflow as tf
 
 from kerasprune.callbacks.base import CallbackError, SaliencySource, accumulator, replica_context
 from kerasprune.graph.analysis import ChannelGroup, PruningGraph
-from kerasprune.importance.filters import ChannelWeights, combine_layers, filter_weights
-from kerasprune.importance.gradients import tf_variable
+from kerasprune.importance.filters import combine_layers, filter_weights
+from kerasprune.importance.gradients import FilterBlocks, tf_variable
 
 __all__ = ["WeightGradientSaliency", "WEIGHT_CRITERIA"]
 
 WEIGHT_CRITERIA = ("gsfp", "taylor_weights", "grad_l1")
 
 
-class _Block:
-    """One weight array's share of a producer's filters: where its entries are."""
-
-    def __init__(self, var_index: int, flat: Optional[np.ndarray], channel: Optional[np.ndarray]) -> None:
-        self.var_index = var_index  # flat None: the whole kernel, channels on its last axis
-        self.flat = None if flat is None else tf.constant(flat, tf.int64)
-        self.channel = None if channel is None else tf.constant(channel, tf.int32)
-
-
 class _Producer:
     """The filters one layer creates for one group, and its accumulator."""
 
-    def __init__(self, group: str, cw: ChannelWeights, blocks: List[_Block], name: str) -> None:
-        counts = cw.counts
+    def __init__(self, group: str, blocks: FilterBlocks, name: str) -> None:
         self.group = group
-        self.size = cw.size
-        self.held = counts > 0
-        inv = np.zeros(cw.size, np.float32)
-        inv[self.held] = 1.0 / counts[self.held]
-        self.inv = tf.constant(inv)
-        self.held_f = tf.constant(self.held.astype(np.float32))
-        self.n_held = float(self.held.sum())
         self.blocks = blocks
-        self.acc = accumulator(tf.zeros([cw.size], tf.float64), name)
+        self.acc = accumulator(tf.zeros([blocks.size], tf.float64), name)
 
 
 class WeightGradientSaliency(SaliencySource):
@@ -99,23 +82,20 @@ class WeightGradientSaliency(SaliencySource):
                     f"[{group.name!r}]"
                 )
             for cw in filters:
-                blocks = []
-                for e, v in zip(cw.entries, cw.variables):
+
+                def var_index(v, _layer=cw.layer, _group=group.name) -> int:
                     i = index.get(id(v), by_path.get(getattr(v, "path", None)))
                     if i is None:
                         raise CallbackError(
-                            f"the filters of layer '{cw.layer}' (group {group.name!r}) are not "
+                            f"the filters of layer '{_layer}' (group {_group!r}) are not "
                             "trainable, so the train step computes no gradient for them; "
                             f"make the layer trainable or leave the group out with "
-                            f"exclude=[{group.name!r}]"
+                            f"exclude=[{_group!r}]"
                         )
-                    whole = e.whole_on_last_axis(cw.size)
-                    if whole:
-                        blocks.append(_Block(i, None, None))
-                    else:
-                        blocks.append(_Block(i, e.flat.astype(np.int64), e.channel.astype(np.int32)))
+                    return i
+
                 name = f"kp_saliency_{len(self._producers)}"
-                self._producers.append(_Producer(group.name, cw, blocks, name))
+                self._producers.append(_Producer(group.name, FilterBlocks(cw, var_index), name))
         self._trainable = trainable
 
     def _gradients(self, grads: Sequence, variables: Sequence) -> Dict[int, tf.Tensor]:
@@ -125,7 +105,7 @@ class WeightGradientSaliency(SaliencySource):
         if replica is not None:
             # each replica holds the gradient of its share of the batch: their sum is the
             # step's gradient, as the optimizer's own all-reduce computes it
-            needed = sorted({b.var_index for p in self._producers for b in p.blocks})
+            needed = sorted({i for p in self._producers for i in p.blocks.var_indices})
             local = []
             for i in needed:
                 g = by_id.get(id(self._trainable[i]))
@@ -157,36 +137,23 @@ class WeightGradientSaliency(SaliencySource):
                 flat_g[i], flat_w[i] = g, w
             return flat_g[i], flat_w[i]
 
+        def grad(i: int) -> tf.Tensor:
+            return flats(i)[0]
+
+        def weight(i: int) -> tf.Tensor:
+            return flats(i)[1]
+
         for p in self._producers:
-            size = p.size
-
-            def per_channel(values: tf.Tensor, block: _Block) -> tf.Tensor:
-                if block.flat is None:
-                    return tf.reduce_sum(tf.reshape(values, [-1, size]), axis=0)
-                return tf.math.unsorted_segment_sum(tf.gather(values, block.flat), block.channel, size)
-
+            fb = p.blocks
             if self.criterion == "taylor_weights":
-                wg = tf.zeros([size], tf.float32)
-                for b in p.blocks:
-                    g, w = flats(b.var_index)
-                    wg += per_channel(w * g, b)
-                value = tf.abs(wg) * p.held_f
+                value = tf.abs(fb.channel_sum(lambda i: weight(i) * grad(i))) * fb.held_f
             else:
-                g_sum = tf.zeros([size], tf.float32)
-                w_sum = tf.zeros([size], tf.float32)
-                for b in p.blocks:
-                    g, w = flats(b.var_index)
-                    g_sum += per_channel(tf.abs(g), b)
-                    if self.criterion == "gsfp":
-                        w_sum += per_channel(w * w, b)
-                g_n = g_sum * p.inv
+                g_n = fb.channel_sum(lambda i: tf.abs(grad(i))) * fb.inv
                 if self.criterion == "grad_l1":
-                    value = g_n * p.held_f
+                    value = g_n * fb.held_f
                 else:
-                    w_n = tf.sqrt(w_sum * p.inv)
-                    g_f = tf.math.divide_no_nan(g_n * p.n_held, tf.reduce_sum(g_n))
-                    w_f = tf.math.divide_no_nan(w_n * p.n_held, tf.reduce_sum(w_n))
-                    value = g_f * w_f * p.held_f
+                    w_n = tf.sqrt(fb.channel_sum(lambda i: tf.square(weight(i))) * fb.inv)
+                    value = fb.relative(g_n) * fb.relative(w_n)
             p.acc.assign_add(tf.cast(value, tf.float64))
 
     def read(self) -> Tuple[Dict[str, np.ndarray], float]:
@@ -194,7 +161,7 @@ class WeightGradientSaliency(SaliencySource):
         per_group: Dict[str, List[np.ndarray]] = {g.name: [] for g in self.groups}
         for p in self._producers:
             values = np.asarray(p.acc.read_value().numpy(), dtype=np.float64)
-            per_group[p.group].append(np.where(p.held, values, np.nan))
+            per_group[p.group].append(np.where(p.blocks.held, values, np.nan))
         return {name: np.nan_to_num(combine_layers(parts), nan=0.0) for name, parts in per_group.items()}, 1.0
 
     def reset(self) -> None:

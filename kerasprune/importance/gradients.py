@@ -39,7 +39,7 @@ from kerasprune.importance.errors import ImportanceError
 from kerasprune.importance.filters import ChannelWeights, combine_layers
 from kerasprune.importance.observe import ObservationPlan, as_list, stream_sums
 
-__all__ = ["mean_gradient", "taylor", "gsfp", "per_example_loss", "tf_variable"]
+__all__ = ["mean_gradient", "taylor", "gsfp", "per_example_loss", "tf_variable", "FilterBlocks"]
 
 LossFn = Callable[[Any, List[tf.Tensor]], tf.Tensor]
 
@@ -201,6 +201,62 @@ def taylor(ctx: ScoringContext) -> Dict[str, np.ndarray]:
     return _feature_map_gradients(ctx, taylor_=True)
 
 
+class FilterBlocks:
+    """One producer's filters (a :class:`ChannelWeights`) laid out for per-channel sums in
+    TensorFlow, over flat views of its weight arrays.
+
+    The usual case, a whole kernel with the channels on its last axis, is summed by a
+    reshape; other layouts gather their entries and sum them per channel.
+
+    Args:
+        cw: the producer's filter entries.
+        var_index: the index, in the caller's list of variables, of each of ``cw``'s
+            variables (it may raise to refuse one).
+
+    Attributes:
+        size: channels of the group.
+        held: which channels the producer holds (numpy bool).
+        held_f: the same as float32 (TensorFlow).
+        inv: 1 / entries of each held channel (0 elsewhere; TensorFlow float32).
+        var_indices: the variable index of each block.
+    """
+
+    def __init__(self, cw: ChannelWeights, var_index: Callable[[object], int]) -> None:
+        counts = cw.counts
+        self.size = cw.size
+        self.held = counts > 0
+        inv = np.zeros(cw.size, np.float32)
+        inv[self.held] = 1.0 / counts[self.held]
+        self.inv = tf.constant(inv)
+        self.held_f = tf.constant(self.held.astype(np.float32))
+        self._n_held = float(self.held.sum())
+        self._blocks = []  # (variable index, flat ids or None for a whole kernel, channel ids)
+        for e, v in zip(cw.entries, cw.variables):
+            i = var_index(v)
+            if e.whole_on_last_axis(cw.size):
+                self._blocks.append((i, None, None))
+            else:
+                self._blocks.append((i, tf.constant(e.flat, tf.int64), tf.constant(e.channel, tf.int32)))
+        self.var_indices = [i for i, _, _ in self._blocks]
+
+    def channel_sum(self, values_of: Callable[[int], tf.Tensor]) -> tf.Tensor:
+        """Per channel, the sum of ``values_of(variable index)`` (a flat float32 vector of
+        that weight's entries) over the channel's entries."""
+        total = tf.zeros([self.size], tf.float32)
+        for i, flat, channel in self._blocks:
+            values = values_of(i)
+            if flat is None:
+                total += tf.reduce_sum(tf.reshape(values, [-1, self.size]), axis=0)
+            else:
+                total += tf.math.unsorted_segment_sum(tf.gather(values, flat), channel, self.size)
+        return total
+
+    def relative(self, values: tf.Tensor) -> tf.Tensor:
+        """``N * v_n / sum_j v_j`` over the ``N`` held channels (papers/004 Eq. 5's factors),
+        0 where not held and where the sum is 0."""
+        return tf.math.divide_no_nan(values * self._n_held, tf.reduce_sum(values * self.held_f)) * self.held_f
+
+
 def _normalized(values: np.ndarray) -> np.ndarray:
     """``N * v_n / sum_j v_j`` over the held channels (NaN elsewhere); 0 when the sum is 0."""
     held = ~np.isnan(values)
@@ -231,21 +287,7 @@ def gsfp(ctx: ScoringContext) -> Dict[str, np.ndarray]:
                 index[id(v)] = len(variables)
                 variables.append(v)
     tf_vars = [tf_variable(v) for v in variables]
-    plans = []  # per producer: (variable index, flat entries) per block, channels, 1/counts, held
-    for cw in producers:
-        counts = cw.counts
-        inv = np.zeros(cw.size, dtype=np.float32)
-        inv[counts > 0] = 1.0 / counts[counts > 0]
-        blocks = []
-        for e, v in zip(cw.entries, cw.variables):
-            # the usual case, a whole kernel with the channels on its last axis, is reduced
-            # by a reshape instead of gathering every entry
-            whole = e.whole_on_last_axis(cw.size)
-            if whole:
-                blocks.append((index[id(v)], None, None))
-            else:
-                blocks.append((index[id(v)], np.asarray(e.flat, np.int64), e.channel.astype(np.int32)))
-        plans.append((blocks, inv, (counts > 0).astype(np.float32)))
+    plans = [FilterBlocks(cw, lambda v: index[id(v)]) for cw in producers]
     width = sum(cw.size for cw in producers)
 
     def batch_sums(x, y, sw):
@@ -257,18 +299,7 @@ def gsfp(ctx: ScoringContext) -> Dict[str, np.ndarray]:
         grads = tape.gradient(batch_loss, tf_vars)
         flat = [tf.zeros([int(np.prod(v.shape))], tf.float32) if g is None else tf.reshape(tf.cast(g, tf.float32), [-1])
                 for v, g in zip(tf_vars, grads)]
-        factors = []
-        for blocks, inv, held in plans:
-            size = len(inv)
-            g_sum = tf.zeros([size], tf.float32)
-            for i, idx, channel in blocks:
-                if idx is None:
-                    g_sum += tf.reduce_sum(tf.abs(tf.reshape(flat[i], [-1, size])), axis=0)
-                else:
-                    g_sum += tf.math.unsorted_segment_sum(tf.abs(tf.gather(flat[i], idx)), channel, size)
-            g_n = g_sum * inv
-            mean = tf.reduce_sum(g_n) / tf.reduce_sum(held)
-            factors.append(tf.math.divide_no_nan(g_n, mean) * held)
+        factors = [fb.relative(fb.channel_sum(lambda i: tf.abs(flat[i])) * fb.inv) for fb in plans]
         vec = tf.cast(tf.concat(factors, axis=0), tf.float64)
         return vec, tf.constant(1.0, tf.float64)
 
