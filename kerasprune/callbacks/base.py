@@ -76,10 +76,10 @@ class SaliencySource:
         """
         raise NotImplementedError
 
-    def read(self) -> Tuple[Dict[str, np.ndarray], float]:
+    def read(self) -> Tuple[Dict[str, np.ndarray], Optional[float]]:
         """The sums per group (float64, 0 for channels not held) since the last reset,
-        and what they are to be divided by (1 for sums over steps, the number of examples
-        for means over examples)."""
+        and the number of examples they are to be averaged over (None: the sums over the
+        steps are the values)."""
         raise NotImplementedError
 
     def reset(self) -> None:

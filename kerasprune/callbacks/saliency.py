@@ -266,13 +266,14 @@ class SaliencyAccumulator(keras.callbacks.Callback):
         current, count = self._source.read()
         for name, values in current.items():
             self._total[name] = self._total[name] + (values - self._previous[name])
-        self._total_count += count - self._previous_count
-        self._previous, self._previous_count = current, count
-        if isinstance(self._source, FeatureMapSaliency):  # means over the examples seen
+        self._previous = current
+        if count is None:  # sums over the steps
+            self.raw, total = dict(current), dict(self._total)
+        else:  # means over the examples seen
+            self._total_count += count - self._previous_count
+            self._previous_count = count
             self.raw = {k: v / max(count, 1.0) for k, v in current.items()}
             total = {k: v / max(self._total_count, 1.0) for k, v in self._total.items()}
-        else:  # sums over the steps
-            self.raw, total = dict(current), dict(self._total)
         self.scores = normalize(self.raw, self.normalization)
         self.cumulative = normalize(total, self.normalization)
         self.steps = int(self._step_count.read_value().numpy())

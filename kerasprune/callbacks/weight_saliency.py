@@ -156,13 +156,13 @@ class WeightGradientSaliency(SaliencySource):
                     value = fb.relative(g_n) * fb.relative(w_n)
             p.acc.assign_add(tf.cast(value, tf.float64))
 
-    def read(self) -> Tuple[Dict[str, np.ndarray], float]:
-        """Per group, the sums over steps (the mean over its producers)."""
+    def read(self) -> Tuple[Dict[str, np.ndarray], None]:
+        """Per group, the sums over steps (the mean over its producers); no averaging."""
         per_group: Dict[str, List[np.ndarray]] = {g.name: [] for g in self.groups}
         for p in self._producers:
             values = np.asarray(p.acc.read_value().numpy(), dtype=np.float64)
             per_group[p.group].append(np.where(p.blocks.held, values, np.nan))
-        return {name: np.nan_to_num(combine_layers(parts), nan=0.0) for name, parts in per_group.items()}, 1.0
+        return {name: np.nan_to_num(combine_layers(parts), nan=0.0) for name, parts in per_group.items()}, None
 
     def reset(self) -> None:
         """Zero every producer's accumulator."""
