@@ -42,7 +42,7 @@ import tensorflow as tf  # noqa: E402
 import kerasprune as kp  # noqa: E402
 from kerasprune.export import export_tflite, interpreter_name, make_interpreter, run_tflite  # noqa: E402
 from kerasprune.models import get_model  # noqa: E402
-from kerasprune.report.latency import seconds_per_call  # noqa: E402
+from kerasprune.costs.latency import seconds_per_call  # noqa: E402
 from common import machine, print_table, versions  # noqa: E402
 
 

@@ -29,29 +29,27 @@ training; ``report`` and ``export`` read the result; ``models`` and ``data`` hol
 papers' networks and datasets.
 """
 
-from kerasprune.errors import (
-    FrozenGroupError,
-    KeepSetError,
-    KerasPruneError,
-    UnsupportedModelError,
-)
+from kerasprune import errors
+from kerasprune.errors import *  # noqa: F403  (every error class, listed in errors.__all__)
 from kerasprune.graph import (
     ChannelGroup,
     LayerHandler,
     Member,
+    NodeContext,
     PassThroughHandler,
     PerChannelHandler,
     PruningGraph,
     analyze,
     register_handler,
 )
-from kerasprune import callbacks
-from kerasprune.callbacks import strip
-from kerasprune.importance import ImportanceError, available_criteria, register_criterion, score
-from kerasprune.pruning import GradualPruner, TargetNotMetError, prune, prune_for_speedup
-from kerasprune.report import compare, count_flops, count_params
+from kerasprune.costs import count_flops, count_params
+from kerasprune.importance import available_criteria, register_criterion, score
 from kerasprune.selection import select
 from kerasprune.surgery import mask_weights, rebuild
+from kerasprune.report import compare
+from kerasprune import callbacks
+from kerasprune.callbacks import strip
+from kerasprune.pruning import GradualPruner, prune, prune_for_speedup
 
 __version__ = "0.1.0"
 
@@ -78,11 +76,6 @@ __all__ = [
     "PassThroughHandler",
     "PerChannelHandler",
     "register_handler",
-    "KerasPruneError",
-    "UnsupportedModelError",
-    "KeepSetError",
-    "FrozenGroupError",
-    "SelectionError",
-    "ImportanceError",
-    "TargetNotMetError",
+    "NodeContext",
+    *errors.__all__,
 ]

@@ -9,11 +9,9 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from kerasprune.errors import KerasPruneError, UsageError
+
 __all__ = ["main", "build_parser"]
-
-
-class CommandError(Exception):
-    """An error reported as one line, without a traceback."""
 
 
 def _load_model(path: str):
@@ -21,14 +19,14 @@ def _load_model(path: str):
 
     p = Path(path)
     if not p.exists():
-        raise CommandError(f"no such file: {path}")
+        raise UsageError(f"no such file: {path}")
     if p.suffix != ".keras":
-        raise CommandError(f"{path} is not a .keras file")
+        raise UsageError(f"{path} is not a .keras file")
     try:
         return keras.models.load_model(p)
     except Exception as exc:  # a corrupt or foreign file
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CommandError(f"cannot load {path} as a Keras model: {reason[:200]}") from None
+        raise UsageError(f"cannot load {path} as a Keras model: {reason[:200]}") from None
 
 
 def _data(args, split: str, *, augment: bool = False, take: Optional[int] = None, shuffle: bool = False):
@@ -76,7 +74,7 @@ def cmd_prune(args) -> int:
     import keras
 
     from kerasprune.pruning import GradualPruner, RisingPercentile
-    from kerasprune.pruning.rundir import RunDirectory
+    from kerasprune.runs.rundir import RunDirectory
     from kerasprune.report import compare
 
     keras.utils.set_random_seed(args.seed)
@@ -86,7 +84,7 @@ def cmd_prune(args) -> int:
     run_dir = RunDirectory(args.dir)
     resuming = bool(run_dir.history())
     if resuming and not args.resume:
-        raise CommandError(f"{args.dir} already holds a run: add --resume to continue it, or pick another --dir")
+        raise UsageError(f"{args.dir} already holds a run: add --resume to continue it, or pick another --dir")
     model = None
     if not resuming:
         model = _load_model(args.model)
@@ -122,7 +120,7 @@ def _soft_prune(args) -> int:
 
     out = Path(args.dir)
     if (out / "pruned.keras").exists():
-        raise CommandError(f"{args.dir} already holds a result: pick another --dir")
+        raise UsageError(f"{args.dir} already holds a result: pick another --dir")
     soft = SoftFilterPruning(
         args.ratio, criterion=args.criterion or "gsfp", scope=args.scope, normalization=args.normalization,
         min_channels=args.min_channels, max_ratio=args.max_ratio, round_to=args.round_to,
@@ -168,7 +166,7 @@ def _calibration(args):
         import numpy as np
 
         if not Path(src).exists():
-            raise CommandError(f"no such file: {src}")
+            raise UsageError(f"no such file: {src}")
         return np.load(src)
     from kerasprune import data
 
@@ -201,7 +199,7 @@ def cmd_export(args) -> int:
     from kerasprune.export import export_saved_model, export_tflite
 
     if not args.tflite and not args.saved_model:
-        raise CommandError("nothing to do: give --tflite FILE and/or --saved-model DIR")
+        raise UsageError("nothing to do: give --tflite FILE and/or --saved-model DIR")
     model = _load_model(args.model)
     if args.saved_model:
         path = export_saved_model(model, args.saved_model)
@@ -245,7 +243,7 @@ def _report_plots(args, before, after) -> None:
     from kerasprune.report import plots
 
     if not args.plots:
-        raise CommandError("--run draws into the --plots directory: give --plots DIR too")
+        raise UsageError("--run draws into the --plots directory: give --plots DIR too")
     out = Path(args.plots)
     out.mkdir(parents=True, exist_ok=True)
     ext = f".{args.plot_format}"
@@ -258,11 +256,11 @@ def _report_plots(args, before, after) -> None:
         written.append(out / f"saliency{ext}")
         plots.plot_saliency(scores, written[-1], title=f"aaws scores of {Path(args.before).name} ({args.normalization})")
     if args.run:
-        from kerasprune.pruning.rundir import RunDirectory
+        from kerasprune.runs.rundir import RunDirectory
 
         history = RunDirectory(args.run).history_file
         if not history.exists():
-            raise CommandError(f"no run history: {history} does not exist")
+            raise UsageError(f"no run history: {history} does not exist")
         written.append(out / f"run{ext}")
         plots.plot_run(history, written[-1], metric=args.metric, target=_run_target(args))
     for path in written:
@@ -273,8 +271,8 @@ def _run_target(args):
     """The target of ``report --run``: ``--target``, else the run's own (run.json)."""
     if args.target is not None:
         return args.target
-    from kerasprune.pruning.rundir import RunDirectory
-    from kerasprune.pruning.target import parse_target
+    from kerasprune.runs.rundir import RunDirectory
+    from kerasprune.runs.target import parse_target
 
     target = (RunDirectory(args.run).settings() or {}).get("target")
     if target and parse_target(target).metric == args.metric:
@@ -411,13 +409,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     parser = build_parser()
     args = parser.parse_args(argv)
-    from kerasprune.errors import KerasPruneError
-
     try:
         return args.func(args)
-    except CommandError as exc:
-        print(f"kerasprune: error: {exc}", file=sys.stderr)
-        return 1
     except (KerasPruneError, ValueError, KeyError, FileNotFoundError) as exc:
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
         print(f"kerasprune: error: {text}", file=sys.stderr)

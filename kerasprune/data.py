@@ -31,7 +31,7 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
-from kerasprune.errors import KerasPruneError
+from kerasprune.errors import DatasetError, DatasetNotAvailableError
 
 __all__ = [
     "load_dataset",
@@ -51,14 +51,6 @@ CIFAR10_MEAN: Tuple[float, float, float] = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD: Tuple[float, float, float] = (0.2470, 0.2435, 0.2616)
 
 _SHUFFLE_BUFFER = 10_000
-
-
-class DatasetError(KerasPruneError, ValueError):
-    """A dataset cannot be loaded: unknown name, unknown split, bad argument."""
-
-
-class DatasetNotAvailableError(DatasetError):
-    """The dataset is not in the data directory and could not be downloaded."""
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kerasprune.graph.analysis import iter_layers
+from kerasprune.graph.keras_graph import iter_layers
 from kerasprune.surgery.keep import keep_masks
 
 

@@ -12,7 +12,7 @@ from models import L, concat_flatten_net, randomize, residual_net
 
 
 def members(group):
-    return {(m.layer, m.role) for m in group.members}
+    return {(m.layer, m.slot) for m in group.members}
 
 
 def test_conv_chain_groups_output_with_bn_and_next_conv_input():

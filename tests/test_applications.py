@@ -154,7 +154,7 @@ def test_application_groups_follow_its_residual_adds_gates_and_concatenations(na
         # every layer of a dense block adds its own 32-channel slice to the concatenation
         grp = graph.group_of("conv2_block3_2_conv")
         assert grp.size == 32 and grp.producers == ["conv2_block3_2_conv"]
-        offsets = {m.layer: m.offset for m in grp.members if m.role == "in"}
+        offsets = {m.layer: m.offset for m in grp.members if m.slot == "in"}
         # conv1 gives 64 channels, each earlier layer 32: block 3's slice starts at 128
         assert offsets["conv2_block4_1_conv"] == 64 + 2 * 32
 

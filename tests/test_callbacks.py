@@ -10,7 +10,7 @@ import tensorflow as tf
 from kerasprune.callbacks import CallbackError, SaliencyAccumulator, SoftFilterPruning, dead_channels, strip
 from kerasprune.errors import KerasPruneError
 from kerasprune.graph.analysis import analyze
-from kerasprune.report.counting import count_params
+from kerasprune.costs.counting import count_params
 from models import randomize, residual_net
 
 L = keras.layers
@@ -353,7 +353,7 @@ def test_saliency_follows_class_weights_through_the_train_step_loss():
 
 
 def test_soft_pruning_on_a_concatenating_model_by_flops_strips_exactly():
-    from kerasprune.report.counting import count_flops
+    from kerasprune.costs.counting import count_flops
     from models import concat_flatten_net
 
     model = concat_flatten_net()

@@ -15,7 +15,7 @@ import pytest
 
 import kerasprune as kp
 from kerasprune.pruning import ConstantRatio, GradualPruner, RisingPercentile, TargetNotMetError, parse_target
-from kerasprune.pruning.rundir import RunDirectory
+from kerasprune.runs.rundir import RunDirectory
 
 ROOT = Path(__file__).resolve().parents[1]
 L = keras.layers

@@ -31,7 +31,7 @@ from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 
 import kerasprune as kp
-from kerasprune.graph.analysis import iter_layers
+from kerasprune.graph.keras_graph import iter_layers
 from models import L, randomize
 from reference import assert_close, cut_off
 
@@ -311,7 +311,7 @@ def check_pruned(model: keras.Model, graph: kp.PruningGraph, keep: dict, x: np.n
     for g in graph.groups:
         kept = len(keep.get(g.name, range(g.size)))
         for m in g.members:
-            if m.produced and m.role == "out":
+            if m.produced and m.slot == "out":
                 expected[m.layer] = expected.get(m.layer, 0) + kept * m.factor
     thin_layers = dict(iter_layers(thin))
     assert {path: _width_of(thin_layers[path]) for path in expected} == expected

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 import kerasprune as kp
-from kerasprune.graph.analysis import iter_layers
+from kerasprune.graph.keras_graph import iter_layers
 from kerasprune.surgery.keep import keep_masks
 from models import L, randomize
 from reference import _zero_out, assert_close, random_keep

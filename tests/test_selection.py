@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import kerasprune as kp
-from kerasprune.report.costs import RemovalMeter, channel_costs
+from kerasprune.costs.channels import RemovalMeter, channel_costs
 from kerasprune.selection import SelectionError, select
 
 from models import randomize, residual_net

@@ -7,7 +7,7 @@ import pytest
 
 import kerasprune as kp
 from kerasprune.pruning import SpeedupNotReachedError
-from kerasprune.report import LatencyMeter
+from kerasprune.costs import LatencyMeter
 
 from models import residual_net
 

@@ -17,14 +17,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import tensorflow as tf
 
-from kerasprune.errors import KerasPruneError
-from kerasprune.graph.analysis import ChannelGroup
+from kerasprune.errors import CallbackError
+from kerasprune.graph.groups import ChannelGroup
 
 __all__ = ["CallbackError", "accumulator", "SaliencySource"]
-
-
-class CallbackError(KerasPruneError, ValueError):
-    """A kerasprune callback cannot work with the model, optimizer or settings it was given."""
 
 
 def accumulator(initial: tf.Tensor, name: str) -> tf.Variable:

@@ -47,9 +47,10 @@ import numpy as np
 import tensorflow as tf
 
 from kerasprune.callbacks.base import CallbackError, SaliencySource, accumulator, replica_context
-from kerasprune.graph.analysis import ChannelGroup, PruningGraph
+from kerasprune.graph.groups import ChannelGroup, PruningGraph
+from kerasprune.graph.keras_graph import iter_nodes, producer, upstream_tensors
 from kerasprune.importance.base import ScoringContext
-from kerasprune.importance.errors import ImportanceError
+from kerasprune.errors import ImportanceError
 from kerasprune.importance.observe import ObservationPlan, Site
 
 __all__ = ["FeatureMapSaliency", "FEATURE_CRITERIA"]
@@ -59,10 +60,10 @@ FEATURE_CRITERIA = ("mean_gradient", "taylor")
 
 def _producer(kt) -> Tuple[object, int]:
     """The operation that makes KerasTensor ``kt`` and the index of ``kt`` among its outputs."""
-    hist = getattr(kt, "_keras_history", None)
-    if hist is None or hist.operation is None:
+    op, _, index = producer(kt)
+    if op is None:
         raise CallbackError(f"cannot find the operation that produces tensor {kt.name!r}")
-    return hist.operation, hist.tensor_index
+    return op, index
 
 
 def _trainable_upstream(kt) -> bool:
@@ -71,19 +72,16 @@ def _trainable_upstream(kt) -> bool:
     stack = [kt]
     while stack:
         t = stack.pop()
-        hist = getattr(t, "_keras_history", None)
-        if hist is None or hist.operation is None:
+        op, node_index, _ = producer(t)
+        if op is None:
             continue
-        op = hist.operation
         if getattr(op, "trainable_weights", None):
             return True
-        key = (id(op), hist.node_index)
+        key = (id(op), node_index)
         if key in seen:
             continue
         seen.add(key)
-        nodes = getattr(op, "_inbound_nodes", [])
-        if hist.node_index < len(nodes):
-            stack.extend(nodes[hist.node_index].input_tensors)
+        stack.extend(upstream_tensors(t))
     return False
 
 
@@ -129,10 +127,8 @@ class FeatureMapSaliency(SaliencySource):
         except ImportanceError as err:
             raise CallbackError(str(err)) from err
         calls: Dict[int, int] = {}
-        for nodes in self.plan.fn._nodes_by_depth.values():
-            for node in nodes:
-                if node.operation is not None and not node.is_input:
-                    calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
+        for node in iter_nodes(self.plan.fn):
+            calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
         on_tensor: Dict[int, List[Tuple[str, Site]]] = {}
         for name, sites in self.plan.sites.items():
             for s in sites:

@@ -52,7 +52,8 @@ from kerasprune.callbacks.base import CallbackError, SaliencySource, accumulator
 from kerasprune.callbacks.feature_saliency import FEATURE_CRITERIA, FeatureMapSaliency
 from kerasprune.callbacks.weight_saliency import WEIGHT_CRITERIA, WeightGradientSaliency
 from kerasprune.errors import KerasPruneError
-from kerasprune.graph.analysis import ChannelGroup, PruningGraph, analyze
+from kerasprune.graph.analysis import analyze
+from kerasprune.graph.groups import ChannelGroup, PruningGraph
 from kerasprune.importance.normalize import check_method, normalize
 from kerasprune.selection.select import excluded_groups
 

@@ -149,8 +149,8 @@ class SoftFilterPruning(SaliencyAccumulator):
 
     def _effective_size(self) -> Dict[str, float]:
         """Parameters, FLOPs, neurons and widths once the masked channels are removed."""
-        from kerasprune.report.costs import RemovalMeter
-        from kerasprune.report.counting import count_flops, count_params
+        from kerasprune.costs.channels import RemovalMeter
+        from kerasprune.costs.counting import count_flops, count_params
 
         if self._meter is None or self._meter.graph is not self.graph:
             self._meter = RemovalMeter(self.graph, self.model)

@@ -24,7 +24,11 @@ from typing import Dict, Optional
 import keras
 import numpy as np
 
-from kerasprune.graph.analysis import PruningGraph, analyze, iter_layers
+from kerasprune.graph.analysis import analyze
+
+from kerasprune.graph.groups import PruningGraph, check_graph
+
+from kerasprune.graph.keras_graph import iter_layers
 from kerasprune.surgery.rebuild import rebuild
 
 __all__ = ["strip", "dead_channels"]
@@ -43,6 +47,7 @@ def dead_channels(model: keras.Model, graph: Optional[PruningGraph] = None, tol:
     Returns:
         group name -> sorted indices of the dead channels, for the groups that have some.
     """
+    check_graph(graph, model, "dead_channels")
     if graph is None:
         graph = analyze(model, warn=False)
     layers = dict(iter_layers(model))
@@ -81,6 +86,7 @@ def strip(model: keras.Model, graph: Optional[PruningGraph] = None, tol: float =
         rounding). A group whose channels are all dead keeps its first channel (a group
         is never emptied). Compiled like ``model`` if ``model`` is compiled.
     """
+    check_graph(graph, model, "strip")
     if graph is None:
         graph = analyze(model, warn=False)
     keep = {}

@@ -30,7 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasprune.callbacks.base import CallbackError, SaliencySource, accumulator, replica_context
-from kerasprune.graph.analysis import ChannelGroup, PruningGraph
+from kerasprune.graph.groups import ChannelGroup, PruningGraph
 from kerasprune.importance.filters import combine_layers, filter_weights
 from kerasprune.importance.gradients import FilterBlocks, tf_variable
 

@@ -11,7 +11,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Union
 import keras
 import numpy as np
 
-from kerasprune.errors import KerasPruneError
+from kerasprune.errors import ExportError
 from kerasprune.export.interpreter import interpreter_name, make_interpreter, run_tflite
 
 __all__ = ["ExportError", "TFLiteExport", "export_tflite", "sample_batches", "QUANTIZATIONS", "TOLERANCES"]
@@ -21,10 +21,6 @@ QUANTIZATIONS = (None, "float16", "int8")
 #: largest accepted difference between Keras and TFLite outputs, relative to the range
 #: of the Keras outputs on the check samples
 TOLERANCES = {None: 1e-4, "float16": 1e-2, "int8": 0.1}
-
-
-class ExportError(KerasPruneError, ValueError):
-    """An export that cannot be made or does not reproduce the Keras model's outputs."""
 
 
 @dataclass

@@ -25,16 +25,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from kerasprune.errors import KerasPruneError
+from kerasprune.errors import HandlerError
+from kerasprune.graph.handler import LayerRecord, SlotMasks
 
-if TYPE_CHECKING:  # pragma: no cover
-    from kerasprune.graph.analysis import ChannelGroup, LayerRecord, PruningGraph
-
-__all__ = ["WeightEntries", "AxisPositions", "slot_positions", "derive_positions", "group_entries"]
+__all__ = ["WeightEntries", "AxisPositions", "Positions", "slot_positions", "derive_positions"]
 
 
 @dataclass(frozen=True)
@@ -155,15 +153,13 @@ class WeightEntries:
 
 
 def _survivors(handler, layer, numbered, slot, keep, axis) -> Optional[List[np.ndarray]]:
-    from kerasprune.graph.analysis import SlotMasks
-
     masks = SlotMasks({slot: keep}, axes={slot: axis})
     try:
         out = handler.slice_weights(layer, [a.copy() for a in numbered], masks)
     except (ValueError, IndexError):
         return None
     if len(out) != len(numbered):
-        raise KerasPruneError(
+        raise HandlerError(
             f"the handler of '{layer.name}' returned {len(out)} weights for {len(numbered)}"
         )
     return [np.asarray(o) for o in out]
@@ -175,7 +171,7 @@ def _removed(numbered: Sequence[np.ndarray], kept: Sequence[np.ndarray], path: s
         alive = np.zeros(a.size, dtype=bool)
         vals = k.ravel()
         if vals.size and (not np.issubdtype(vals.dtype, np.integer) or vals.min() < 0 or vals.max() >= a.size):
-            raise KerasPruneError(
+            raise HandlerError(
                 f"the pruning handler of '{path}' changes weight values while slicing; "
                 "kerasprune cannot tell which entries belong to which channel"
             )
@@ -184,7 +180,7 @@ def _removed(numbered: Sequence[np.ndarray], kept: Sequence[np.ndarray], path: s
     return out
 
 
-def slot_positions(record: "LayerRecord", slot: str) -> List[Optional[Positions]]:
+def slot_positions(record: LayerRecord, slot: str) -> List[Optional[Positions]]:
     """For each weight of ``record``'s layer, the slot position each entry depends on.
 
     Args:
@@ -203,7 +199,7 @@ def slot_positions(record: "LayerRecord", slot: str) -> List[Optional[Positions]
     return derive_positions(record, slot)
 
 
-def derive_positions(record: "LayerRecord", slot: str) -> List[Optional[np.ndarray]]:
+def derive_positions(record: LayerRecord, slot: str) -> List[Optional[np.ndarray]]:
     """:func:`slot_positions` derived from the handler's ``slice_weights`` alone (the
     handler's own ``weight_positions`` is not asked)."""
     layer, handler = record.layer, record.handler
@@ -256,50 +252,7 @@ def derive_positions(record: "LayerRecord", slot: str) -> List[Optional[np.ndarr
                 p[gone] = q
 
             if not assign(keep, mark):
-                raise KerasPruneError(
+                raise HandlerError(
                     f"the pruning handler of '{record.path}' cannot slice slot {slot!r}"
                 )
     return [p.reshape(s) if (p >= 0).any() else None for p, s in zip(pos, shapes)]
-
-
-def group_entries(graph: "PruningGraph", group: "ChannelGroup") -> List[WeightEntries]:
-    """Every weight entry that holds a channel of ``group``, member by member.
-
-    The positions of each ``(layer, slot)`` are probed once per graph and cached.
-    """
-    cache: Dict[Tuple[str, str], List[Optional[Positions]]] = graph._positions
-    records = {rec.path: rec for rec in graph.records}
-    out: List[WeightEntries] = []
-    seen = set()
-    for m in group.members:
-        if (m.layer, m.role) in seen:
-            continue
-        seen.add((m.layer, m.role))
-        rec = records[m.layer]
-        if not rec.layer.weights:
-            continue
-        key = (m.layer, m.role)
-        if key not in cache:
-            cache[key] = slot_positions(rec, m.role)
-        layout = rec.slots[m.role]
-        in_group = graph._roots[layout.src] == group._root
-        chan_of_pos = np.where(in_group, layout.idx, -1)
-        for i, (var, positions) in enumerate(zip(rec.layer.weights, cache[key])):
-            if positions is None:
-                continue
-            common = dict(
-                layer=m.layer, slot=m.role, weight=i, name=var.name, shape=tuple(int(d) for d in var.shape),
-                produced=m.produced, trainable=bool(var.trainable),
-            )
-            if isinstance(positions, AxisPositions):
-                if (chan_of_pos >= 0).any():
-                    out.append(WeightEntries(**common, axis=positions.axis, axis_channel=chan_of_pos))
-                continue
-            flatpos = positions.ravel()
-            hit = np.nonzero(flatpos >= 0)[0]
-            chans = chan_of_pos[flatpos[hit]]
-            sel = chans >= 0
-            if not sel.any():
-                continue
-            out.append(WeightEntries(**common, explicit_flat=hit[sel], explicit_channel=chans[sel]))
-    return out

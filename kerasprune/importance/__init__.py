@@ -36,7 +36,7 @@ from kerasprune.importance.base import (
     register_criterion,
     score,
 )
-from kerasprune.importance.errors import ImportanceError
+from kerasprune.errors import ImportanceError
 from kerasprune.importance.filters import ChannelWeights, combine_layers
 from kerasprune.importance.normalize import available_normalizations, normalize
 

@@ -17,8 +17,10 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 import keras
 import numpy as np
 
-from kerasprune.graph.analysis import ChannelGroup, PruningGraph, analyze
-from kerasprune.importance.errors import ImportanceError
+from kerasprune.graph.analysis import analyze
+
+from kerasprune.graph.groups import ChannelGroup, PruningGraph, check_graph
+from kerasprune.errors import ImportanceError
 from kerasprune.importance.filters import ChannelWeights, bn_scales, filter_weights, outgoing_weights
 from kerasprune.importance.normalize import check_method, normalize
 from kerasprune.importance.stream import Batch, count_batches, iter_batches
@@ -253,13 +255,9 @@ def raw_scores(
             "tf.data.Dataset of (x, y) batches or numpy arrays (x, y)); weight criteria "
             "such as 'aaws' need none"
         )
+    check_graph(graph, model, "score")
     if graph is None:
         graph = analyze(model)
-    elif graph.model is not model:
-        raise ImportanceError(
-            "graph was analyzed from another model; pass graph=kerasprune.analyze(model) of "
-            "the model being scored (or leave graph out)"
-        )
     groups = _groups_to_score(graph, exclude)
     if not groups:
         return {}

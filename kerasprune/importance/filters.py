@@ -25,7 +25,7 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import keras
 import numpy as np
 
-from kerasprune.graph.analysis import ChannelGroup, PruningGraph
+from kerasprune.graph.groups import ChannelGroup, PruningGraph
 from kerasprune.graph.entries import WeightEntries
 
 __all__ = [

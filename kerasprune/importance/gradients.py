@@ -33,9 +33,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasprune.graph.analysis import functional_of
+from kerasprune.graph.keras_graph import functional_of, producer_name
 from kerasprune.importance.base import ScoringContext, register_criterion
-from kerasprune.importance.errors import ImportanceError
+from kerasprune.errors import ImportanceError
 from kerasprune.importance.filters import ChannelWeights, combine_layers
 from kerasprune.importance.observe import ObservationPlan, as_list, stream_sums
 
@@ -75,11 +75,7 @@ def _per_example(values: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
 
 
 def _output_names(fn) -> List[str]:
-    names = []
-    for t in fn.outputs:
-        hist = getattr(t, "_keras_history", None)
-        names.append(hist.operation.name if hist is not None and hist.operation is not None else t.name)
-    return names
+    return [producer_name(t) for t in fn.outputs]
 
 
 def per_example_loss(model: keras.Model, loss: Any, criterion: str = "") -> LossFn:

@@ -20,7 +20,7 @@ from typing import Callable, Dict, List, Mapping
 
 import numpy as np
 
-from kerasprune.importance.errors import ImportanceError
+from kerasprune.errors import ImportanceError
 
 __all__ = ["normalize", "normalize_group", "available_normalizations"]
 

@@ -27,9 +27,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from kerasprune.graph.analysis import functional_of
+from kerasprune.graph.keras_graph import functional_of, graph_inputs
+from kerasprune.graph.keras_graph import readers as tensor_readers
 from kerasprune.importance.base import ScoringContext
-from kerasprune.importance.errors import ImportanceError
+from kerasprune.errors import ImportanceError
 
 __all__ = ["Site", "ObservationPlan", "stream_sums", "as_list"]
 
@@ -67,18 +68,6 @@ class Site:
         return self.inv_counts > 0
 
 
-def _readers(fn) -> Dict[int, List[object]]:
-    """id(KerasTensor) -> the operations of ``fn`` that take it as an input."""
-    out: Dict[int, List[object]] = {}
-    for nodes in fn._nodes_by_depth.values():
-        for node in nodes:
-            if node.operation is None or node.is_input:
-                continue
-            for t in node.input_tensors:
-                out.setdefault(id(t), []).append(node.operation)
-    return out
-
-
 class ObservationPlan:
     """Every observed tensor of a set of groups, and each group's sites on them.
 
@@ -93,7 +82,7 @@ class ObservationPlan:
     def __init__(self, ctx: ScoringContext) -> None:
         self.ctx = ctx
         self.fn = functional_of(ctx.model)
-        readers = _readers(self.fn)
+        readers = tensor_readers(self.fn)
         makers = {id(rec.layer) for rec in ctx.graph.records if rec.produced}
         self.tensors: List[object] = []
         self.sites: Dict[str, List[Site]] = {}
@@ -150,7 +139,7 @@ class ObservationPlan:
         outputs = list(self.tensors)
         if with_outputs:
             outputs += list(self.fn.outputs)
-        return keras.Model(self.fn._inputs_struct, outputs, name="kerasprune_probe"), len(self.tensors)
+        return keras.Model(graph_inputs(self.fn), outputs, name="kerasprune_probe"), len(self.tensors)
 
     # ------------------------------------------------------------------ tf side
 

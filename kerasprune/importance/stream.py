@@ -18,7 +18,7 @@ from typing import Any, Iterator, Optional, Tuple
 import keras
 import numpy as np
 
-from kerasprune.importance.errors import ImportanceError
+from kerasprune.errors import ImportanceError
 
 __all__ = ["Batch", "iter_batches", "count_batches"]
 

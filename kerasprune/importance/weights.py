@@ -28,7 +28,7 @@ from typing import Callable, Dict, List
 import keras
 import numpy as np
 
-from kerasprune.graph.analysis import ChannelGroup
+from kerasprune.graph.groups import ChannelGroup
 from kerasprune.importance.base import ScoringContext, register_criterion
 from kerasprune.importance.filters import ChannelWeights, combine_layers, producer_layers
 

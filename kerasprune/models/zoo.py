@@ -7,17 +7,13 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import keras
 
-from kerasprune.errors import KerasPruneError
+from kerasprune.errors import UnknownModelError
 from kerasprune.models.lenet import lenet5
 from kerasprune.models.mobilenet import mobilenet_v2_cifar
 from kerasprune.models.resnet import cifar_resnet
 from kerasprune.models.vgg import vgg16_bn, vgg_like
 
 __all__ = ["get_model", "available_models", "UnknownModelError"]
-
-
-class UnknownModelError(KerasPruneError, ValueError):
-    """:func:`get_model` was given a name that is not in the zoo."""
 
 
 def _resnet(depth: int) -> Callable[..., keras.Model]:

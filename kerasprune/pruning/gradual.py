@@ -10,12 +10,13 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import keras
 import tensorflow as tf
 
-from kerasprune.errors import KerasPruneError
+from kerasprune.errors import KerasPruneError, TargetNotMetError
 from kerasprune.graph.analysis import analyze
 from kerasprune.importance import score
-from kerasprune.pruning.rundir import RunDirectory
+from kerasprune.runs.history import history_row
+from kerasprune.runs.rundir import RunDirectory
 from kerasprune.pruning.schedules import RatioSchedule, get_schedule
-from kerasprune.pruning.target import Target, parse_target
+from kerasprune.runs.target import Target, parse_target
 from kerasprune.report.compare import model_stats
 from kerasprune.callbacks.saliency import CRITERIA as ACCUMULATED
 from kerasprune.callbacks.saliency import SaliencyAccumulator
@@ -25,10 +26,6 @@ from kerasprune.selection import check_options, excluded_groups, select
 from kerasprune.surgery.rebuild import rebuild
 
 __all__ = ["GradualPruner", "TargetNotMetError"]
-
-class TargetNotMetError(KerasPruneError, ValueError):
-    """The model is already below the performance target before any pruning."""
-
 
 def _take(data: Any, batches: Optional[int]) -> Any:
     if batches is None or data is None:
@@ -263,12 +260,11 @@ class GradualPruner:
                 self._accumulated = (model, saliency.scores)
 
     def _row(self, r: int, model: keras.Model, metrics: Dict[str, float], seconds: Optional[float], ratio: Optional[float]) -> Dict[str, Any]:
-        stats = model_stats(model)
-        row = {"round": r, "ratio": ratio, **stats.as_dict(), "metrics": metrics}
-        row["seconds"] = None if seconds is None else round(float(seconds), 3)
-        row["checkpoint"] = self.run_dir.checkpoint(r).name
-        row["meets_target"] = None if self.target is None else self.target.met(metrics)
-        return row
+        return history_row(
+            r, ratio, model_stats(model).as_dict(), metrics, seconds,
+            checkpoint=self.run_dir.checkpoint(r).name,
+            meets_target=None if self.target is None else self.target.met(metrics),
+        )
 
     def _baseline(self, model: keras.Model, val_data: Any) -> Dict[str, Any]:
         rd = self.run_dir

@@ -17,19 +17,15 @@ from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import keras
 
-from kerasprune.errors import KerasPruneError
+from kerasprune.errors import SpeedupNotReachedError
 from kerasprune.graph.analysis import analyze
 from kerasprune.importance import score
-from kerasprune.report.counting import count_flops
-from kerasprune.report.latency import LatencyMeter
+from kerasprune.costs.counting import count_flops
+from kerasprune.costs.latency import LatencyMeter
 from kerasprune.selection import check_options, excluded_groups, select
 from kerasprune.surgery.rebuild import rebuild
 
 __all__ = ["prune_for_speedup", "SpeedupResult", "SpeedupNotReachedError"]
-
-
-class SpeedupNotReachedError(KerasPruneError, ValueError):
-    """Even the largest FLOPs cut allowed does not make the model fast enough."""
 
 
 @dataclass
@@ -80,7 +76,7 @@ def prune_for_speedup(
 
     Scores the channels once with ``criterion``; then, for a fraction ``r`` of the FLOPs,
     selects globally (``unit="flops"``) and rebuilds, and measures the thin model against
-    the original (:class:`~kerasprune.report.latency.LatencyMeter`: compiled calls at
+    the original (:class:`~kerasprune.costs.latency.LatencyMeter`: compiled calls at
     ``batch_size``, interleaved, medians of ``samples``). ``r`` is found by bisection
     between 0 and ``max_ratio_flops`` until the bracket is narrower than ``tolerance``.
     The measurements are of this machine and this runtime (Keras on TensorFlow); a

@@ -1,4 +1,6 @@
-"""Reading a result: parameter and multiply-add counts, per-layer comparisons, plots.
+"""Reading a result: per-layer comparisons of two models, plots, TensorBoard output.
+
+The counts themselves (parameters, multiply-adds, latency) are in :mod:`kerasprune.costs`.
 
 The plotting functions (:func:`plot_pattern`, :func:`plot_run`, :func:`plot_saliency`,
 from :mod:`kerasprune.report.plots`) and the TensorBoard writer
@@ -10,25 +12,17 @@ from importlib import import_module
 from typing import Any
 
 from kerasprune.report.compare import ModelStats, compare, layer_widths, model_stats
-from kerasprune.report.counting import FlopCount, ParamCount, count_flops, count_params
-from kerasprune.report.latency import LatencyMeter
 
 _LAZY = {
     "plot_pattern": "kerasprune.report.plots",
     "plot_run": "kerasprune.report.plots",
     "plot_saliency": "kerasprune.report.plots",
     "pattern_data": "kerasprune.report.plots",
-    "PlotError": "kerasprune.report.plots",
     "TensorBoardWriter": "kerasprune.report.tensorboard",
     "read_events": "kerasprune.report.tensorboard",
 }
 
 __all__ = [
-    "LatencyMeter",
-    "count_params",
-    "count_flops",
-    "ParamCount",
-    "FlopCount",
     "compare",
     "model_stats",
     "layer_widths",

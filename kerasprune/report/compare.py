@@ -7,8 +7,10 @@ from typing import Dict, Optional
 
 import keras
 
-from kerasprune.graph.analysis import analyze, iter_layers
-from kerasprune.report.counting import _table, count_flops, count_params
+from kerasprune.graph.analysis import analyze
+
+from kerasprune.graph.keras_graph import iter_layers
+from kerasprune.costs.counting import _table, count_flops, count_params
 
 __all__ = ["ModelStats", "model_stats", "layer_widths", "compare"]
 

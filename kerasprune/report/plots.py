@@ -26,7 +26,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from kerasprune.errors import KerasPruneError
+from kerasprune.errors import PlotError
+from kerasprune.runs.history import read_history
+from kerasprune.runs.target import parse_target
 
 __all__ = [
     "PlotError",
@@ -38,10 +40,6 @@ __all__ = [
 ]
 
 FORMATS = (".png", ".svg")
-
-
-class PlotError(KerasPruneError, ValueError):
-    """A plot cannot be drawn: unsupported file type, missing metric, no data."""
 
 
 @dataclass(frozen=True)
@@ -159,11 +157,10 @@ def plot_pattern(before: Any, after: Any, path: Union[str, os.PathLike], *, titl
 
 def _history(rows_or_dir: Union[str, os.PathLike, Sequence[Mapping[str, Any]]]) -> List[Mapping[str, Any]]:
     if isinstance(rows_or_dir, (str, os.PathLike)):
-        p = Path(rows_or_dir)
-        file = p / "history.json" if p.is_dir() else p
-        if not file.exists():
-            raise PlotError(f"no run history at {file}")
-        rows = json.loads(file.read_text())
+        try:
+            rows = read_history(rows_or_dir)
+        except FileNotFoundError as exc:
+            raise PlotError(f"no run history at {exc.filename}") from None
     else:
         rows = list(rows_or_dir)
     if not rows:
@@ -176,7 +173,6 @@ def _target_threshold(target: Any, metric: str) -> Optional[float]:
         return None
     if isinstance(target, (int, float)):
         return float(target)
-    from kerasprune.pruning.target import parse_target
 
     t = parse_target(target)
     if t.metric != metric:
@@ -202,7 +198,7 @@ def plot_run(
         path: a ``.png`` or ``.svg`` file to write.
         metric: the metric of the rows' ``metrics`` to draw.
         target: a threshold (a number), a target string such as
-            ``"val_accuracy>=0.99"``, or a :class:`~kerasprune.pruning.target.Target`.
+            ``"val_accuracy>=0.99"``, or a :class:`~kerasprune.runs.target.Target`.
 
     Returns:
         The plotted points, one :class:`RunPoint` per round, in round order.

@@ -11,11 +11,10 @@
 
 Scopes live in :mod:`~kerasprune.selection.scopes`, one function each; a group's
 removal steps and guards in :mod:`~kerasprune.selection.candidates`; channel costs for
-parameter and FLOPs budgets in :mod:`kerasprune.report.costs`.
+parameter and FLOPs budgets in :mod:`kerasprune.costs.channels`.
 """
 
 from kerasprune.errors import SelectionError
-from kerasprune.report.costs import ChannelCosts, channel_costs
 from kerasprune.selection.scopes import SCOPES
 from kerasprune.selection.select import HIERARCHIES, METHODS, UNITS, check_options, excluded_groups, select
 
@@ -23,8 +22,6 @@ __all__ = [
     "select",
     "excluded_groups",
     "check_options",
-    "channel_costs",
-    "ChannelCosts",
     "SelectionError",
     "SCOPES",
     "UNITS",

@@ -19,7 +19,7 @@ from typing import Optional
 
 import numpy as np
 
-from kerasprune.graph.analysis import ChannelGroup
+from kerasprune.graph.groups import ChannelGroup
 
 __all__ = ["Candidate"]
 

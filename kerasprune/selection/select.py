@@ -11,9 +11,9 @@ import keras
 import numpy as np
 
 from kerasprune.errors import SelectionError
-from kerasprune.graph.analysis import ChannelGroup, PruningGraph
-from kerasprune.report.costs import ChannelCosts, RemovalMeter, channel_costs
-from kerasprune.report.counting import count_params
+from kerasprune.graph.groups import ChannelGroup, PruningGraph
+from kerasprune.costs.channels import ChannelCosts, RemovalMeter, channel_costs
+from kerasprune.costs.counting import count_params
 from kerasprune.selection.candidates import Candidate
 from kerasprune.selection.scopes import SCOPES, spent_cost
 
@@ -156,7 +156,7 @@ def select(
     (``neurons``: ``round(N * ratio)`` of them, papers/000), of the model's parameters or
     of its multiply-adds per example (``params``, ``flops``, as counted by
     :func:`kerasprune.count_params` / :func:`~kerasprune.count_flops`; channels are
-    costed by :func:`~kerasprune.report.costs.channel_costs`). A group always loses its
+    costed by :func:`~kerasprune.costs.channels.channel_costs`). A group always loses its
     lowest-scoring channels first.
 
     Args:

@@ -7,7 +7,7 @@ from typing import Dict, Iterable, Mapping
 import numpy as np
 
 from kerasprune.errors import FrozenGroupError, KeepSetError
-from kerasprune.graph.analysis import ChannelGroup, PruningGraph
+from kerasprune.graph.groups import ChannelGroup, PruningGraph
 
 __all__ = ["keep_masks"]
 
@@ -30,8 +30,8 @@ def _as_indices(group: ChannelGroup, values: Iterable[int]) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def keep_masks(graph: PruningGraph, keep: Mapping[str, Iterable[int]]) -> Dict[int, np.ndarray]:
-    """Validate ``keep`` and return group root -> boolean mask of kept channels.
+def keep_masks(graph: PruningGraph, keep: Mapping[str, Iterable[int]]) -> Dict[str, np.ndarray]:
+    """Validate ``keep`` and return group name -> boolean mask of kept channels.
 
     Groups absent from ``keep`` keep all their channels; groups that keep every channel
     are left out of the result.
@@ -85,5 +85,5 @@ def keep_masks(graph: PruningGraph, keep: Mapping[str, Iterable[int]]) -> Dict[i
                     "GroupNormalization); keep the same number of channels in each block, "
                     f"got {per_block.tolist()}"
                 )
-        out[group._root] = mask
+        out[name] = mask
     return out

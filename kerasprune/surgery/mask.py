@@ -14,7 +14,11 @@ from typing import Dict, Iterable, Mapping, Optional, Tuple
 import keras
 import numpy as np
 
-from kerasprune.graph.analysis import PruningGraph, analyze, iter_layers
+from kerasprune.graph.analysis import analyze
+
+from kerasprune.graph.groups import PruningGraph, check_graph
+
+from kerasprune.graph.keras_graph import iter_layers
 from kerasprune.surgery.keep import keep_masks
 
 __all__ = ["mask_weights", "masked_entries"]
@@ -29,10 +33,9 @@ def masked_entries(
         KeepSetError, FrozenGroupError: as :func:`kerasprune.rebuild` does.
     """
     masks = keep_masks(graph, keep)
-    by_root = {grp._root: grp for grp in graph.groups}
     parts: Dict[Tuple[str, int], list] = {}
-    for root, mask in masks.items():
-        for e in graph.entries(by_root[root]):
+    for name, mask in masks.items():
+        for e in graph.entries(name):
             gone = e.flat[~mask[e.channel]]
             if gone.size:
                 parts.setdefault((e.layer, e.weight), []).append(gone)
@@ -58,6 +61,7 @@ def mask_weights(
     Returns:
         The number of weight entries set to zero.
     """
+    check_graph(graph, model, "mask_weights")
     if graph is None:
         graph = analyze(model, warn=False)
     layers = dict(iter_layers(model))

@@ -8,8 +8,10 @@ from typing import Dict, Iterable, Mapping, Optional
 import keras
 import numpy as np
 
-from kerasprune.errors import KerasPruneError, UnsupportedModelError
-from kerasprune.graph.analysis import PruningGraph, analyze, iter_layers
+from kerasprune.errors import HandlerError, RebuildError
+from kerasprune.graph.analysis import analyze
+from kerasprune.graph.groups import PruningGraph, check_graph
+from kerasprune.graph.keras_graph import iter_layers
 from kerasprune.surgery.keep import keep_masks
 from kerasprune.surgery.optimizer import carry_optimizer_state, compile_like
 
@@ -118,16 +120,11 @@ def rebuild(
         FrozenGroupError: the keep-set removes channels of a frozen group.
         UnsupportedModelError: the model has no functional graph or is not built.
     """
+    check_graph(graph, model, "rebuild")
     if graph is None:
         graph = analyze(model, warn=False)
-    elif graph.model is not model:
-        raise KerasPruneError(
-            "the graph passed to rebuild() was computed for another model; call "
-            "kerasprune.analyze(model) on this one"
-        )
     masks = keep_masks(graph, keep)
     slot_masks = graph.slot_masks(masks)
-    records = {rec.path: rec for rec in graph.records}
 
     config = copy.deepcopy(model.get_config())
     index: Dict[str, dict] = {}
@@ -135,7 +132,7 @@ def rebuild(
     for entry in index.values():
         entry.pop("build_config", None)  # rebuilt layers are built by the graph calls
     for path, layer_masks in slot_masks.items():
-        rec = records[path]
+        rec = graph.record(path)
         rec.handler.edit_config(rec.layer, index[path]["config"], layer_masks)
     swapped = _skip_random_init(index, dict(iter_layers(model)))
 
@@ -143,7 +140,7 @@ def rebuild(
         with keras.saving.custom_object_scope(_custom_objects(model)):
             new = type(model).from_config(config)
     except Exception as exc:  # surface which layer broke, not a deep traceback only
-        raise KerasPruneError(
+        raise RebuildError(
             f"could not rebuild model '{model.name}' from its edited config: {exc}"
         ) from exc
 
@@ -154,14 +151,14 @@ def rebuild(
     for path, layer in iter_layers(model):
         new_layer = new_layers.get(path)
         if new_layer is None:
-            raise KerasPruneError(f"layer '{path}' is missing from the rebuilt model")
+            raise RebuildError(f"layer '{path}' is missing from the rebuilt model")
         new_layer.trainable = layer.trainable
         if isinstance(layer, keras.Model) or not layer.weights:
             continue
         weights = [np.asarray(w) for w in layer.get_weights()]
         layer_masks = slot_masks.get(path)
         if layer_masks:
-            handler = records[path].handler
+            handler = graph.record(path).handler
             weights = handler.slice_weights(layer, weights, layer_masks)
 
             def slicer(arrays, _h=handler, _l=layer, _m=layer_masks):
@@ -171,8 +168,10 @@ def rebuild(
         try:
             new_layer.set_weights(weights)
         except ValueError as exc:
-            raise KerasPruneError(
-                f"sliced weights of layer '{path}' do not fit the rebuilt layer: {exc}"
+            raise HandlerError(
+                f"the pruning handler {type(graph.record(path).handler).__name__} of layer "
+                f"'{path}' ({type(layer).__name__}) sliced weights that do not fit the "
+                f"rebuilt layer: {exc}"
             ) from exc
 
     if compile and compile_like(model, new) and carry_optimizer:

@@ -6,6 +6,8 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
+from kerasprune.graph.entries import AxisPositions
+
 SOFTMAX_LIKE = {"softmax", "log_softmax"}
 
 
@@ -74,8 +76,6 @@ def positions_along(layer, axes: Dict[str, Optional[int]], size: int) -> Optiona
     weight whose axis is not ``size`` long. A weight named with axis None does not
     depend on the slot.
     """
-    from kerasprune.graph.entries import AxisPositions
-
     out = []
     for v in layer.weights:
         name = v.name.split("/")[-1]

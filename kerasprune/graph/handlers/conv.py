@@ -6,7 +6,8 @@ import numpy as np
 from keras import layers
 
 from kerasprune.graph.handlers._common import channel_axis, mixes_channels, positions_along, prod, slice_named
-from kerasprune.graph.registry import LayerHandler, register_handler
+from kerasprune.graph.handler import LayerHandler
+from kerasprune.graph.registry import register_handler
 
 
 def _produce_out(ctx, size: int, axis: int):

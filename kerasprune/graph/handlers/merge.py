@@ -5,7 +5,8 @@ from __future__ import annotations
 from keras import layers
 
 from kerasprune.graph.layout import Layout
-from kerasprune.graph.registry import LayerHandler, register_handler
+from kerasprune.graph.handler import LayerHandler
+from kerasprune.graph.registry import register_handler
 
 
 @register_handler(

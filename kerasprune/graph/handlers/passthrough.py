@@ -5,7 +5,8 @@ from __future__ import annotations
 from keras import layers
 
 from kerasprune.graph.handlers._common import channel_axis, mixes_channels
-from kerasprune.graph.registry import LayerHandler, register_handler
+from kerasprune.graph.handler import LayerHandler
+from kerasprune.graph.registry import register_handler
 
 
 class PassThroughHandler(LayerHandler):

@@ -48,7 +48,8 @@ from keras import layers
 
 from kerasprune.graph.handlers._common import call_arg, input_index, mixes_channels, prod
 from kerasprune.graph.layout import Layout
-from kerasprune.graph.registry import LayerHandler, handler_for, register_handler
+from kerasprune.graph.handler import LayerHandler
+from kerasprune.graph.registry import handler_for, register_handler
 
 __all__ = ["RecurrentHandler", "BidirectionalHandler", "gate_blocks"]
 

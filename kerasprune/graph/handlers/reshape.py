@@ -5,7 +5,8 @@ from __future__ import annotations
 from keras import layers
 
 from kerasprune.graph.handlers._common import prod
-from kerasprune.graph.registry import LayerHandler, register_handler
+from kerasprune.graph.handler import LayerHandler
+from kerasprune.graph.registry import register_handler
 
 
 def _flat_layout(ctx, inp, dims, channel_dim):

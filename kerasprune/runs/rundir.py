@@ -16,6 +16,8 @@ from typing import Any, Dict, List, Optional
 
 import keras
 
+from kerasprune.runs.history import HISTORY_FILE, SETTINGS_FILE, read_history
+
 __all__ = ["RunDirectory"]
 
 
@@ -46,11 +48,13 @@ class RunDirectory:
 
     @property
     def history_file(self) -> Path:
-        return self.path / "history.json"
+        """The run's ``history.json``."""
+        return self.path / HISTORY_FILE
 
     @property
     def settings_file(self) -> Path:
-        return self.path / "run.json"
+        """The run's ``run.json``: its settings as first written."""
+        return self.path / SETTINGS_FILE
 
     # writing -------------------------------------------------------------
 
@@ -90,8 +94,7 @@ class RunDirectory:
         """The completed rounds' rows (empty for a new directory)."""
         if not self.history_file.exists():
             return []
-        with open(self.history_file) as f:
-            return json.load(f)
+        return read_history(self.history_file)
 
     def settings(self) -> Optional[Dict[str, Any]]:
         """The run's settings as first written, or None."""

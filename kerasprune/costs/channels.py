@@ -33,10 +33,10 @@ from typing import Dict, Iterable, Optional
 import keras
 import numpy as np
 
-from kerasprune.graph.analysis import ChannelGroup, PruningGraph
-from kerasprune.graph.calls import iter_calls
-from kerasprune.graph.entries import AxisPositions, slot_positions
-from kerasprune.report.counting import count_flops
+from kerasprune.graph.groups import ChannelGroup, PruningGraph, check_graph
+from kerasprune.graph.keras_graph import iter_calls
+from kerasprune.graph.entries import AxisPositions
+from kerasprune.costs.counting import count_flops
 
 __all__ = ["ChannelCosts", "channel_costs", "RemovalMeter"]
 
@@ -103,11 +103,11 @@ def channel_costs(
     Returns:
         A :class:`ChannelCosts` keyed by group name.
     """
+    check_graph(graph, model if model is not None else graph.model, "channel_costs")
     model = graph.model if model is None else model
     names = [g.name for g in graph.prunable] if groups is None else list(groups)
     macs = count_flops(model).per_layer
     first = _first_calls(model)
-    records = {rec.path: rec for rec in graph.records}
     out = ChannelCosts()
     for name in names:
         group = graph[name]
@@ -115,10 +115,9 @@ def channel_costs(
         flops = np.zeros(group.size, dtype=np.float64)
         spatial, produced_macs, seen = 1, 0, set()
         for m in group.members:
-            if (m.layer, m.role) in seen:
+            if (m.layer, m.slot) in seen:
                 continue
-            seen.add((m.layer, m.role))
-            layout = records[m.layer].slots[m.role]
+            seen.add((m.layer, m.slot))
             layer_macs = macs.get(m.layer, 0)
             if m.produced:
                 produced_macs += layer_macs
@@ -126,9 +125,9 @@ def channel_costs(
                     spatial = max(spatial, _spatial(first[m.layer], m.axis))
             if not layer_macs:
                 continue
-            in_group = graph._roots[layout.src] == group._root
-            per_channel = np.bincount(layout.idx[in_group], minlength=group.size)
-            flops += layer_macs * per_channel / len(layout)
+            chan_of_pos = graph.slot_channels(m.layer, m.slot, group)
+            per_channel = np.bincount(chan_of_pos[chan_of_pos >= 0], minlength=group.size)
+            flops += layer_macs * per_channel / len(chan_of_pos)
         out.flops[name] = flops
         out.spatial[name] = spatial
         out.layer_flops[name] = produced_macs
@@ -144,15 +143,9 @@ class RemovalMeter:
     """
 
     def __init__(self, graph: PruningGraph, model: Optional[keras.Model] = None) -> None:
+        check_graph(graph, model if model is not None else graph.model, "RemovalMeter")
         self.graph = graph
         self.macs = count_flops(graph.model if model is None else model).per_layer
-        self._records = {rec.path: rec for rec in graph.records}
-
-    def _positions(self, path: str, slot: str) -> list:
-        cache = self.graph._positions
-        if (path, slot) not in cache:
-            cache[(path, slot)] = slot_positions(self._records[path], slot)
-        return cache[(path, slot)]
 
     def __call__(self, keep: Dict[str, np.ndarray]) -> Dict[str, float]:
         """What keeping ``keep`` (group name -> kept channel indices) removes.
@@ -165,10 +158,10 @@ class RemovalMeter:
             group = self.graph[name]
             mask = np.zeros(group.size, dtype=bool)
             mask[np.asarray(kept, dtype=np.int64)] = True
-            masks[group._root] = mask
+            masks[name] = mask
         params = flops = 0.0
         for path, slots in self.graph.slot_masks(masks).items():
-            rec = self._records[path]
+            rec = self.graph.record(path)
             alive_share = 1.0
             for slot, mask in slots.items():
                 alive_share *= float(mask.mean())
@@ -176,7 +169,7 @@ class RemovalMeter:
             for w, var in enumerate(rec.layer.weights):
                 alive = None
                 for slot, mask in slots.items():
-                    pos = self._positions(path, slot)[w]
+                    pos = self.graph.weight_positions(path, slot)[w]
                     if pos is None:
                         continue
                     if isinstance(pos, AxisPositions):  # the mask along one axis, broadcast

@@ -1,0 +1,332 @@
+"""The result of the analysis: channel groups, their members, and the graph that holds them.
+
+:func:`kerasprune.analyze` returns a :class:`PruningGraph`. Everything downstream
+(costs, importance, selection, the rebuilder, masking) reads the analysis through the
+public methods here, keyed by group name and layer path; the source ids the walk used
+stay inside this module.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import keras
+import numpy as np
+
+from kerasprune.errors import GraphMismatchError, GroupNotFoundError
+from kerasprune.graph.entries import AxisPositions, Positions, WeightEntries, slot_positions
+from kerasprune.graph.handler import LayerRecord, SlotMasks
+from kerasprune.graph.layout import Layout
+
+__all__ = ["Member", "ChannelGroup", "PruningGraph", "check_graph"]
+
+
+@dataclass(frozen=True)
+class Member:
+    """One place that holds the channels of a group.
+
+    Attributes:
+        layer: path of the layer (``outer/inner`` for layers of nested models).
+        slot: the layer's slot: ``"out"`` for the channels it produces, ``"in"`` for the
+            input channels its weights read, ``"channels"`` for per-channel parameters
+            (BatchNormalization, PReLU, depthwise kernels), or a family-specific name.
+        axis: the tensor axis the channels run along (batch axis is 0).
+        offset: position of the group's first channel in the slot (non-zero for a
+            slice of a ``Concatenate``).
+        factor: how many positions of the slot each channel occupies (``H*W`` for the
+            rows of a Dense layer after ``Flatten``, the multiplier of a depthwise conv).
+        exact: False where removing channels changes the layer's other outputs
+            (normalization statistics over the channel axis).
+        produced: True where the layer creates these channels (its filters or units),
+            False where it only reads or passes them.
+    """
+
+    layer: str
+    slot: str
+    axis: int
+    offset: int = 0
+    factor: int = 1
+    exact: bool = True
+    produced: bool = False
+
+
+@dataclass
+class ChannelGroup:
+    """A set of channels that every member must lose together.
+
+    Attributes:
+        name: stable, readable name derived from the producing layers.
+        size: number of channels.
+        prunable: False when the group is frozen.
+        reasons: why the group is frozen (empty when prunable).
+        producers: the layers (and slots) that create these channels.
+        members: every place that holds them.
+        blocks: the group is split into this many equal blocks that must keep the same
+            number of channels each (grouped convolutions, GroupNormalization).
+    """
+
+    name: str
+    size: int
+    prunable: bool
+    reasons: List[str]
+    producers: List[str]
+    members: List[Member]
+    blocks: int = 1
+
+    @property
+    def reason(self) -> str:
+        """The reasons the group is frozen, as one sentence ('' when prunable)."""
+        return "; ".join(self.reasons)
+
+
+GroupRef = Union[str, ChannelGroup]
+
+
+class PruningGraph:
+    """The channel groups of a model, as found by :func:`kerasprune.analyze`.
+
+    Index it by group name (``graph["conv2d"]``), iterate over it for every group, or use
+    :attr:`prunable` for the groups that may lose channels.
+
+    Args:
+        model: the analyzed model.
+        groups: its groups, in graph order.
+        records: what the analysis learned about each layer, in graph order.
+        unsupported: ``(layer path, class name)`` of every layer without a handler.
+        source_group: for each source id of the walk, the index in ``groups`` of the
+            group it belongs to (-1 for a source that is only a view of others).
+        observed: ``(keras_tensor, layout)`` of every top-level tensor that a layer's
+            weights read.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        groups: Sequence[ChannelGroup],
+        records: Sequence[LayerRecord],
+        unsupported: Sequence[Tuple[str, str]],
+        source_group: np.ndarray,
+        observed: Sequence[Tuple[Any, Layout]],
+    ) -> None:
+        self.model = model
+        self.groups: List[ChannelGroup] = list(groups)
+        self.records: List[LayerRecord] = list(records)
+        self.unsupported: List[Tuple[str, str]] = list(unsupported)
+        self._index: Dict[str, int] = {g.name: i for i, g in enumerate(self.groups)}
+        self._records: Dict[str, LayerRecord] = {r.path: r for r in self.records}
+        self._source_group = np.asarray(source_group, dtype=np.int64)
+        self._observed = list(observed)
+        self._positions: Dict[Tuple[str, str], List[Optional[Positions]]] = {}
+
+    # lookup --------------------------------------------------------------
+
+    def __iter__(self) -> Iterator[ChannelGroup]:
+        return iter(self.groups)
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._index
+
+    def __getitem__(self, name: str) -> ChannelGroup:
+        try:
+            return self.groups[self._index[name]]
+        except (KeyError, TypeError):
+            raise GroupNotFoundError(self.unknown_group_message(name)) from None
+
+    def _idx(self, group: GroupRef) -> int:
+        name = group.name if isinstance(group, ChannelGroup) else group
+        if name not in self._index:
+            raise GroupNotFoundError(self.unknown_group_message(name))
+        return self._index[name]
+
+    def unknown_group_message(self, name: object) -> str:
+        """The error text for a group name that does not exist, with close names."""
+        close = difflib.get_close_matches(str(name), list(self._index), n=5, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
+        return (
+            f"no channel group named {name!r} in model '{self.model.name}'.{hint} "
+            "Group names are listed by kerasprune.analyze(model).summary()."
+        )
+
+    @property
+    def prunable(self) -> List[ChannelGroup]:
+        """The groups that may lose channels, in graph order."""
+        return [grp for grp in self.groups if grp.prunable]
+
+    @property
+    def frozen(self) -> List[ChannelGroup]:
+        """The groups that may not lose channels, each with its reasons."""
+        return [grp for grp in self.groups if not grp.prunable]
+
+    def record(self, layer: str) -> LayerRecord:
+        """What the analysis learned about the layer at path ``layer``."""
+        rec = self._records.get(layer)
+        if rec is None:
+            close = difflib.get_close_matches(layer, list(self._records), n=5, cutoff=0.5)
+            hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
+            raise GroupNotFoundError(f"no layer {layer!r} in this graph.{hint}")
+        return rec
+
+    def group_of(self, layer: str, slot: str = "out") -> ChannelGroup:
+        """The group holding the channels of ``layer``'s ``slot`` (default: its output)."""
+        rec = self._records.get(layer)
+        if rec is None or slot not in rec.slots:
+            raise GroupNotFoundError(f"layer {layer!r} has no slot {slot!r} in this graph")
+        ids = np.unique(self._source_group[rec.slots[slot].src])
+        if len(ids) != 1:
+            raise GroupNotFoundError(
+                f"slot {slot!r} of layer {layer!r} holds channels of {len(ids)} groups; "
+                "look at graph.groups instead"
+            )
+        return self.groups[int(ids[0])]
+
+    def slot_channels(self, layer: str, slot: str, group: GroupRef) -> np.ndarray:
+        """For each position of ``layer``'s ``slot``, the channel of ``group`` there (-1
+        where the position holds another group's channel)."""
+        layout = self.record(layer).slots[slot]
+        return np.where(self._source_group[layout.src] == self._idx(group), layout.idx, -1)
+
+    def weight_positions(self, layer: str, slot: str) -> List[Optional[Positions]]:
+        """For each weight of ``layer``, the position of ``slot`` each entry depends on
+        (see :func:`kerasprune.graph.entries.slot_positions`), computed once per graph."""
+        key = (layer, slot)
+        if key not in self._positions:
+            self._positions[key] = slot_positions(self.record(layer), slot)
+        return self._positions[key]
+
+    def slot_masks(self, keep_masks: Mapping[str, np.ndarray]) -> Dict[str, SlotMasks]:
+        """Per layer path, the boolean masks of kept positions of its changed slots.
+
+        Args:
+            keep_masks: group name -> boolean keep mask of the group's channels.
+        """
+        out: Dict[str, SlotMasks] = {}
+        if not keep_masks:
+            return out
+        # one flat array of every group's mask, and each group's offset into it
+        group_offset = np.full(len(self.groups), -1, dtype=np.int64)
+        flat, pos = [], 0
+        for name, mask in keep_masks.items():
+            flat.append(np.asarray(mask, dtype=bool))
+            group_offset[self._idx(name)] = pos
+            pos += len(mask)
+        flat_mask = np.concatenate(flat)
+        offset = np.where(self._source_group >= 0, group_offset[self._source_group], -1)
+        for rec in self.records:
+            for slot, layout in rec.slots.items():
+                off = offset[layout.src]
+                hit = off >= 0
+                if not hit.any():
+                    continue
+                mask = np.ones(len(layout), dtype=bool)
+                mask[hit] = flat_mask[off[hit] + layout.idx[hit]]
+                if not mask.all():
+                    masks = out.setdefault(rec.path, SlotMasks())
+                    masks[slot] = mask
+                    masks.axes[slot] = layout.axis
+        return out
+
+    def entries(self, group: GroupRef) -> List[WeightEntries]:
+        """Every weight entry holding a channel of ``group``, member by member.
+
+        Derived from the handlers' own slicing (see :mod:`kerasprune.graph.entries`); the
+        producers' filters, per-channel parameters and the consumers' input weights are
+        all there, each entry tagged with its channel.
+        """
+        group = self[group] if isinstance(group, str) else group
+        out: List[WeightEntries] = []
+        seen = set()
+        for m in group.members:
+            if (m.layer, m.slot) in seen:
+                continue
+            seen.add((m.layer, m.slot))
+            rec = self._records[m.layer]
+            if not rec.layer.weights:
+                continue
+            chan_of_pos = self.slot_channels(m.layer, m.slot, group)
+            positions_of = self.weight_positions(m.layer, m.slot)
+            for i, (var, positions) in enumerate(zip(rec.layer.weights, positions_of)):
+                if positions is None:
+                    continue
+                common = dict(
+                    layer=m.layer, slot=m.slot, weight=i, name=var.name,
+                    shape=tuple(int(d) for d in var.shape), produced=m.produced,
+                    trainable=bool(var.trainable),
+                )
+                if isinstance(positions, AxisPositions):
+                    if (chan_of_pos >= 0).any():
+                        out.append(
+                            WeightEntries(**common, axis=positions.axis, axis_channel=chan_of_pos)
+                        )
+                    continue
+                flatpos = positions.ravel()
+                hit = np.nonzero(flatpos >= 0)[0]
+                chans = chan_of_pos[flatpos[hit]]
+                sel = chans >= 0
+                if sel.any():
+                    out.append(
+                        WeightEntries(**common, explicit_flat=hit[sel], explicit_channel=chans[sel])
+                    )
+        return out
+
+    def response_points(self, group: GroupRef) -> List[Tuple[Any, np.ndarray, np.ndarray]]:
+        """Where the channels of ``group`` can be observed as activations.
+
+        Returns the top-level tensors that layers' weights read (the feature maps the
+        next layers see: after BatchNormalization and activation), as a list of
+        ``(keras_tensor, positions, channels)``: along the tensor's last axis, position
+        ``positions[i]`` carries channel ``channels[i]`` of the group. Groups seen only
+        inside nested models have no response points.
+        """
+        index = self._idx(group)
+        out = []
+        for kt, layout in self._observed:
+            hit = self._source_group[layout.src] == index
+            if hit.any() and layout.axis == len(kt.shape) - 1:
+                out.append((kt, np.nonzero(hit)[0], layout.idx[hit]))
+        return out
+
+    # display -------------------------------------------------------------
+
+    def summary(self, print_fn: Callable[[str], Any] = print, show_frozen: bool = True) -> None:
+        """Print one line per group: name, size, prunable or why not, members."""
+        rows = [("group", "size", "prunable", "members / reason")]
+        for grp in self.groups:
+            if not grp.prunable and not show_frozen:
+                continue
+            kind = "yes" if grp.prunable else "no"
+            detail = ", ".join(f"{m.layer}:{m.slot}" for m in grp.members[:6])
+            if len(grp.members) > 6:
+                detail += f", ... ({len(grp.members)} members)"
+            if not grp.prunable:
+                detail = grp.reason
+            rows.append((grp.name, str(grp.size), kind, detail))
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        for r in rows:
+            print_fn(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
+
+    def __repr__(self) -> str:
+        n = len(self.prunable)
+        name = self.model.name if self.model is not None else "?"
+        return f"<PruningGraph of '{name}': {len(self.groups)} groups, {n} prunable>"
+
+
+def check_graph(graph: Optional[PruningGraph], model: keras.Model, caller: str) -> None:
+    """Refuse a ``graph=`` argument that was analyzed from another model than ``model``.
+
+    Every function that takes both a model and an optional graph calls this, so the
+    misuse gives the same error everywhere.
+
+    Raises:
+        GraphMismatchError: ``graph`` is not ``kerasprune.analyze(model)``'s result.
+    """
+    if graph is not None and graph.model is not model:
+        raise GraphMismatchError(
+            f"the graph passed to {caller}() was analyzed from another model "
+            f"('{getattr(graph.model, 'name', '?')}'); pass graph=kerasprune.analyze(model) "
+            "of this model, or leave graph out"
+        )

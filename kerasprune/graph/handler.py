@@ -1,0 +1,263 @@
+"""The handler API: what a pruning handler is given and what it may call.
+
+A handler (one class per layer or operation family, registered with
+:func:`kerasprune.register_handler`) answers four questions about the layers of its
+family:
+
+* ``analyze(ctx)``: given the channel layouts of a call's inputs (a
+  :class:`NodeContext`), what are the layouts of its outputs, which channels does the
+  layer create (``ctx.produce``), and which input channels do its weights depend on
+  (``ctx.bind``)?
+* ``edit_config(layer, config, masks)``: how does the layer's config change when its
+  slots keep only the channels in ``masks`` (a :class:`SlotMasks`)?
+* ``slice_weights(layer, weights, masks)``: the same for its weight arrays.
+* ``macs(layer, node)``: how many multiply-adds one call costs.
+
+and, optionally, ``weight_positions`` (which weight entries hold which slot position)
+when deriving it from ``slice_weights`` would be slow. The words (source, layout, slot,
+member, group) are defined in :mod:`kerasprune.graph`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
+
+import keras
+import numpy as np
+
+from kerasprune.graph.layout import Layout
+
+__all__ = ["LayerHandler", "NodeContext", "LayerRecord", "SlotMasks", "Masks", "WalkState"]
+
+Masks = Mapping[str, Optional[np.ndarray]]
+
+
+class SlotMasks(dict):
+    """Slot name -> boolean mask of kept positions, with ``axes``: slot -> tensor axis."""
+
+    def __init__(self, *args, axes: Optional[Dict[str, int]] = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.axes: Dict[str, int] = dict(axes or {})
+
+
+@dataclass
+class LayerRecord:
+    """What the analysis learned about one layer object.
+
+    Attributes:
+        layer: the layer.
+        path: its path (``outer/inner`` inside nested models).
+        handler: the handler of its family.
+        slots: slot name -> the layout of the channels the slot holds.
+        produced: the slots whose channels the layer creates.
+    """
+
+    layer: keras.layers.Layer
+    path: str
+    handler: "LayerHandler"
+    slots: Dict[str, Layout] = field(default_factory=dict)
+    produced: Set[str] = field(default_factory=set)
+
+
+class WalkState(Protocol):
+    """What the analyzer offers a :class:`NodeContext` (implemented by the walk)."""
+
+    def new_source(self, name: str, size: int, frozen: Optional[str] = None) -> int:
+        """A new set of ``size`` channels (frozen with reason ``frozen`` if given)."""
+
+    def opaque_layout(self, name: str, shape: Sequence[Optional[int]], reason: str) -> Optional[Layout]:
+        """A frozen source along the last axis of ``shape`` (None if unknown)."""
+
+    def add_consumer_input(self, tensor: Any, layout: Layout) -> None:
+        """Record that a layer's weights read ``tensor`` (an observable feature map)."""
+
+    def unify(self, layouts: Sequence[Layout], where: str) -> None:
+        """Couple layouts position by position."""
+
+    def freeze_layout(self, layout: Layout, reason: str) -> None:
+        """Freeze every group with channels in ``layout``."""
+
+    def require_blocks(self, layout: Layout, blocks: int) -> bool:
+        """Require equal blocks of the one source ``layout`` is; False if it is not one."""
+
+    def warn_unsupported(self, layer: Any, path: str) -> None:
+        """Record (and warn once per class) that ``layer`` has no handler."""
+
+
+class NodeContext:
+    """What a handler sees of one call of its layer, and the calls it can make."""
+
+    def __init__(
+        self,
+        walk: "WalkState",
+        record: LayerRecord,
+        node: Any,
+        inputs: List[Optional[Layout]],
+        input_kts: Sequence[Any],
+    ) -> None:
+        self._an = walk
+        self.record = record
+        self.layer = record.layer
+        self.path = record.path
+        self.node = node
+        self.inputs: List[Optional[Layout]] = inputs
+        self.input_tensors = input_kts
+        self.input_shapes: List[Tuple[Optional[int], ...]] = [tuple(t.shape) for t in input_kts]
+        self.output_shapes: List[Tuple[Optional[int], ...]] = [tuple(t.shape) for t in node.outputs]
+        self.top_level = "/" not in record.path
+
+    # -- looking at inputs
+
+    def input_for(self, tensor) -> Optional[Layout]:
+        """The layout of a specific input KerasTensor of this call (None if untracked)."""
+        for kt, layout in zip(self.input_tensors, self.inputs):
+            if kt is tensor:
+                return layout
+        return None
+
+    def channel_input(self, i: int = 0, axis: Optional[int] = None) -> Optional[Layout]:
+        """Input ``i``'s layout, if its channels run along ``axis`` (default: the last).
+
+        When they run along another axis, this layer would treat them as something else
+        (a spatial axis, say): the channels are frozen and None is returned.
+        """
+        layout = self.inputs[i] if i < len(self.inputs) else None
+        if layout is None:
+            return None
+        rank = len(self.input_shapes[i])
+        want = rank - 1 if axis is None else axis % rank
+        if layout.axis == want:
+            return layout
+        self.freeze(
+            layout,
+            f"layer '{self.path}' ({type(self.layer).__name__}) reads axis {want} as its "
+            f"channel axis, not axis {layout.axis} where these channels run",
+        )
+        return None
+
+    # -- recording
+
+    def produce(self, slot: str, size: int, axis: int) -> Layout:
+        """The channels this layer creates in ``slot`` (one source per layer and slot)."""
+        existing = self.record.slots.get(slot)
+        if existing is not None:
+            return existing.moved(axis)
+        name = self.path if slot == "out" else f"{self.path}/{slot}"
+        sid = self._an.new_source(name, size)
+        layout = Layout.of_source(sid, size, axis)
+        self.record.slots[slot] = layout
+        self.record.produced.add(slot)
+        return layout
+
+    def bind(self, slot: str, layout: Optional[Layout]) -> Optional[Layout]:
+        """Record that the layer's weights in ``slot`` read the channels of ``layout``.
+
+        A shared layer binds once per call; all its calls are coupled to each other.
+        """
+        if layout is None:
+            return None
+        if self.top_level:
+            for kt, seen in zip(self.input_tensors, self.inputs):
+                if seen is layout:
+                    self._an.add_consumer_input(kt, layout)
+                    break
+        existing = self.record.slots.get(slot)
+        if existing is None:
+            self.record.slots[slot] = layout
+            return layout
+        self.unify([existing, layout], f"shared layer '{self.path}'")
+        return existing
+
+    def unify(self, layouts: Sequence[Optional[Layout]], where: str) -> None:
+        """Couple tensors whose channels meet position by position (``Add``, shared weights)."""
+        self._an.unify([l for l in layouts if l is not None], where)
+
+    def freeze(self, layout: Optional[Layout], reason: str) -> None:
+        """Mark every group with channels in ``layout`` as not prunable."""
+        if layout is not None:
+            self._an.freeze_layout(layout, reason)
+
+    def require_blocks(self, layout: Optional[Layout], blocks: int) -> None:
+        """Require the channels of ``layout`` to be kept in ``blocks`` equal blocks.
+
+        The layout must be one whole source in order; otherwise it is frozen.
+        """
+        if layout is None or blocks <= 1:
+            return
+        if self._an.require_blocks(layout, blocks):
+            return
+        self.freeze(
+            layout,
+            f"layer '{self.path}' splits its channels into {blocks} blocks that do not "
+            "line up with a single group",
+        )
+
+    def opaque_outputs(self, reason: str) -> List[Optional[Layout]]:
+        """Fresh frozen sources for every output of this call (last axis as channels)."""
+        outs: List[Optional[Layout]] = []
+        for i, shape in enumerate(self.output_shapes):
+            outs.append(self._an.opaque_layout(f"{self.path}:{i}", shape, reason))
+        return outs
+
+    def frozen_layout(self, size: Optional[int], axis: int, reason: str) -> Optional[Layout]:
+        """A fresh frozen source of ``size`` channels along ``axis`` (None if size unknown)."""
+        if size is None:
+            return None
+        sid = self._an.new_source(f"{self.path}:frozen", size, reason)
+        return Layout.of_source(sid, size, axis)
+
+    def warn_unsupported(self) -> None:
+        """Warn (once per layer class) that channels through this layer are frozen."""
+        self._an.warn_unsupported(self.layer, self.path)
+
+
+class LayerHandler:
+    """Base class of the per-family handlers.
+
+    The base class is what kerasprune does with a layer it does not know: every channel
+    that enters it is frozen, and each output gets a fresh frozen source.
+
+    Attributes:
+        exact: False for layers whose output on the kept channels changes when other
+            channels are removed (LayerNormalization and GroupNormalization statistics,
+            for example). Pruning through them is allowed, but the thin model is then
+            not exactly the cut-off original.
+    """
+
+    exact: bool = True
+
+    def analyze(self, ctx: "NodeContext") -> Sequence[Optional["Layout"]]:
+        """Record one call of the layer; returns the layouts of its outputs."""
+        reason = (
+            f"passes through layer '{ctx.path}' ({type(ctx.layer).__name__}), "
+            "which kerasprune cannot slice"
+        )
+        ctx.warn_unsupported()
+        for layout in ctx.inputs:
+            ctx.freeze(layout, reason)
+        return ctx.opaque_outputs(reason)
+
+    def edit_config(self, layer: "keras.layers.Layer", config: dict, masks: Masks) -> None:
+        """Change ``config`` in place for the new widths (default: nothing to change)."""
+
+    def slice_weights(
+        self, layer: "keras.layers.Layer", weights: Sequence[np.ndarray], masks: Masks
+    ) -> list:
+        """Return the layer's weight arrays reduced to the kept channels."""
+        return list(weights)
+
+    def weight_positions(
+        self, layer: "keras.layers.Layer", slot: str, size: int
+    ) -> Optional[list]:
+        """For each weight, the slot position each entry depends on (-1: none), or None.
+
+        None (the default) lets kerasprune derive the answer from :meth:`slice_weights`
+        (see :mod:`kerasprune.graph.entries`); override it only for a slot that cannot
+        be sliced one position at a time (the input of a grouped convolution).
+        """
+        return None
+
+    def macs(self, layer: "keras.layers.Layer", node) -> int:
+        """Multiply-adds of one call of the layer (0 for layers without matmul work)."""
+        return 0

@@ -1,0 +1,157 @@
+"""Reading a Keras 3 functional graph: the only module that touches Keras's private fields.
+
+Keras 3 has no public API for walking a functional model node by node, so kerasprune
+reads a few private attributes (``_nodes_by_depth``, ``_keras_history``,
+``_inbound_nodes``, ``_inputs_struct``, ``Sequential._functional``). They are read here
+and nowhere else, so that a change in a Keras release is mended in one file.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+import keras
+
+from kerasprune.errors import UnsupportedModelError
+
+__all__ = [
+    "functional_of",
+    "is_graph_model",
+    "iter_layers",
+    "iter_nodes",
+    "iter_calls",
+    "producer",
+    "producer_name",
+    "upstream_tensors",
+    "readers",
+    "graph_inputs",
+]
+
+
+def functional_of(model: keras.Model) -> keras.Model:
+    """The functional graph behind ``model`` (a Functional, or a built Sequential).
+
+    Raises:
+        UnsupportedModelError: for subclassed models and unbuilt Sequential models.
+    """
+    if isinstance(model, keras.Sequential):
+        fn = getattr(model, "_functional", None)
+        if fn is None:
+            raise UnsupportedModelError(
+                f"Sequential model '{model.name}' is not built, so it has no graph to "
+                "analyze. Give it an input shape first: start it with "
+                "keras.Input(shape=...), or call model.build((None, ...)) or run it on "
+                "a batch of data."
+            )
+        return fn
+    if is_graph_model(model):
+        return model
+    raise UnsupportedModelError(
+        f"model '{getattr(model, 'name', model)}' ({type(model).__name__}) is a "
+        "subclassed keras.Model: its layers are called from Python code in call(), so "
+        "there is no functional graph to read which channels connect to which. Build "
+        "the same network with the functional API instead:\n"
+        "    inputs = keras.Input(shape=...)\n"
+        "    x = keras.layers.Conv2D(...)(inputs)\n"
+        "    ...\n"
+        "    model = keras.Model(inputs, outputs)\n"
+        "and copy the weights over with model.set_weights(old_model.get_weights())."
+    )
+
+
+def is_graph_model(layer: object) -> bool:
+    """Whether ``layer`` is a model with a functional graph (a Functional, a built
+    Sequential) that the walk can enter."""
+    if isinstance(layer, keras.Sequential):
+        return getattr(layer, "_functional", None) is not None
+    return (
+        isinstance(layer, keras.Model)
+        and hasattr(layer, "_nodes_by_depth")
+        and hasattr(layer, "_run_through_graph")
+        and hasattr(layer, "_inputs_struct")
+    )
+
+
+def iter_layers(
+    model: keras.Model, prefix: str = ""
+) -> Iterator[Tuple[str, keras.layers.Layer]]:
+    """Yield ``(path, layer)`` for every layer of ``model``, nested models walked into.
+
+    A nested model yields itself, then its layers. Shared layers are yielded once.
+    """
+    seen = set()
+
+    def walk(m, pre):
+        for layer in m.layers:
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            path = pre + layer.name
+            yield path, layer
+            if isinstance(layer, keras.Model):
+                yield from walk(layer, path + "/")
+
+    yield from walk(model, prefix)
+
+
+def iter_nodes(fn: keras.Model) -> Iterator[Any]:
+    """Every call node of functional graph ``fn`` (input nodes left out), inputs first.
+
+    Each node has ``operation`` (the layer or operation called), ``input_tensors`` and
+    ``outputs`` (KerasTensors).
+    """
+    for depth in sorted(fn._nodes_by_depth.keys(), reverse=True):
+        for node in fn._nodes_by_depth[depth]:
+            if node.operation is None or node.is_input:
+                continue
+            yield node
+
+
+def iter_calls(model: keras.Model, prefix: str = "") -> Iterator[Tuple[str, object, object]]:
+    """Yield ``(path, layer, node)`` for each call of a leaf layer, in topological order."""
+    for node in iter_nodes(functional_of(model)):
+        op = node.operation
+        path = prefix + op.name
+        if is_graph_model(op):
+            yield from iter_calls(op, path + "/")
+        else:
+            yield path, op, node
+
+
+def producer(tensor: Any) -> Tuple[Optional[object], int, int]:
+    """``(operation, node_index, tensor_index)`` that made KerasTensor ``tensor``
+    (operation None for a tensor kerasprune cannot trace)."""
+    hist = getattr(tensor, "_keras_history", None)
+    if hist is None or hist.operation is None:
+        return None, 0, 0
+    return hist.operation, hist.node_index, hist.tensor_index
+
+
+def producer_name(tensor: Any) -> str:
+    """The name of the layer that made ``tensor`` (the tensor's own name if none)."""
+    op = producer(tensor)[0]
+    return op.name if op is not None else tensor.name
+
+
+def upstream_tensors(tensor: Any) -> List[Any]:
+    """The input tensors of the call that made ``tensor`` (empty for a graph input)."""
+    op, node_index, _ = producer(tensor)
+    if op is None:
+        return []
+    nodes = getattr(op, "_inbound_nodes", [])
+    return list(nodes[node_index].input_tensors) if node_index < len(nodes) else []
+
+
+def readers(fn: keras.Model) -> Dict[int, List[object]]:
+    """id(KerasTensor) -> the operations of ``fn`` that take it as an input."""
+    out: Dict[int, List[object]] = {}
+    for node in iter_nodes(fn):
+        for t in node.input_tensors:
+            out.setdefault(id(t), []).append(node.operation)
+    return out
+
+
+def graph_inputs(fn: keras.Model) -> Any:
+    """The inputs of functional graph ``fn`` in the structure the model was built with
+    (a dict stays a dict), for building another model on the same inputs."""
+    return fn._inputs_struct
