@@ -57,7 +57,7 @@ bench-latency: $(STAMP)
 bench-profile: $(STAMP)
 	$(PY) bench/latency_profile.py
 
-# the callbacks' cost per train step, and soft pruning of LeNet-5 (papers/004 Table 2;
+# the callbacks' cost per train step, and soft pruning of LeNet-5 (Xu et al. (2018), Table 2;
 # needs the trained LeNet-5 of bench-lenet)
 bench-callbacks: $(STAMP)
 	$(PY) bench/callback_overhead.py

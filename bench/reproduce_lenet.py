@@ -1,17 +1,23 @@
-"""The full gradual scheme on LeNet-5 / MNIST, beside papers/002's row.
+"""The full gradual scheme on LeNet-5 / MNIST, beside the row of Salama et al. (2019).
 
 Not a test: trains LeNet-5 (431,080 parameters) on MNIST, then prunes it with
-:class:`kerasprune.GradualPruner` (global AAWS, the size-normalized L1 of papers/002,
+:class:`kerasprune.GradualPruner` (global AAWS, the size-normalized L1 of Salama et al. (2019),
 ranked across layers as is (``--normalization none``), a fixed fraction of
 the *current parameters* removed per round, fine-tuning after each round, random-crop
 augmentation throughout) while the validation accuracy holds ``--target``, fine-tunes the last model that held, and prints a table:
 baseline and final test error, parameters, MACs, per-layer widths and wall time,
-beside papers/002 (97.40% of parameters removed at 0.75% test error, baseline 0.80%).
+beside Salama et al. (2019): 97.40% of parameters removed at 0.75% test error, baseline 0.80%.
 The run directory keeps every round's ``.keras`` checkpoint and ``history.json``; a
 killed run continues where it stopped when started again with the same ``--dir``.
 
     make venv && TFDS_DATA_DIR=../shared/data/tfds .venv/bin/python bench/reproduce_lenet.py
         [--dir runs/reproduce_lenet] [--epochs 15] [--ratio 0.2] [--target 0.99]
+
+References:
+
+- Salama et al. (2019), global normalized-L1 pruning: Abdullah Salama, Oleksiy Ostapenko,
+  Tassilo Klein and Moin Nabi, "Pruning at a Glance: Global Neural Pruning for Model
+  Compression", arXiv preprint, 2019; arXiv:1912.00200.
 """
 
 from __future__ import annotations
@@ -65,7 +71,8 @@ def main() -> int:
                    help="learning rate of the final fine-tuning's first half (the second half uses a tenth)")
     p.add_argument("--max-rounds", type=int, default=40)
     p.add_argument("--normalization", default="none",
-                   help="papers/002 ranks the size-normalized L1 (AAWS) of all layers as is: none")
+                   help="Salama et al. (2019) rank the size-normalized L1 (AAWS) of all layers "
+                        "as is: none")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
 
@@ -122,7 +129,7 @@ def main() -> int:
     w0, w1 = layer_widths(base), layer_widths(best)
     removed = 100.0 * (1 - p1 / p0)
     rows = [
-        ("", "baseline", "kerasprune", "papers/002"),
+        ("", "baseline", "kerasprune", "Salama et al. (2019)"),
         ("test error (%)", f"{base_err:.2f}", f"{err:.2f}", f"{PAPER['baseline_error']:.2f} -> {PAPER['error']:.2f}"),
         ("parameters", f"{p0:,}", f"{p1:,}", "431K -> 11.2K"),
         ("parameters removed (%)", "", f"{removed:.2f}", f"{PAPER['params_removed']:.2f}"),

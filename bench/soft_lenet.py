@@ -1,4 +1,4 @@
-"""Globally soft filter pruning of LeNet-5 on MNIST at several rates, beside papers/004.
+"""Globally soft filter pruning of LeNet-5 on MNIST at several rates, beside Xu et al. (2018).
 
 Not a test: prints a table. From one trained LeNet-5 (the baseline of
 ``bench/reproduce_lenet.py`` when its run directory exists, else trained here), for each
@@ -6,11 +6,17 @@ rate P it trains a copy with :class:`kerasprune.callbacks.SoftFilterPruning` (gs
 accumulated over each epoch, normalized per layer, ranked globally over the two
 convolutions' filters, the lowest P masked at every epoch end), strips the masked filters
 with :func:`kerasprune.strip` and reports the filters left per layer, the FLOPs left and
-the test error, beside papers/004 Table 2 (P = 70, 80, 85, 90%: 7-14, 6-8, 5-6, 3-4 filters;
-0.72, 0.77, 0.83, 1.07% error; baseline 0.75%). papers/004 retrains 100 epochs at lr 0.01;
+the test error, beside Table 2 of Xu et al. (2018) (P = 70, 80, 85, 90%: 7-14, 6-8, 5-6, 3-4
+filters; 0.72, 0.77, 0.83, 1.07% error; baseline 0.75%). The paper retrains 100 epochs at lr 0.01;
 the default here is far shorter (``--epochs``).
 
     .venv/bin/python bench/soft_lenet.py [--rates 0.7 0.8 0.85 0.9] [--epochs 8]
+
+References:
+
+- Xu et al. (2018), globally soft filter pruning (GSFP): Ke Xu, Xiaoyun Wang, Qun Jia,
+  Jianjing An and Dong Wang, "Globally Soft Filter Pruning For Efficient Convolutional
+  Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rates", nargs="+", type=float, default=[0.7, 0.8, 0.85, 0.9])
     p.add_argument("--epochs", type=int, default=8)
-    p.add_argument("--lr", type=float, default=0.01, help="SGD learning rate (momentum 0.9), papers/004")
+    p.add_argument("--lr", type=float, default=0.01,
+                   help="SGD learning rate (momentum 0.9), as in Xu et al. (2018)")
     p.add_argument("--baseline", default="runs/reproduce_lenet/baseline.keras")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -75,7 +82,8 @@ def main() -> int:
             paper_filters, "" if paper_err is None else f"{paper_err:.2f}",
         ))
         print(f"P={rate:.0%} done in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
-    header = ("rate", "filters conv1-conv2", "test error %", "FLOPs left", "papers/004 filters", "papers/004 error %")
+    header = ("rate", "filters conv1-conv2", "test error %", "FLOPs left",
+              "Xu et al. (2018) filters", "Xu et al. (2018) error %")
     print_table(header, rows)
     print(f"\n{args.epochs} epochs of soft pruning per rate, SGD lr {args.lr} momentum 0.9, batch 128, seed {args.seed}")
     print(f"machine: {machine()}\nversions: {versions()}")

@@ -1,5 +1,12 @@
 """The ``kerasprune`` command: train a zoo model, analyze it, prune it gradually (or to a measured
-speed-up), report and export the result."""
+speed-up), report and export the result.
+
+References:
+
+- Xu et al. (2018), globally soft filter pruning (GSFP): Ke Xu, Xiaoyun Wang, Qun Jia,
+  Jianjing An and Dong Wang, "Globally Soft Filter Pruning For Efficient Convolutional
+  Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
+"""
 
 from __future__ import annotations
 
@@ -114,7 +121,7 @@ def cmd_prune(args) -> int:
 
 
 def _soft_prune(args) -> int:
-    """``kerasprune prune --soft``: globally soft filter pruning in ``fit`` (papers/004), then strip."""
+    """``kerasprune prune --soft``: the GSFP of Xu et al. (2018) in ``fit``, then strip."""
     from kerasprune.callbacks import SoftFilterPruning, strip
     from kerasprune.report import compare
 
@@ -346,7 +353,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="score each round by the saliency (gsfp, mean_gradient or taylor) accumulated during "
                         "the previous fine-tuning")
     p.add_argument("--soft", action="store_true",
-                   help="globally soft filter pruning (papers/004): mask --ratio of the filters at every epoch "
+                   help="globally soft filter pruning (GSFP) of Xu et al. (2018): mask --ratio of "
+                        "the filters at every epoch "
                         "end of --soft-epochs of training, then strip the masked ones")
     p.add_argument("--soft-epochs", type=int, default=10, help="training epochs of --soft (default 10)")
     p.add_argument("--tensorboard", default=None, metavar="DIR",

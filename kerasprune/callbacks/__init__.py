@@ -1,4 +1,4 @@
-"""Keras callbacks for pruning inside ``model.fit`` (papers/004, globally soft filter pruning).
+"""Keras callbacks for pruning inside ``model.fit`` (the GSFP of Xu et al. (2018)).
 
 ::
 
@@ -15,6 +15,12 @@
 - :class:`SoftFilterPruning`: at each epoch end, masks the lowest channels (zeroes them
   everywhere they live); masked channels keep training;
 - :func:`strip`: the thin model without the channels that carry nothing.
+
+References:
+
+- Xu et al. (2018), globally soft filter pruning (GSFP): Ke Xu, Xiaoyun Wang, Qun Jia,
+  Jianjing An and Dong Wang, "Globally Soft Filter Pruning For Efficient Convolutional
+  Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
 """
 
 from kerasprune.callbacks.saliency import CRITERIA, CallbackError, SaliencyAccumulator

@@ -3,7 +3,7 @@
 The criteria of :mod:`kerasprune.importance.gradients`, computed from the training steps
 of ``fit`` instead of a separate pass over data:
 
-- ``mean_gradient`` (papers/003): per example, ``|mean over positions of dC/dx_k|`` at
+- ``mean_gradient`` (Liu and Wu (2019)): per example, ``|mean over positions of dC/dx_k|`` at
   the group's observed feature map ``x`` (where
   :class:`~kerasprune.importance.observe.ObservationPlan` observes it: the tensor the
   next layers read), then the mean over the examples of the epoch;
@@ -36,6 +36,12 @@ batches with the weights held fixed.
 produced by an operation used once in the model (a shared layer's calls cannot be told
 apart), and some trainable weight must lie upstream of it (otherwise the train step never
 computes its gradient).
+
+References:
+
+- Liu and Wu (2019), mean gradient and hierarchical global pruning: Congcong Liu and
+  Huaming Wu, "Channel pruning based on mean gradient for accelerating Convolutional
+  Neural Networks", Signal Processing 156, 84-91, 2019; doi:10.1016/j.sigpro.2018.10.019.
 """
 
 from __future__ import annotations

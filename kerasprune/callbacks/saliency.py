@@ -13,11 +13,11 @@ the optimizer (and the model) are restored and the train function rebuilt again.
 
 Criteria:
 
-- from the gradients of the filters' weights (``gsfp`` of papers/004, ``taylor_weights``,
+- from the gradients of the filters' weights (``gsfp`` of Xu et al. (2018), ``taylor_weights``,
   ``grad_l1``): :mod:`~kerasprune.callbacks.weight_saliency`. The weights the hook reads
   are the ones the step's forward pass used (they are read before the update). Summed
   over the steps of the epoch.
-- from the gradients of the feature maps (``mean_gradient`` of papers/003, ``taylor``):
+- from the gradients of the feature maps (``mean_gradient`` of Liu and Wu (2019), ``taylor``):
   :mod:`~kerasprune.callbacks.feature_saliency`. The feature maps are tapped by an
   identity with a custom gradient inside the step's own backward pass. Averaged over the
   examples of the epoch.
@@ -37,6 +37,15 @@ only, a compiled model with an optimizer, the default strategy or ``MirroredStra
 every scored producer's filters must be trainable (weight criteria); every observed
 feature map must come from an operation called once, after some trainable weight
 (feature-map criteria).
+
+References:
+
+- Liu and Wu (2019), mean gradient and hierarchical global pruning: Congcong Liu and
+  Huaming Wu, "Channel pruning based on mean gradient for accelerating Convolutional
+  Neural Networks", Signal Processing 156, 84-91, 2019; doi:10.1016/j.sigpro.2018.10.019.
+- Xu et al. (2018), globally soft filter pruning (GSFP): Ke Xu, Xiaoyun Wang, Qun Jia,
+  Jianjing An and Dong Wang, "Globally Soft Filter Pruning For Efficient Convolutional
+  Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
 """
 
 from __future__ import annotations
@@ -70,10 +79,10 @@ class SaliencyAccumulator(keras.callbacks.Callback):
 
     Args:
         criterion: from the weights' gradients, summed over the epoch's steps: ``gsfp``
-            (papers/004 Eq. 5/6), ``taylor_weights`` (``|sum w*g|`` per filter) or
+            (Xu et al. (2018), Eq. 5/6), ``taylor_weights`` (``|sum w*g|`` per filter) or
             ``grad_l1`` (size-normalized L1 norm of the filter's gradient); from the
             feature maps' gradients, averaged over the epoch's examples:
-            ``mean_gradient`` (papers/003) or ``taylor`` (``|mean x*dL/dx|``).
+            ``mean_gradient`` (Liu and Wu (2019)) or ``taylor`` (``|mean x*dL/dx|``).
         normalization: per-group normalization of the epoch's values: ``layer_mean``,
             ``l2`` or ``none`` (as :func:`kerasprune.importance.normalize`).
         reset_each_epoch: start every epoch from zero (default); False accumulates over

@@ -1,4 +1,4 @@
-"""``SoftFilterPruning``: globally soft filter pruning inside ``model.fit`` (papers/004).
+"""``SoftFilterPruning``: the globally soft filter pruning of Xu et al. (2018) in ``model.fit``.
 
 At each epoch end the callback ranks the channels by the saliency its
 :class:`~kerasprune.callbacks.SaliencyAccumulator` added up over the epoch's training
@@ -16,6 +16,12 @@ channels move again through the optimizer's state (momentum, Adam moments) or we
 decay; with plain SGD they stay at zero until unmasked channels are chosen instead, which
 does not restore them either. :func:`kerasprune.strip` removes the channels that are still
 zero at the end.
+
+References:
+
+- Xu et al. (2018), globally soft filter pruning (GSFP): Ke Xu, Xiaoyun Wang, Qun Jia,
+  Jianjing An and Dong Wang, "Globally Soft Filter Pruning For Efficient Convolutional
+  Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
 """
 
 from __future__ import annotations
@@ -41,9 +47,9 @@ class SoftFilterPruning(SaliencyAccumulator):
             function ``epoch -> rate`` (epochs count from 0), for a ramp.
         criterion: saliency accumulated over the epoch (``gsfp``, ``taylor_weights``,
             ``grad_l1``, ``mean_gradient`` or ``taylor``; see :class:`SaliencyAccumulator`).
-        scope: ``global`` (papers/004), ``layerwise`` or ``hierarchical``.
+        scope: ``global`` (as in Xu et al. (2018)), ``layerwise`` or ``hierarchical``.
         normalization: per-group normalization before the ranking (``layer_mean``, ``l2``
-            or ``none``). Without it a global ranking can empty whole layers (papers/004).
+            or ``none``). Without it a global ranking can empty whole layers (Xu et al. (2018)).
         min_channels: no group keeps fewer channels.
         max_ratio: no group loses more than this fraction of its channels.
         round_to: every masked group keeps a multiple of this many channels.
@@ -51,7 +57,7 @@ class SoftFilterPruning(SaliencyAccumulator):
         unit: ``neurons`` (fraction of channels), ``params`` or ``flops``.
         schedule: optional ``(epoch, rate) -> rate`` applied on top of ``rate`` (for
             example a ramp ``lambda e, r: r * min(1, (e + 1) / 5)``).
-        reset_each_epoch: accumulate each epoch from zero (papers/004 Eq. 6) or over the
+        reset_each_epoch: accumulate each epoch from zero (Xu et al. (2018), Eq. 6) or over the
             whole ``fit`` call.
         tensorboard_dir: a TensorBoard log directory: every epoch writes, after masking,
             the epoch logs as ``metrics/<name>``, the ``params``, ``flops`` and

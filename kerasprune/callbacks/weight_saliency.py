@@ -3,7 +3,7 @@
 Per step and per producer layer with ``N`` held channels, each filter having ``n``
 weights ``w`` with gradients ``g``:
 
-- ``gsfp`` (papers/004 Eq. 5): ``G_n = sum|g| / n``, ``W_n = sqrt(sum w^2 / n)``,
+- ``gsfp`` (Xu et al. (2018), Eq. 5): ``G_n = sum|g| / n``, ``W_n = sqrt(sum w^2 / n)``,
   ``S_n = (N*G_n / sum_j G_j) * (N*W_n / sum_j W_j)`` (a layer whose sums are zero
   contributes 0); summed over the steps of an epoch it is Eq. 6's cumulative saliency;
 - ``taylor_weights``: ``|sum w*g|`` over the filter (first-order Taylor on weights);
@@ -19,6 +19,12 @@ Under ``tf.distribute.MirroredStrategy`` each replica holds the gradient of its 
 the global batch (Keras scales the loss by 1/replicas); the step all-reduces (sums) the
 gradients of the scored kernels first, so every replica computes the saliency of the
 global batch.
+
+References:
+
+- Xu et al. (2018), globally soft filter pruning (GSFP): Ke Xu, Xiaoyun Wang, Qun Jia,
+  Jianjing An and Dong Wang, "Globally Soft Filter Pruning For Efficient Convolutional
+  Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
 """
 
 from __future__ import annotations

@@ -9,12 +9,12 @@ of hierarchical selection need, for every channel, how much removing it alone sa
 - **multiply-adds**: for every layer holding the channel, the layer's MACs times the
   share of the layer's slot the channel occupies (removing ``m`` of ``c`` output
   channels of a convolution cuts its MACs and the next convolution's by ``m / c``, as
-  papers/003 Table 1 counts). These are *marginal* costs, exact for one channel;
+  Liu and Wu (2019) count in their Table 1). These are *marginal* costs, exact for one channel;
   removing many channels of a layer and of its successor at once saves a little less
   than the sum (the product term), so a FLOPs budget is met to within that term.
 - **feature-map size**: the number of spatial positions of the producers' output
   (``H * W`` for a convolution, 1 for a Dense layer), which groups the channels into
-  the levels of hierarchical selection (papers/003).
+  the levels of the hierarchical selection of Liu and Wu (2019).
 
 :class:`RemovalMeter` then measures what a whole keep-set removes, without building
 the thin model: parameters exactly (an entry goes when any channel it depends on
@@ -22,6 +22,12 @@ goes), multiply-adds as each layer's MACs times the kept fraction of each of its
 changed slots (exact for convolutions and Dense layers, whose work is bilinear in
 their input and output widths). Selection uses it to meet parameter and FLOPs
 budgets that the marginal costs alone would miss.
+
+References:
+
+- Liu and Wu (2019), mean gradient and hierarchical global pruning: Congcong Liu and
+  Huaming Wu, "Channel pruning based on mean gradient for accelerating Convolutional
+  Neural Networks", Signal Processing 156, 84-91, 2019; doi:10.1016/j.sigpro.2018.10.019.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
     from kerasprune.importance import score
 
     scores = score(model)                                    # AAWS, layer-mean normalized
-    scores = score(model, "mean_gradient", data=train_ds)    # papers/003, over (x, y) batches
+    scores = score(model, "mean_gradient", data=train_ds)    # Liu and Wu (2019), (x, y) batches
     scores = score(model, "gsfp", data=(x, y), max_batches=100, normalization="none")
 
 Criteria (``available_criteria()``): ``aaws``, ``l1``, ``l2``, ``bn_gamma``, ``aaws_out``,
@@ -25,6 +25,12 @@ Documented choices:
   (leave it out with ``exclude=``);
 - ``aaws_dense_out`` scores Dense-made groups by their outgoing rows (the original GGP
   notebooks), ``aaws_out`` scores every group by its outgoing weights.
+
+References:
+
+- Liu and Wu (2019), mean gradient and hierarchical global pruning: Congcong Liu and
+  Huaming Wu, "Channel pruning based on mean gradient for accelerating Convolutional
+  Neural Networks", Signal Processing 156, 84-91, 2019; doi:10.1016/j.sigpro.2018.10.019.
 """
 
 from kerasprune.importance.base import (

@@ -1,21 +1,31 @@
-"""Criteria computed from the feature maps over data (papers/000, papers/003).
+"""Criteria computed from the feature maps over data (Wang et al. (2017), Liu and Wu (2019)).
 
 For every example, a channel's response ``r`` is the mean of its feature map over its
 spatial positions (a Dense unit: its output); the feature map is where the group is
 observed (see :mod:`~kerasprune.importance.observe`). Over the N examples read:
 
-- ``mean_response``: ``|mean_n r_n|`` (papers/000's R). After a ReLU ``R >= 0`` and the
+- ``mean_response``: ``|mean_n r_n|`` (the R of Wang et al. (2017)). After a ReLU ``R >= 0`` and the
   absolute value changes nothing; on feature maps that can be negative (no activation,
   tanh, a residual sum) it keeps every score >= 0, so that low still means weak and the
   ``layer_mean`` normalization stays meaningful.
 - ``std_response``: ``sqrt(mean_n r_n^2 - (mean_n r_n)^2)``, the population standard
-  deviation of ``r`` over the examples (papers/000's sigma(R)).
+  deviation of ``r`` over the examples (the sigma(R) of Wang et al. (2017)).
 - ``apoz``: ``1 - APoZ`` where APoZ is the fraction of zero activations (over examples
   and positions). The sign is flipped so that, like every criterion, a **low score means
   prune first**: a channel that is almost always zero scores near 0.
 
 All three run inference (``training=False``) through one probe model built once, and
 stream the data batch by batch.
+
+References:
+
+- Wang et al. (2017), gradually global pruning (GGP): Zhengtao Wang, Ce Zhu, Zhiqiang Xia,
+  Qi Guo and Yipeng Liu, "Towards Thinner Convolutional Neural Networks Through Gradually
+  Global Pruning", IEEE International Conference on Image Processing (ICIP), 2017;
+  arXiv:1703.09916.
+- Liu and Wu (2019), mean gradient and hierarchical global pruning: Congcong Liu and
+  Huaming Wu, "Channel pruning based on mean gradient for accelerating Convolutional
+  Neural Networks", Signal Processing 156, 84-91, 2019; doi:10.1016/j.sigpro.2018.10.019.
 """
 
 from __future__ import annotations
@@ -52,14 +62,14 @@ def _response_sums(ctx: ScoringContext, what: Callable[[tf.Tensor], tf.Tensor], 
 
 @register_criterion("mean_response", needs="data")
 def mean_response(ctx: ScoringContext) -> Dict[str, np.ndarray]:
-    """|Mean over examples of each channel's spatially averaged response| (papers/000 R)."""
+    """|Mean over examples of each channel's spatial-mean response| (Wang et al. (2017) R)."""
     plan, mean, _ = _response_sums(ctx, lambda t: t, squares=False)
     return plan.combine(np.abs(mean))
 
 
 @register_criterion("std_response", needs="data")
 def std_response(ctx: ScoringContext) -> Dict[str, np.ndarray]:
-    """Std over examples of each channel's spatially averaged response (papers/000 sigma(R))."""
+    """Std over examples of each channel's spatial-mean response (Wang et al. (2017) sigma(R))."""
     plan, mean, mean_sq = _response_sums(ctx, lambda t: t, squares=True)
     return plan.combine(np.sqrt(np.maximum(mean_sq - mean * mean, 0.0)))
 

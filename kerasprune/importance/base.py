@@ -6,6 +6,19 @@ group, keyed by group name. Low scores are pruned first. Built-in criteria regis
 themselves from :mod:`~kerasprune.importance.weights`,
 :mod:`~kerasprune.importance.activations` and :mod:`~kerasprune.importance.gradients`;
 users add their own with :func:`register_criterion`.
+
+References:
+
+- Wang et al. (2017), gradually global pruning (GGP): Zhengtao Wang, Ce Zhu, Zhiqiang Xia,
+  Qi Guo and Yipeng Liu, "Towards Thinner Convolutional Neural Networks Through Gradually
+  Global Pruning", IEEE International Conference on Image Processing (ICIP), 2017;
+  arXiv:1703.09916.
+- Liu and Wu (2019), mean gradient and hierarchical global pruning: Congcong Liu and
+  Huaming Wu, "Channel pruning based on mean gradient for accelerating Convolutional
+  Neural Networks", Signal Processing 156, 84-91, 2019; doi:10.1016/j.sigpro.2018.10.019.
+- Xu et al. (2018), globally soft filter pruning (GSFP): Ke Xu, Xiaoyun Wang, Qun Jia,
+  Jianjing An and Dong Wang, "Globally Soft Filter Pruning For Efficient Convolutional
+  Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
 """
 
 from __future__ import annotations
@@ -293,14 +306,14 @@ def score(
     Criteria (see :func:`available_criteria`; all scores are >= 0):
 
     - from weights: ``aaws`` (mean |w| of the channel's filter), ``l1`` (sum |w|),
-      ``l2`` (sqrt(sum w^2 / n), papers/004 Eq. 3), ``bn_gamma`` (|gamma| of the group's
+      ``l2`` (sqrt(sum w^2 / n), Xu et al. (2018), Eq. 3), ``bn_gamma`` (|gamma| of the group's
       BatchNormalization), ``aaws_out`` (mean |w| of the weights that *read* the
       channel), ``aaws_dense_out`` (``aaws``, except groups made by Dense layers, scored
       by their outgoing weights as in the original GGP notebooks);
     - from activations over ``data``: ``mean_response``, ``std_response``, ``apoz``
       (scored ``1 - APoZ``, so mostly-zero channels are pruned first);
-    - from gradients over labelled ``data``: ``mean_gradient`` (papers/003), ``taylor``
-      (first-order Taylor, |mean of x * dL/dx|), ``gsfp`` (papers/004 Eq. 5, summed over
+    - from gradients over labelled ``data``: ``mean_gradient`` (Liu and Wu (2019)), ``taylor``
+      (first-order Taylor, |mean of x * dL/dx|), ``gsfp`` (Xu et al. (2018), Eq. 5, summed over
       batches, Eq. 6).
 
     A channel made by several layers (a residual group) gets the mean of its producers'
@@ -309,8 +322,8 @@ def score(
     Args:
         model: the model to score (functional, or a built Sequential).
         criterion: a registered criterion name.
-        normalization: ``layer_mean`` (divide by the group's mean, papers/000 Eq. 2),
-            ``l2`` (divide by the group's Euclidean norm, papers/003 Eq. 4) or ``none``.
+        normalization: ``layer_mean`` (divide by the group's mean, Wang et al. (2017), Eq. 2),
+            ``l2`` (divide by the group's Euclidean norm, Liu and Wu (2019), Eq. 4) or ``none``.
         data: scoring data for data-driven criteria: a ``tf.data.Dataset`` of ``(x, y)``
             or ``(x,)`` batches, or numpy arrays ``x`` / ``(x, y)``.
         graph: the model's :func:`~kerasprune.analyze` result (computed when None).

@@ -1,4 +1,4 @@
-"""Criteria computed from gradients of the loss over labelled data (papers/003, papers/004).
+"""Criteria from gradients of the loss over labelled data (Liu and Wu (2019), Xu et al. (2018)).
 
 The loss is the model's compiled loss, or ``loss=`` (a name such as
 ``"sparse_categorical_crossentropy"``, a ``keras.losses.Loss``, or a function of
@@ -9,7 +9,7 @@ are not included. Sample weights given with the data multiply the per-example lo
 Everything runs in inference mode (``training=False``: BatchNormalization uses its moving
 statistics, dropout is off).
 
-- ``mean_gradient`` (papers/003): per example, ``|mean over positions of dC/dx_k|`` at the
+- ``mean_gradient`` (Liu and Wu (2019)): per example, ``|mean over positions of dC/dx_k|`` at the
   group's feature map ``x`` (where it is observed, see
   :mod:`~kerasprune.importance.observe`), then the mean over examples. In inference mode
   examples do not interact, so the gradient of the *sum* of the per-example losses with
@@ -17,12 +17,21 @@ statistics, dropout is off).
   pass per batch.
 - ``taylor``: first-order Taylor expansion, per example ``|mean over positions of
   x_k * dC/dx_k|``, then the mean over examples.
-- ``gsfp`` (papers/004, Eq. 5 and 6): per batch, for each producer layer with ``N`` of the
+- ``gsfp`` (Xu et al. (2018), Eq. 5 and 6): per batch, for each producer layer with ``N`` of the
   group's filters, ``S_n = (N*G_n / sum_j G_j) * (N*W_n / sum_j W_j)`` where
   ``G_n = sum |g| / n`` over the filter's ``n`` weights (``g``: gradient of the batch's
   mean loss with respect to the kernel) and ``W_n = sqrt(sum w^2 / n)``; ``S_n`` is
   summed over the batches read (Eq. 6). A layer whose gradient (or weights) are all
   zero contributes 0 instead of NaN. Several producers: the mean of their ``S``.
+
+References:
+
+- Liu and Wu (2019), mean gradient and hierarchical global pruning: Congcong Liu and
+  Huaming Wu, "Channel pruning based on mean gradient for accelerating Convolutional
+  Neural Networks", Signal Processing 156, 84-91, 2019; doi:10.1016/j.sigpro.2018.10.019.
+- Xu et al. (2018), globally soft filter pruning (GSFP): Ke Xu, Xiaoyun Wang, Qun Jia,
+  Jianjing An and Dong Wang, "Globally Soft Filter Pruning For Efficient Convolutional
+  Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
 """
 
 from __future__ import annotations
@@ -187,7 +196,7 @@ def _feature_map_gradients(ctx: ScoringContext, taylor_: bool) -> Dict[str, np.n
 
 @register_criterion("mean_gradient", needs="labels")
 def mean_gradient(ctx: ScoringContext) -> Dict[str, np.ndarray]:
-    """Mean over examples of |spatial mean of dLoss/dx| per channel (papers/003)."""
+    """Mean over examples of |spatial mean of dLoss/dx| per channel (Liu and Wu (2019))."""
     return _feature_map_gradients(ctx, taylor_=False)
 
 
@@ -248,7 +257,7 @@ class FilterBlocks:
         return total
 
     def relative(self, values: tf.Tensor) -> tf.Tensor:
-        """``N * v_n / sum_j v_j`` over the ``N`` held channels (papers/004 Eq. 5's factors),
+        """``N * v_n / sum_j v_j`` over the ``N`` held channels (Xu et al. (2018), Eq. 5 factors),
         0 where not held and where the sum is 0."""
         return tf.math.divide_no_nan(values * self._n_held, tf.reduce_sum(values * self.held_f)) * self.held_f
 
@@ -264,7 +273,7 @@ def _normalized(values: np.ndarray) -> np.ndarray:
 
 @register_criterion("gsfp", needs="labels")
 def gsfp(ctx: ScoringContext) -> Dict[str, np.ndarray]:
-    """Cumulative normalized saliency of globally soft filter pruning (papers/004 Eq. 5, 6)."""
+    """Cumulative normalized saliency of globally soft filter pruning, Xu et al. (2018) Eq. 5, 6."""
     loss_fn = per_example_loss(ctx.model, ctx.loss, ctx.criterion)
     model = ctx.model
     producers: List[ChannelWeights] = []

@@ -4,13 +4,23 @@ A global ranking compares the channels of different groups, whose raw scores can
 by orders of magnitude (early layers respond more strongly, late layers have smaller
 weights). Each group's scores are therefore divided by a per-group scale:
 
-- ``layer_mean`` (papers/000, Eq. 2): ``s'_i = s_i / mean_j s_j``; the group's mean
+- ``layer_mean`` (Wang et al. (2017), Eq. 2): ``s'_i = s_i / mean_j s_j``; the group's mean
   becomes 1.
-- ``l2`` (papers/003, Eq. 4): ``s'_i = s_i / sqrt(sum_j s_j^2)``; the group's vector gets
+- ``l2`` (Liu and Wu (2019), Eq. 4): ``s'_i = s_i / sqrt(sum_j s_j^2)``; the group's vector gets
   unit Euclidean length.
 - ``none``: the raw scores (as float64 copies).
 
 A group whose scale is 0 (every score 0) is returned unchanged (all zeros), never NaN.
+
+References:
+
+- Wang et al. (2017), gradually global pruning (GGP): Zhengtao Wang, Ce Zhu, Zhiqiang Xia,
+  Qi Guo and Yipeng Liu, "Towards Thinner Convolutional Neural Networks Through Gradually
+  Global Pruning", IEEE International Conference on Image Processing (ICIP), 2017;
+  arXiv:1703.09916.
+- Liu and Wu (2019), mean gradient and hierarchical global pruning: Congcong Liu and
+  Huaming Wu, "Channel pruning based on mean gradient for accelerating Convolutional
+  Neural Networks", Signal Processing 156, 84-91, 2019; doi:10.1016/j.sigpro.2018.10.019.
 """
 
 from __future__ import annotations
@@ -80,8 +90,8 @@ def normalize(scores: Mapping[str, np.ndarray], method: str = "layer_mean") -> D
     Args:
         scores: group name -> one score per channel (as returned by
             :func:`kerasprune.importance.raw_scores`).
-        method: ``layer_mean`` (divide by the group's mean, papers/000 Eq. 2), ``l2``
-            (divide by the group's Euclidean norm, papers/003 Eq. 4) or ``none``.
+        method: ``layer_mean`` (divide by the group's mean, Wang et al. (2017), Eq. 2), ``l2``
+            (divide by the group's Euclidean norm, Liu and Wu (2019), Eq. 4) or ``none``.
 
     Returns:
         group name -> float64 array, same keys and order. A group whose scores are all

@@ -4,10 +4,10 @@ The *filter* of a channel is the set of kernel entries (rank >= 2) that its prod
 creates: ``kernel[..., c]`` of a convolution (``k*k*c_in`` entries, ``k*k*c_in/groups``
 for a grouped one), the incoming column of a Dense unit. Biases are left out.
 
-- ``aaws``: mean |w| over the filter (average absolute weight sum, papers/000; the
-  size-normalized L1 norm of papers/002).
+- ``aaws``: mean |w| over the filter (average absolute weight sum, Wang et al. (2017); the
+  size-normalized L1 norm of Salama et al. (2019)).
 - ``l1``: sum |w| over the filter.
-- ``l2``: ``sqrt(sum w^2 / n)`` over the filter's n weights (papers/004 Eq. 3).
+- ``l2``: ``sqrt(sum w^2 / n)`` over the filter's n weights (Xu et al. (2018), Eq. 3).
 - ``bn_gamma``: |gamma| of the group's BatchNormalization layer(s). A group without one is
   an error that names the group (leave it out with ``exclude=``).
 - ``aaws_out``: mean |w| over the weights that read the channel (the next layers' input
@@ -19,6 +19,19 @@ for a grouped one), the incoming column of a Dense unit. Biases are left out.
 A group with several producers (several filter sets) gets, per channel, the mean of the
 producers' scores; likewise for several consumers (``aaws_out``) and several
 BatchNormalization layers (``bn_gamma``).
+
+References:
+
+- Wang et al. (2017), gradually global pruning (GGP): Zhengtao Wang, Ce Zhu, Zhiqiang Xia,
+  Qi Guo and Yipeng Liu, "Towards Thinner Convolutional Neural Networks Through Gradually
+  Global Pruning", IEEE International Conference on Image Processing (ICIP), 2017;
+  arXiv:1703.09916.
+- Salama et al. (2019), global normalized-L1 pruning: Abdullah Salama, Oleksiy Ostapenko,
+  Tassilo Klein and Moin Nabi, "Pruning at a Glance: Global Neural Pruning for Model
+  Compression", arXiv preprint, 2019; arXiv:1912.00200.
+- Xu et al. (2018), globally soft filter pruning (GSFP): Ke Xu, Xiaoyun Wang, Qun Jia,
+  Jianjing An and Dong Wang, "Globally Soft Filter Pruning For Efficient Convolutional
+  Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
 """
 
 from __future__ import annotations
@@ -76,7 +89,7 @@ def _outgoing(ctx: ScoringContext, group: ChannelGroup) -> np.ndarray:
 
 @register_criterion("aaws", needs="weights")
 def aaws(ctx: ScoringContext) -> Dict[str, np.ndarray]:
-    """Average absolute weight of each channel's filter: mean |w| (papers/000, 002)."""
+    """Mean |w| of each channel's filter, AAWS (Wang et al. (2017); Salama et al. (2019))."""
     return _filters(ctx, _mean_abs)
 
 
@@ -88,7 +101,7 @@ def l1(ctx: ScoringContext) -> Dict[str, np.ndarray]:
 
 @register_criterion("l2", needs="weights")
 def l2(ctx: ScoringContext) -> Dict[str, np.ndarray]:
-    """Size-normalized L2 norm of each channel's filter: sqrt(sum w^2 / n) (papers/004 Eq. 3)."""
+    """Size-normalized L2 norm of each filter: sqrt(sum w^2 / n) (Xu et al. (2018), Eq. 3)."""
     return _filters(ctx, _rms)
 
 

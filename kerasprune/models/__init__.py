@@ -2,9 +2,16 @@
 
 One module per family: :mod:`~kerasprune.models.lenet` (LeNet-5, MNIST),
 :mod:`~kerasprune.models.vgg` (CIFAR VGG-16 with BatchNormalization and the VGG-like net
-of papers/000), :mod:`~kerasprune.models.resnet` (CIFAR ResNets) and
+of Wang et al. (2017)), :mod:`~kerasprune.models.resnet` (CIFAR ResNets) and
 :mod:`~kerasprune.models.mobilenet` (MobileNetV2 for 32x32 inputs). :func:`get_model`
 builds any of them by name.
+
+References:
+
+- Wang et al. (2017), gradually global pruning (GGP): Zhengtao Wang, Ce Zhu, Zhiqiang Xia,
+  Qi Guo and Yipeng Liu, "Towards Thinner Convolutional Neural Networks Through Gradually
+  Global Pruning", IEEE International Conference on Image Processing (ICIP), 2017;
+  arXiv:1703.09916.
 """
 
 from kerasprune.models.lenet import lenet5

@@ -2,7 +2,7 @@
 
 Two 5x5 convolutions with 20 and 50 filters, each followed by 2x2 max pooling, a
 500-unit ReLU layer and a softmax classifier: 431,080 parameters for 28x28x1 inputs
-and 10 classes, the "431K" LeNet-5 of papers/002 and papers/004::
+and 10 classes, the "431K" LeNet-5 of Salama et al. (2019) and Xu et al. (2018)::
 
     conv1  5*5*1*20  + 20   =     520
     conv2  5*5*20*50 + 50   =  25,050
@@ -14,6 +14,15 @@ own (max pooling follows them directly); ``conv_activation`` adds one.
 
 Layer names: ``conv1``, ``pool1``, ``conv2``, ``pool2``, ``flatten``, ``fc1``,
 ``predictions``.
+
+References:
+
+- Salama et al. (2019), global normalized-L1 pruning: Abdullah Salama, Oleksiy Ostapenko,
+  Tassilo Klein and Moin Nabi, "Pruning at a Glance: Global Neural Pruning for Model
+  Compression", arXiv preprint, 2019; arXiv:1912.00200.
+- Xu et al. (2018), globally soft filter pruning (GSFP): Ke Xu, Xiaoyun Wang, Qun Jia,
+  Jianjing An and Dong Wang, "Globally Soft Filter Pruning For Efficient Convolutional
+  Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
 """
 
 from __future__ import annotations

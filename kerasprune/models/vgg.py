@@ -8,9 +8,9 @@ instead of the ImageNet one:
     Flatten -> Dense 512 -> BatchNormalization -> ReLU -> Dropout -> Dense classes (softmax)
 
 This is the CIFAR VGG-16 of Li et al. 2017 ("Pruning Filters for Efficient ConvNets")
-used by papers/002 and papers/004: BatchNormalization after every convolution and after
+used by Salama et al. (2019) and Xu et al. (2018): BN after every convolution and after
 the first fully connected layer, two fully connected layers in all. It is also the
-"VGG-like network with BN" of papers/000 (only two fully connected layers before the
+"VGG-like network with BN" of Wang et al. (2017) (only two fully connected layers before the
 softmax), whose 13 convolutions and ``fc1`` hold 4736 neurons.
 
 Choices: the convolutions and ``fc1`` have no bias (BatchNormalization follows each,
@@ -23,9 +23,22 @@ The two builders differ only in layer names and options:
 - :func:`vgg16_bn` names layers like ``keras.applications.VGG16``: ``block1_conv1``,
   ``block1_bn1``, ``block1_relu1``, ``block1_pool``, ..., ``fc1``, ``fc1_bn``,
   ``predictions``.
-- :func:`vgg_like` uses the names of papers/000's Table 1 (``conv1_1`` ... ``conv5_3``,
+- :func:`vgg_like` uses the names of Table 1 of Wang et al. (2017) (``conv1_1`` ... ``conv5_3``,
   ``fc1``) and takes the 14 widths as an argument, so the pruned structures that table
   reports can be built directly.
+
+References:
+
+- Wang et al. (2017), gradually global pruning (GGP): Zhengtao Wang, Ce Zhu, Zhiqiang Xia,
+  Qi Guo and Yipeng Liu, "Towards Thinner Convolutional Neural Networks Through Gradually
+  Global Pruning", IEEE International Conference on Image Processing (ICIP), 2017;
+  arXiv:1703.09916.
+- Salama et al. (2019), global normalized-L1 pruning: Abdullah Salama, Oleksiy Ostapenko,
+  Tassilo Klein and Moin Nabi, "Pruning at a Glance: Global Neural Pruning for Model
+  Compression", arXiv preprint, 2019; arXiv:1912.00200.
+- Xu et al. (2018), globally soft filter pruning (GSFP): Ke Xu, Xiaoyun Wang, Qun Jia,
+  Jianjing An and Dong Wang, "Globally Soft Filter Pruning For Efficient Convolutional
+  Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
 """
 
 from __future__ import annotations
@@ -45,7 +58,7 @@ _VGG16_BLOCKS: Tuple[Tuple[int, ...], ...] = (
     (512, 512, 512),
 )
 
-#: The neuron layers of papers/000's VGG-like network, in the order of its Table 1.
+#: The neuron layers of the VGG-like network of Wang et al. (2017), in the order of its Table 1.
 VGG_LIKE_LAYERS: Tuple[str, ...] = tuple(
     f"conv{b}_{i}" for b, block in enumerate(_VGG16_BLOCKS, start=1) for i in range(1, len(block) + 1)
 ) + ("fc1",)
@@ -149,7 +162,7 @@ def vgg_like(
     widths: Optional[Sequence[int]] = None,
     dropout: float = 0.5,
 ) -> keras.Model:
-    """Build the VGG-like network with BatchNormalization of papers/000 (GGP).
+    """Build the VGG-like network with BatchNormalization of Wang et al. (2017) (GGP).
 
     The unpruned network has 4736 neurons (conv filters plus hidden dense units, the
     output layer excluded): ``conv1_1``/``conv1_2`` 64, ``conv2_x`` 128, ``conv3_x`` 256,

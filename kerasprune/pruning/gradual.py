@@ -1,4 +1,15 @@
-"""Gradually global pruning (papers/000, Algorithm 1), resumable and distributed."""
+"""Gradually global pruning (GGP): Algorithm 1 of Wang et al. (2017), resumable and distributed.
+
+References:
+
+- Wang et al. (2017), gradually global pruning (GGP): Zhengtao Wang, Ce Zhu, Zhiqiang Xia,
+  Qi Guo and Yipeng Liu, "Towards Thinner Convolutional Neural Networks Through Gradually
+  Global Pruning", IEEE International Conference on Image Processing (ICIP), 2017;
+  arXiv:1703.09916.
+- Xu et al. (2018), globally soft filter pruning (GSFP): Ke Xu, Xiaoyun Wang, Qun Jia,
+  Jianjing An and Dong Wang, "Globally Soft Filter Pruning For Efficient Convolutional
+  Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
+"""
 
 from __future__ import annotations
 
@@ -53,7 +64,7 @@ class GradualPruner:
         directory: where checkpoints and the history go.
         target: e.g. ``"val_accuracy>=0.992"``; rounds continue while it holds.
         rounds: at most this many rounds (required when there is no target).
-        ratio: fraction removed per round (papers/000 uses 0.05), or a
+        ratio: fraction removed per round (Wang et al. (2017) use 0.05), or a
             :class:`RatioSchedule` such as :class:`RisingPercentile`.
         criterion, normalization, scope, unit, hierarchy, min_channels, max_ratio,
             round_to, exclude, method: as in :func:`kerasprune.prune`.
@@ -61,7 +72,7 @@ class GradualPruner:
         accumulate: take each round's scores from a
             :class:`~kerasprune.callbacks.SaliencyAccumulator` attached to the previous
             round's fine-tuning (the saliency of ``criterion`` added up over every
-            training step of its last epoch, papers/004 Eq. 6) instead of a separate
+            training step of its last epoch, Xu et al. (2018), Eq. 6) instead of a separate
             pass over the data. Needs a criterion that both the callback and
             :func:`kerasprune.score` compute (``gsfp``, ``mean_gradient``, ``taylor``); the
             first round, which has no fine-tuning before it, and the first round after a

@@ -1,4 +1,15 @@
-"""One-shot pruning: score, select, rebuild."""
+"""One-shot pruning: score, select, rebuild.
+
+References:
+
+- Wang et al. (2017), gradually global pruning (GGP): Zhengtao Wang, Ce Zhu, Zhiqiang Xia,
+  Qi Guo and Yipeng Liu, "Towards Thinner Convolutional Neural Networks Through Gradually
+  Global Pruning", IEEE International Conference on Image Processing (ICIP), 2017;
+  arXiv:1703.09916.
+- Liu and Wu (2019), mean gradient and hierarchical global pruning: Congcong Liu and
+  Huaming Wu, "Channel pruning based on mean gradient for accelerating Convolutional
+  Neural Networks", Signal Processing 156, 84-91, 2019; doi:10.1016/j.sigpro.2018.10.019.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +56,7 @@ def prune(
         criterion: ``aaws``, ``l1``, ``l2``, ``bn_gamma`` (weights only); ``mean_response``,
             ``std_response``, ``apoz`` (need ``data``); ``mean_gradient``, ``taylor``,
             ``gsfp`` (need labelled ``data`` and a loss).
-        normalization: ``layer_mean`` (papers/000), ``l2`` (papers/003) or ``none``.
+        normalization: ``layer_mean`` (Wang et al. (2017)), ``l2`` (Liu and Wu (2019)) or ``none``.
         scope: ``global``, ``layerwise`` or ``hierarchical``.
         data: batches for data-driven criteria (a ``tf.data.Dataset`` or arrays).
         unit: what ``ratio`` counts: ``neurons``, ``params`` or ``flops``.

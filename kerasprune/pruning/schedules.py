@@ -1,4 +1,15 @@
-"""How much to remove in each round of a gradual run (serializable, like Keras objects)."""
+"""How much to remove in each round of a gradual run (serializable, like Keras objects).
+
+References:
+
+- Wang et al. (2017), gradually global pruning (GGP): Zhengtao Wang, Ce Zhu, Zhiqiang Xia,
+  Qi Guo and Yipeng Liu, "Towards Thinner Convolutional Neural Networks Through Gradually
+  Global Pruning", IEEE International Conference on Image Processing (ICIP), 2017;
+  arXiv:1703.09916.
+- Salama et al. (2019), global normalized-L1 pruning: Abdullah Salama, Oleksiy Ostapenko,
+  Tassilo Klein and Moin Nabi, "Pruning at a Glance: Global Neural Pruning for Model
+  Compression", arXiv preprint, 2019; arXiv:1912.00200.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +43,7 @@ class RatioSchedule:
 
 
 class ConstantRatio(RatioSchedule):
-    """The same fraction of the current model every round (papers/000: r = 0.05)."""
+    """The same fraction of the current model every round (Wang et al. (2017): r = 0.05)."""
 
     def __init__(self, ratio: float = 0.05) -> None:
         if not 0.0 < float(ratio) < 1.0:
@@ -47,7 +58,7 @@ class ConstantRatio(RatioSchedule):
 
 
 class RisingPercentile(RatioSchedule):
-    """A cumulative target that rises each round (papers/002: prune p%, retrain, raise p).
+    """A rising cumulative target, as in Salama et al. (2019): prune p%, retrain, raise p.
 
     Round k aims at ``min(final, start + (k-1) * step)`` of the original amount removed
     in total; the fraction of the current model to remove is derived from what is

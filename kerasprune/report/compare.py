@@ -1,4 +1,12 @@
-"""Layer-by-layer comparison of two models (before and after pruning)."""
+"""Layer-by-layer comparison of two models (before and after pruning).
+
+References:
+
+- Wang et al. (2017), gradually global pruning (GGP): Zhengtao Wang, Ce Zhu, Zhiqiang Xia,
+  Qi Guo and Yipeng Liu, "Towards Thinner Convolutional Neural Networks Through Gradually
+  Global Pruning", IEEE International Conference on Image Processing (ICIP), 2017;
+  arXiv:1703.09916.
+"""
 
 from __future__ import annotations
 
@@ -51,7 +59,7 @@ def model_stats(model: keras.Model) -> ModelStats:
     """Parameters, multiply-adds, prunable neurons and per-layer widths of ``model``.
 
     ``neurons`` counts the channels of the prunable groups (conv filters and hidden units;
-    the output layer and anything frozen are not counted), as papers/000 counts them.
+    the output layer and anything frozen are not counted), as Wang et al. (2017) count them.
     """
     params, flops = count_params(model), count_flops(model)
     graph = analyze(model, warn=False)

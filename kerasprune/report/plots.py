@@ -6,14 +6,27 @@ in a script, a test and a notebook), writes a PNG or SVG file chosen by the suff
 ``path``, and returns the data it plotted so that the figure can be checked or redrawn.
 
 - :func:`plot_pattern`: for each prunable layer, in model order, the fraction of its
-  neurons kept, labelled with the original and final width (papers/002 Fig. 3);
+  neurons kept, labelled with the original and final width (Salama et al. (2019), Fig. 3);
 - :func:`plot_run`: a gradual run's metric against parameters and against FLOPs, round
-  by round, with the target line (papers/000 Fig. 2);
+  by round, with the target line (Wang et al. (2017), Fig. 2);
 - :func:`plot_saliency`: the distribution of the normalized scores of each group,
-  before selection (papers/004 Fig. 3), so the effect of ``layer_mean`` / ``l2``
+  before selection (Xu et al. (2018), Fig. 3), so the effect of ``layer_mean`` / ``l2``
   normalization is visible.
 
 matplotlib is imported only when a function draws (``pip install kerasprune[plot]``).
+
+References:
+
+- Wang et al. (2017), gradually global pruning (GGP): Zhengtao Wang, Ce Zhu, Zhiqiang Xia,
+  Qi Guo and Yipeng Liu, "Towards Thinner Convolutional Neural Networks Through Gradually
+  Global Pruning", IEEE International Conference on Image Processing (ICIP), 2017;
+  arXiv:1703.09916.
+- Salama et al. (2019), global normalized-L1 pruning: Abdullah Salama, Oleksiy Ostapenko,
+  Tassilo Klein and Moin Nabi, "Pruning at a Glance: Global Neural Pruning for Model
+  Compression", arXiv preprint, 2019; arXiv:1912.00200.
+- Xu et al. (2018), globally soft filter pruning (GSFP): Ke Xu, Xiaoyun Wang, Qun Jia,
+  Jianjing An and Dong Wang, "Globally Soft Filter Pruning For Efficient Convolutional
+  Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
 """
 
 from __future__ import annotations
@@ -114,7 +127,7 @@ def _pattern(before: Any, after: Any) -> Tuple[List[Tuple[str, int, int]], int, 
 def plot_pattern(before: Any, after: Any, path: Union[str, os.PathLike], *, title: Optional[str] = None) -> List[Tuple[str, int, int]]:
     """Draw the fraction of neurons each prunable layer kept, with ``before -> after`` widths.
 
-    One bar per prunable layer, in model order (the pattern of papers/002 Fig. 3): the
+    One bar per prunable layer, in model order (the pattern of Salama et al. (2019), Fig. 3): the
     height is ``after / before``; the label above it reads ``before -> after``.
 
     Args:

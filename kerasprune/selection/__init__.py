@@ -5,13 +5,20 @@
     from kerasprune.importance import score
     from kerasprune.selection import select
 
-    keep = select(graph, score(model), 0.05)                      # papers/000: global 5%
+    keep = select(graph, score(model), 0.05)                      # Wang et al. (2017): global 5%
     keep = select(graph, scores, 0.3, scope="hierarchical", unit="flops", hierarchy="flops")
     thin = kp.rebuild(model, keep, graph=graph)
 
 Scopes live in :mod:`~kerasprune.selection.scopes`, one function each; a group's
 removal steps and guards in :mod:`~kerasprune.selection.candidates`; channel costs for
 parameter and FLOPs budgets in :mod:`kerasprune.costs.channels`.
+
+References:
+
+- Wang et al. (2017), gradually global pruning (GGP): Zhengtao Wang, Ce Zhu, Zhiqiang Xia,
+  Qi Guo and Yipeng Liu, "Towards Thinner Convolutional Neural Networks Through Gradually
+  Global Pruning", IEEE International Conference on Image Processing (ICIP), 2017;
+  arXiv:1703.09916.
 """
 
 from kerasprune.errors import SelectionError

@@ -3,13 +3,13 @@
 Each scope is a small function ``(candidates, budget, ratio, method, **options) -> steps``
 (one step count per candidate), registered by name in :data:`SCOPES`:
 
-- ``global`` (papers/000): every step of every group ranked together by score, the
+- ``global`` (Wang et al. (2017)): every step of every group ranked together by score, the
   lowest taken until the budget is spent; or, with ``method="percentile"``
-  (papers/002), every channel below the ``ratio``-th percentile of all scores.
+  (Salama et al. (2019)), every channel below the ``ratio``-th percentile of all scores.
 - ``layerwise``: every group loses the same fraction of its channels (the uniform
   baseline of the papers); with a parameter or FLOPs budget, the common fraction is
   the one that spends the budget.
-- ``hierarchical`` (papers/003): groups are put into levels by feature-map size; the
+- ``hierarchical`` (Liu and Wu (2019)): groups are put into levels by feature-map size; the
   budget is shared among the levels in proportion to their channels (or, with
   ``hierarchy="flops"``, to the MACs of their layers) and spent globally inside each.
 
@@ -17,6 +17,19 @@ Budgets are in the selection's unit (channels, parameters or MACs). A step is ta
 when the budget spent so far plus half the step's cost does not exceed the budget, so
 the spend is the nearest reachable to the budget; a group whose guards stop it simply
 offers no more steps and the others absorb the rest.
+
+References:
+
+- Wang et al. (2017), gradually global pruning (GGP): Zhengtao Wang, Ce Zhu, Zhiqiang Xia,
+  Qi Guo and Yipeng Liu, "Towards Thinner Convolutional Neural Networks Through Gradually
+  Global Pruning", IEEE International Conference on Image Processing (ICIP), 2017;
+  arXiv:1703.09916.
+- Salama et al. (2019), global normalized-L1 pruning: Abdullah Salama, Oleksiy Ostapenko,
+  Tassilo Klein and Moin Nabi, "Pruning at a Glance: Global Neural Pruning for Model
+  Compression", arXiv preprint, 2019; arXiv:1912.00200.
+- Liu and Wu (2019), mean gradient and hierarchical global pruning: Congcong Liu and
+  Huaming Wu, "Channel pruning based on mean gradient for accelerating Convolutional
+  Neural Networks", Signal Processing 156, 84-91, 2019; doi:10.1016/j.sigpro.2018.10.019.
 """
 
 from __future__ import annotations
@@ -75,7 +88,7 @@ def _percentile_steps(cands: Sequence[Candidate], ratio: float) -> List[int]:
 
 
 def global_scope(cands: Sequence[Candidate], budget: float, ratio: float, method: str, **_) -> List[int]:
-    """papers/000 (lowest ``N * r`` across all groups) or papers/002 (percentile)."""
+    """Wang et al. (2017): lowest ``N * r`` across all groups; Salama et al. (2019): percentile."""
     if method == "percentile":
         return _percentile_steps(cands, ratio)
     return take_lowest(cands, budget)
@@ -108,7 +121,7 @@ def layerwise_scope(cands: Sequence[Candidate], budget: float, ratio: float, met
 def hierarchical_scope(
     cands: Sequence[Candidate], budget: float, ratio: float, method: str, hierarchy: str = "channels", **_
 ) -> List[int]:
-    """papers/003: levels by feature-map size, budget shared by channels or FLOPs."""
+    """Liu and Wu (2019): levels by feature-map size, budget shared by channels or FLOPs."""
     levels: Dict[int, List[int]] = {}
     for i, c in enumerate(cands):
         levels.setdefault(c.spatial, []).append(i)

@@ -1,4 +1,18 @@
-"""``select``: from scores per channel to the keep-set of a round."""
+"""``select``: from scores per channel to the keep-set of a round.
+
+References:
+
+- Wang et al. (2017), gradually global pruning (GGP): Zhengtao Wang, Ce Zhu, Zhiqiang Xia,
+  Qi Guo and Yipeng Liu, "Towards Thinner Convolutional Neural Networks Through Gradually
+  Global Pruning", IEEE International Conference on Image Processing (ICIP), 2017;
+  arXiv:1703.09916.
+- Salama et al. (2019), global normalized-L1 pruning: Abdullah Salama, Oleksiy Ostapenko,
+  Tassilo Klein and Moin Nabi, "Pruning at a Glance: Global Neural Pruning for Model
+  Compression", arXiv preprint, 2019; arXiv:1912.00200.
+- Liu and Wu (2019), mean gradient and hierarchical global pruning: Congcong Liu and
+  Huaming Wu, "Channel pruning based on mean gradient for accelerating Convolutional
+  Neural Networks", Signal Processing 156, 84-91, 2019; doi:10.1016/j.sigpro.2018.10.019.
+"""
 
 from __future__ import annotations
 
@@ -153,7 +167,7 @@ def select(
     """Choose the channels to remove in one round; return what to keep.
 
     The amount is ``ratio`` of the ``unit``: of the channels of the scored groups
-    (``neurons``: ``round(N * ratio)`` of them, papers/000), of the model's parameters or
+    (``neurons``: ``round(N * ratio)`` of them, Wang et al. (2017)), of the model's parameters or
     of its multiply-adds per example (``params``, ``flops``, as counted by
     :func:`kerasprune.count_params` / :func:`~kerasprune.count_flops`; channels are
     costed by :func:`~kerasprune.costs.channels.channel_costs`). A group always loses its
@@ -166,7 +180,7 @@ def select(
             alone; frozen groups are never touched.
         ratio: fraction of the unit to remove, in [0, 1).
         scope: ``global`` (one ranking over all groups), ``layerwise`` (the same fraction
-            of every group) or ``hierarchical`` (papers/003: levels by feature-map size,
+            of every group) or ``hierarchical`` (Liu and Wu (2019): levels by feature-map size,
             global inside each).
         unit: ``neurons``, ``params`` or ``flops``.
         model: the analyzed model, for ``params``/``flops`` (default ``graph.model``).
@@ -178,7 +192,7 @@ def select(
             producing layer names.
         hierarchy: hierarchical shares by ``channels`` or by ``flops`` of each level.
         method: ``count`` (the lowest ``ratio`` of the unit) or ``percentile`` (every
-            channel below the ``100 * ratio``-th percentile of the scores, papers/002;
+            channel below the ``100 * ratio``-th percentile of the scores, Salama et al. (2019);
             neurons only).
 
     Returns:

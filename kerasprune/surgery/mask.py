@@ -3,8 +3,14 @@
 The soft counterpart of :func:`kerasprune.rebuild`: every weight entry of a masked
 channel (its filter and bias, its BatchNormalization entries, the next layers' input
 weights that read it, every member of a residual group) is set to zero, so the channel
-carries nothing, yet it can still be trained back (papers/004). For exact layers the
+carries nothing, yet it can still be trained back, as in Xu et al. (2018). For exact layers the
 masked model computes what the rebuilt thin model computes.
+
+References:
+
+- Xu et al. (2018), globally soft filter pruning (GSFP): Ke Xu, Xiaoyun Wang, Qun Jia,
+  Jianjing An and Dong Wang, "Globally Soft Filter Pruning For Efficient Convolutional
+  Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
 """
 
 from __future__ import annotations
