@@ -1,10 +1,15 @@
 """Independent references used by the tests.
 
 ``cut_off`` builds the *original* model with the removed channels cut off: each removed
-channel is zeroed where it is created (the producer's filter and bias, the
-BatchNormalization's shift and mean, the depthwise bias), so it carries exactly zero to
-every consumer. Keras then runs the full-width graph itself. The zeroing rules below are
-this file's own knowledge of the layer classes, not kerasprune's handlers.
+channel is zeroed where it is created (the producer's filter and bias, a recurrent
+unit's candidate gate, an attention head's values, the BatchNormalization's shift and
+mean, the Normalization's mean, a per-channel Rescaling offset, the depthwise bias), so
+it carries exactly zero to every consumer. Keras then runs the full-width graph itself. The zeroing rules below
+are this file's own knowledge of the layer classes, not kerasprune's handlers.
+
+A layer between producer and consumer that turns a zero channel into something else (a
+softmax over time gives 1/T) needs ``cut_inputs=True``: the consumers' weights that read
+a removed channel are zeroed too.
 """
 
 from __future__ import annotations
@@ -14,6 +19,65 @@ import numpy as np
 
 from kerasprune.graph.keras_graph import iter_layers
 from kerasprune.surgery.keep import keep_masks
+
+
+# gate block of a recurrent cell that writes the candidate state: with its columns and
+# biases zero, a unit's state (and so its output) stays exactly zero from a zero start
+_CANDIDATE_BLOCK = {
+    keras.layers.LSTMCell: 2,  # of i, f, c, o
+    keras.layers.GRUCell: 2,  # of z, r, h
+    keras.layers.SimpleRNNCell: 0,
+}
+
+
+def _zero_units(rnn_layer, removed: np.ndarray):
+    """Silence units of an LSTM, GRU or SimpleRNN (or RNN around their cells)."""
+    cell = rnn_layer.cell
+    if type(cell) not in _CANDIDATE_BLOCK:
+        raise NotImplementedError(f"reference cannot zero units of a {type(cell).__name__}")
+    cols = _CANDIDATE_BLOCK[type(cell)] * cell.units + removed
+    for var in (cell.kernel, cell.recurrent_kernel) + ((cell.bias,) if cell.use_bias else ()):
+        w = np.array(var.numpy())
+        w[..., cols] = 0
+        var.assign(w)
+
+
+def _zero_at(var, index):
+    w = np.array(var.numpy())
+    w[index] = 0
+    var.assign(w)
+
+
+def _zero_produced(layer, slot: str, removed: np.ndarray):
+    """Zero the channels ``layer`` creates in ``slot`` (``out``, MHA ``heads``,
+    Bidirectional ``forward`` / ``backward``)."""
+    L = keras.layers
+    if isinstance(layer, L.MultiHeadAttention):
+        if slot == "heads":  # a head whose values are zero adds nothing to the output
+            _zero_at(layer.value_dense.kernel, (slice(None), removed))
+            if layer.value_dense.bias is not None:
+                _zero_at(layer.value_dense.bias, removed)
+        elif slot == "out":
+            _zero_at(layer.output_dense.kernel, (Ellipsis, removed))
+            if layer.output_dense.bias is not None:
+                _zero_at(layer.output_dense.bias, (Ellipsis, removed))
+        else:
+            raise NotImplementedError(f"reference does not know MultiHeadAttention slot {slot!r}")
+    elif isinstance(layer, L.Bidirectional):
+        units = layer.forward_layer.cell.units
+        if slot == "out":  # forward units, then backward units
+            _zero_units(layer.forward_layer, removed[removed < units])
+            _zero_units(layer.backward_layer, removed[removed >= units] - units)
+        elif slot in ("forward", "backward"):
+            _zero_units(layer.forward_layer if slot == "forward" else layer.backward_layer, removed)
+        else:
+            raise NotImplementedError(f"reference does not know Bidirectional slot {slot!r}")
+    elif isinstance(layer, L.RNN):  # LSTM, GRU, SimpleRNN are RNNs around their cells
+        _zero_units(layer, removed)
+    elif slot == "out":
+        _zero_out(layer, removed)
+    else:
+        raise NotImplementedError(f"reference cannot zero slot {slot!r} of {type(layer).__name__}")
 
 
 def _zero_out(layer, removed: np.ndarray):
@@ -54,6 +118,22 @@ def _zero_channels(layer, removed: np.ndarray):
             w["bias"][pos] = 0
         key = "kernel" if "kernel" in w else "depthwise_kernel"
         w[key][..., removed, :] = 0
+    elif isinstance(layer, L.Normalization):  # (x - mean) / std: 0 stays 0 where mean is 0
+        if "mean" in w:  # adapted (finalize_state reads it into layer.mean)
+            w["mean"][..., removed] = 0
+        else:  # given in the config: layer.mean is the broadcast constant
+            mean = np.array(layer.mean)
+            mean[..., removed] = 0
+            layer.mean = keras.ops.convert_to_tensor(mean)
+            return
+    elif isinstance(layer, L.Rescaling):  # x * scale + offset: a per-channel offset is zeroed
+        offset = np.array(layer.offset, dtype="float32")
+        if offset.ndim and offset.shape[-1] > 1:
+            offset[..., removed] = 0
+            layer.offset = offset
+        elif offset.any():
+            raise NotImplementedError("reference cannot zero one channel of a scalar offset")
+        return
     elif isinstance(layer, (L.PReLU, L.Reshape, L.InputLayer)):
         return  # 0 stays 0
     else:
@@ -61,8 +141,23 @@ def _zero_channels(layer, removed: np.ndarray):
     layer.set_weights([w[v.name] for v in layer.weights])
 
 
-def cut_off(model: keras.Model, graph, keep) -> keras.Model:
-    """A copy of ``model`` whose removed channels are zero wherever they are created."""
+_PRODUCED_SLOTS = ("out", "heads", "forward", "backward")
+
+
+def _zero_inputs(layer, removed: np.ndarray):
+    """Zero the weights of a consumer that read the removed input channels."""
+    L = keras.layers
+    if isinstance(layer, L.Dense):
+        _zero_at(layer.kernel, removed)
+    elif isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)) and layer.groups == 1:  # (*k, in, out)
+        _zero_at(layer.kernel, (Ellipsis, removed, slice(None)))
+    else:
+        raise NotImplementedError(f"reference cannot zero the inputs of {type(layer).__name__}")
+
+
+def cut_off(model: keras.Model, graph, keep, cut_inputs: bool = False) -> keras.Model:
+    """A copy of ``model`` whose removed channels are zero wherever they are created
+    (and, with ``cut_inputs``, wherever a consumer reads them)."""
     ref = keras.models.clone_model(model)
     ref.set_weights(model.get_weights())
     layers = dict(iter_layers(ref))
@@ -70,10 +165,15 @@ def cut_off(model: keras.Model, graph, keep) -> keras.Model:
     for path, slots in masks.items():
         for slot, mask in slots.items():
             removed = np.nonzero(~mask)[0]
-            if slot == "out":
-                _zero_out(layers[path], removed)
+            if slot in _PRODUCED_SLOTS:
+                _zero_produced(layers[path], slot, removed)
             elif slot == "channels":
                 _zero_channels(layers[path], removed)
+            elif slot == "in" and cut_inputs:
+                _zero_inputs(layers[path], removed)
+    for layer in layers.values():
+        if hasattr(layer, "finalize_state"):  # an adapted Normalization reads its weights here
+            layer.finalize_state()
     return ref
 
 
@@ -98,3 +198,18 @@ def random_keep(graph, rng, fraction: float = 0.5):
             idx.extend((b * per + np.sort(rng.choice(per, n, replace=False))).tolist())
         keep[g.name] = idx
     return keep
+
+
+def assert_positions_agree(stated, derived, where: str = ""):
+    """A handler's stated ``weight_positions`` answer (position arrays or
+    ``AxisPositions``, per weight) equals the one derived from its slicing."""
+    from kerasprune.graph.entries import AxisPositions
+
+    assert len(stated) == len(derived), (where, len(stated), len(derived))
+    for s, d in zip(stated, derived):
+        if isinstance(s, AxisPositions):
+            s = s.array()
+        if d is None:  # the weight does not depend on the slot
+            assert s is None or np.all(np.asarray(s) == -1), where
+        else:
+            np.testing.assert_array_equal(np.asarray(s), d, err_msg=where)

@@ -6,7 +6,7 @@ import pytest
 
 import kerasprune as kp
 from models import concat_flatten_net, randomize, residual_net
-from reference import assert_close, random_keep
+from reference import assert_close, assert_positions_agree, random_keep
 
 L = keras.layers
 
@@ -107,7 +107,7 @@ def stated_positions_net():
 
 
 def test_stated_weight_positions_equal_what_slicing_derives():
-    from kerasprune.graph.entries import AxisPositions, derive_positions
+    from kerasprune.graph.entries import derive_positions
 
     model = stated_positions_net()
     graph = kp.analyze(model)
@@ -118,14 +118,8 @@ def test_stated_weight_positions_equal_what_slicing_derives():
             if stated is None or (rec.path, slot) == ("grouped", "in"):
                 continue  # a grouped input cannot be probed by slicing: it is only stated
             derived = derive_positions(rec, slot)
-            assert len(stated) == len(derived) == len(rec.layer.weights)
-            for s, d in zip(stated, derived):
-                if isinstance(s, AxisPositions):
-                    s = s.array()
-                if d is None:  # the weight does not depend on the slot
-                    assert s is None or np.all(np.asarray(s) == -1), (rec.path, slot)
-                else:
-                    np.testing.assert_array_equal(np.asarray(s), d, err_msg=f"{rec.path} {slot}")
+            assert len(derived) == len(rec.layer.weights)
+            assert_positions_agree(stated, derived, f"{rec.path} {slot}")
             checked.add((rec.path, slot))
     expected = {(name, slot) for name in ("c2d", "grouped", "tconv", "pw", "c1d", "dense3d", "c3d", "fc", "head")
                 for slot in ("in", "out")} - {("grouped", "in")}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import keras
+import numpy as np
 from keras import layers
 
 from kerasprune.graph.handlers._common import channel_axis, mixes_channels
@@ -50,11 +52,43 @@ _PASS = [
     layers.ZeroPadding1D, layers.ZeroPadding2D, layers.ZeroPadding3D,
     layers.Cropping1D, layers.Cropping2D, layers.Cropping3D,
     layers.UpSampling1D, layers.UpSampling2D, layers.UpSampling3D,
-    layers.Rescaling, layers.Resizing, layers.CenterCrop,
+    layers.Resizing, layers.CenterCrop,
     layers.RandomFlip, layers.RandomRotation, layers.RandomZoom, layers.RandomTranslation,
     layers.RandomContrast, layers.RandomCrop,
 ]
 register_handler(*_PASS)(PassThroughHandler)
+
+
+@register_handler(layers.Rescaling)
+class RescalingHandler(PassThroughHandler):
+    """``x * scale + offset``; a per-channel scale or offset (an array whose last axis
+    runs along the channels) is sliced with them."""
+
+    def analyze(self, ctx):
+        outs = super().analyze(ctx)
+        inp = ctx.inputs[0] if ctx.inputs else None
+        if inp is None or outs[0] is None:
+            return outs
+        shape = ctx.input_shapes[0]
+        arrays = [np.asarray(v) for v in (ctx.layer.scale, ctx.layer.offset)]
+        along = [a for a in arrays if a.ndim > 0 and a.shape[-1] != 1]
+        if not along:
+            return outs
+        if inp.axis == len(shape) - 1 and all(a.shape[-1] == shape[-1] for a in along):
+            return [ctx.bind("channels", inp)]
+        ctx.freeze(
+            inp, f"layer '{ctx.path}' scales its input by an array that does not run along the channels"
+        )
+        return outs
+
+    def edit_config(self, layer, config, masks):
+        mask = masks.get("channels")
+        if mask is None:
+            return
+        for key in ("scale", "offset"):
+            a = np.asarray(getattr(layer, key))
+            if a.ndim > 0 and a.shape[-1] == mask.shape[0]:
+                config[key] = keras.saving.serialize_keras_object(a[..., mask])
 
 
 @register_handler(layers.Softmax)
