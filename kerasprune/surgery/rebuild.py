@@ -173,6 +173,9 @@ def rebuild(
                 f"'{path}' ({type(layer).__name__}) sliced weights that do not fit the "
                 f"rebuilt layer: {exc}"
             ) from exc
+        finalize = getattr(new_layer, "finalize_state", None)
+        if finalize is not None:  # adapted preprocessing layers (Normalization) derive
+            finalize()  # their constants from the weights just set, as after loading
 
     if compile and compile_like(model, new) and carry_optimizer:
         carry_optimizer_state(model, new, sliced)
