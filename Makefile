@@ -23,6 +23,7 @@ $(STAMP): setup.cfg pyproject.toml
 venv: $(STAMP)
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q tests
 
 # The main job, small: train LeNet-5 on MNIST briefly, prune it gradually (global AAWS,

@@ -32,14 +32,13 @@ import sys
 import time
 
 import common  # noqa: E402,F401  (bench/common.py: environment first)
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from common import machine, print_table, versions  # noqa: E402
 
 from kerasprune.callbacks import SaliencyAccumulator, SoftFilterPruning  # noqa: E402
 from kerasprune.models import get_model  # noqa: E402
-from common import machine, print_table, versions  # noqa: E402
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -34,16 +34,15 @@ from pathlib import Path
 from typing import Callable, Dict, List
 
 import common  # noqa: E402,F401  (bench/common.py: environment first)
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from common import machine, print_table, versions  # noqa: E402
 
 import kerasprune as kp  # noqa: E402
+from kerasprune.costs.latency import seconds_per_call  # noqa: E402
 from kerasprune.export import export_tflite, interpreter_name, make_interpreter, run_tflite  # noqa: E402
 from kerasprune.models import get_model  # noqa: E402
-from kerasprune.costs.latency import seconds_per_call  # noqa: E402
-from common import machine, print_table, versions  # noqa: E402
 
 
 def timer(fn: Callable[[], object], min_seconds: float = 0.25, min_calls: int = 3) -> float:

@@ -36,16 +36,15 @@ import tempfile
 from typing import Callable, Dict, List, Tuple
 
 import common  # noqa: E402,F401  (bench/common.py: environment first)
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from common import machine, print_table, versions  # noqa: E402
+from latency import keras_fn, timer  # noqa: E402
 from tensorflow.python.profiler.internal import _pywrap_profiler_plugin as profiler_tools  # noqa: E402
 
 import kerasprune as kp  # noqa: E402
 from kerasprune.models import get_model  # noqa: E402
-from common import machine, print_table, versions  # noqa: E402
-from latency import keras_fn, timer  # noqa: E402
 
 KINDS = ("convolution / matmul", "element-wise", "other", "idle")
 _ELEMENTWISE = ("Mul", "Add", "AddV2", "AddN", "BiasAdd", "Relu", "Relu6", "Sub", "Rsqrt", "Maximum",

@@ -34,14 +34,13 @@ import warnings
 from typing import Callable, Dict, List, Sequence
 
 import common  # noqa: E402,F401  (bench/common.py: environment first)
-
-import numpy as np  # noqa: E402
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from common import machine, print_table, versions  # noqa: E402
 
 import kerasprune  # noqa: E402
 from kerasprune.graph.keras_graph import iter_layers  # noqa: E402
 from kerasprune.models import cifar_resnet  # noqa: E402
-from common import machine, print_table, versions  # noqa: E402
 
 PRUNE_FRACTION = 0.3
 

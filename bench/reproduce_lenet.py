@@ -29,15 +29,14 @@ import time
 from pathlib import Path
 
 import common  # noqa: E402,F401  (bench/common.py: environment first)
-
 import keras  # noqa: E402
+from common import machine, print_table, versions  # noqa: E402
 
 import kerasprune as kp  # noqa: E402
 from kerasprune.data import load_dataset  # noqa: E402
 from kerasprune.models import lenet5  # noqa: E402
 from kerasprune.pruning import ConstantRatio  # noqa: E402
 from kerasprune.report import layer_widths  # noqa: E402
-from common import machine, print_table, versions  # noqa: E402
 
 PAPER = {"baseline_error": 0.80, "error": 0.75, "params_removed": 97.40}
 

@@ -18,12 +18,11 @@ import os
 import time
 
 import common  # noqa: E402,F401  (bench/common.py: environment first)
-
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from common import machine, versions  # noqa: E402
 
 from kerasprune.importance import raw_scores  # noqa: E402
-from common import machine, versions  # noqa: E402
 
 CRITERIA = ("mean_response", "mean_gradient", "taylor", "gsfp")
 

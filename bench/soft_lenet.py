@@ -27,14 +27,13 @@ import time
 from pathlib import Path
 
 import common  # noqa: E402,F401  (bench/common.py: environment first)
-
 import keras  # noqa: E402
+from common import machine, print_table, versions  # noqa: E402
 
 import kerasprune as kp  # noqa: E402
 from kerasprune.callbacks import SoftFilterPruning  # noqa: E402
 from kerasprune.data import load_dataset  # noqa: E402
 from kerasprune.models import lenet5  # noqa: E402
-from common import machine, print_table, versions  # noqa: E402
 
 PAPER = {0.7: ("7-14", 0.72), 0.8: ("6-8", 0.77), 0.85: ("5-6", 0.83), 0.9: ("3-4", 1.07)}
 

@@ -80,16 +80,15 @@ import warnings
 from typing import Callable, Dict, List, Optional, Tuple
 
 import common  # noqa: E402,F401  (bench/common.py: environment first)
-
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-
-import kerasprune as kp  # noqa: E402
-from kerasprune.models import get_model  # noqa: E402
 from common import machine, print_table, versions  # noqa: E402
 from latency import keras_fn, tflite_fn, timer  # noqa: E402
 from rebuild_speed import timed  # noqa: E402
+
+import kerasprune as kp  # noqa: E402
+from kerasprune.models import get_model  # noqa: E402
 
 try:
     import torch  # noqa: E402

@@ -45,7 +45,9 @@ References:
   Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
 """
 
-from kerasprune import errors
+from kerasprune import callbacks, errors
+from kerasprune.callbacks import strip
+from kerasprune.costs import count_flops, count_params
 from kerasprune.errors import *  # noqa: F403  (every error class, listed in errors.__all__)
 from kerasprune.graph import (
     ChannelGroup,
@@ -58,14 +60,11 @@ from kerasprune.graph import (
     analyze,
     register_handler,
 )
-from kerasprune.costs import count_flops, count_params
 from kerasprune.importance import available_criteria, register_criterion, score
+from kerasprune.pruning import GradualPruner, prune, prune_for_speedup
+from kerasprune.report import compare
 from kerasprune.selection import select
 from kerasprune.surgery import mask_weights, rebuild
-from kerasprune.report import compare
-from kerasprune import callbacks
-from kerasprune.callbacks import strip
-from kerasprune.pruning import GradualPruner, prune, prune_for_speedup
 
 __version__ = "0.1.0"
 

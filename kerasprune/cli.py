@@ -81,8 +81,8 @@ def cmd_prune(args) -> int:
     import keras
 
     from kerasprune.pruning import GradualPruner, RisingPercentile
-    from kerasprune.runs.rundir import RunDirectory
     from kerasprune.report import compare
+    from kerasprune.runs.rundir import RunDirectory
 
     keras.utils.set_random_seed(args.seed)
     if args.soft:

@@ -20,7 +20,6 @@ import numpy as np
 from kerasprune.graph.keras_graph import iter_layers
 from kerasprune.surgery.keep import keep_masks
 
-
 # gate block of a recurrent cell that writes the candidate state: with its columns and
 # biases zero, a unit's state (and so its output) stays exactly zero from a zero start
 _CANDIDATE_BLOCK = {

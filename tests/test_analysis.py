@@ -5,10 +5,10 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from models import L, concat_flatten_net, randomize, residual_net
 
 import kerasprune as kp
 from kerasprune.surgery.keep import keep_masks
-from models import L, concat_flatten_net, randomize, residual_net
 
 
 def members(group):

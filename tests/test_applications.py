@@ -13,14 +13,14 @@ round trip unchanged.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict
 
 import keras
 import numpy as np
 import pytest
+from reference import assert_close, cut_off, random_keep
 
 import kerasprune as kp
-from reference import assert_close, cut_off, random_keep
 
 A = keras.applications
 Build = Callable[[], keras.Model]

@@ -6,12 +6,12 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from models import randomize, residual_net
 
 from kerasprune.callbacks import CallbackError, SaliencyAccumulator, SoftFilterPruning, dead_channels, strip
+from kerasprune.costs.counting import count_params
 from kerasprune.errors import KerasPruneError
 from kerasprune.graph.analysis import analyze
-from kerasprune.costs.counting import count_params
-from models import randomize, residual_net
 
 L = keras.layers
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -353,8 +353,9 @@ def test_saliency_follows_class_weights_through_the_train_step_loss():
 
 
 def test_soft_pruning_on_a_concatenating_model_by_flops_strips_exactly():
-    from kerasprune.costs.counting import count_flops
     from models import concat_flatten_net
+
+    from kerasprune.costs.counting import count_flops
 
     model = concat_flatten_net()
     x, y = data(64, classes=3, shape=(6, 6, 2))

@@ -1,10 +1,9 @@
 """Parameter and multiply-add counts against hand-computed formulas."""
 
 import keras
-import numpy as np
+from models import L, concat_flatten_net, residual_net
 
 import kerasprune as kp
-from models import L, concat_flatten_net, residual_net
 
 
 def test_params_match_keras_and_split_trainable():

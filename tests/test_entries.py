@@ -3,10 +3,10 @@
 import keras
 import numpy as np
 import pytest
-
-import kerasprune as kp
 from models import concat_flatten_net, randomize, residual_net
 from reference import assert_close, assert_positions_agree, random_keep
+
+import kerasprune as kp
 
 L = keras.layers
 

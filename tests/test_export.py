@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from models import randomize, residual_net
 
 import kerasprune as kp
 from kerasprune.cli import main
@@ -19,8 +20,6 @@ from kerasprune.export import (
     make_interpreter,
     run_tflite,
 )
-
-from models import randomize, residual_net
 
 
 @pytest.fixture(scope="module")

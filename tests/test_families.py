@@ -3,10 +3,10 @@
 import keras
 import numpy as np
 import pytest
-
-import kerasprune as kp
 from models import L, randomize
 from reference import assert_close, cut_off, random_keep
+
+import kerasprune as kp
 
 
 def conv1d_family():

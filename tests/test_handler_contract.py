@@ -23,13 +23,13 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
-
-import kerasprune as kp
-from kerasprune.graph.keras_graph import iter_layers
-from kerasprune.graph.entries import AxisPositions, derive_positions
-from kerasprune.graph.registry import registered_handlers
 from models import L, randomize
 from reference import assert_close, assert_positions_agree, cut_off
+
+import kerasprune as kp
+from kerasprune.graph.entries import AxisPositions, derive_positions
+from kerasprune.graph.keras_graph import iter_layers
+from kerasprune.graph.registry import registered_handlers
 
 # the Masking model's Conv1D drops the mask, and says so
 pytestmark = pytest.mark.filterwarnings("ignore:Layer 'after' .* does not support masking:UserWarning")

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from models import concat_flatten_net, randomize, residual_net
 
 import kerasprune as kp
 from kerasprune.importance import (
@@ -20,7 +21,6 @@ from kerasprune.importance import (
     register_criterion,
     score,
 )
-from models import concat_flatten_net, randomize, residual_net
 
 L = keras.layers
 RTOL = 1e-5

@@ -29,11 +29,11 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
+from models import L, randomize
+from reference import assert_close, cut_off
 
 import kerasprune as kp
 from kerasprune.graph.keras_graph import iter_layers
-from models import L, randomize
-from reference import assert_close, cut_off
 
 Spec = Tuple[int, Tuple[tuple, ...], tuple]
 

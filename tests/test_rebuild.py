@@ -5,10 +5,10 @@ import copy
 import keras
 import numpy as np
 import pytest
-
-import kerasprune as kp
 from models import L, concat_flatten_net, randomize, residual_net
 from reference import assert_close, cut_off, random_keep
+
+import kerasprune as kp
 
 
 def snapshot(model):

@@ -18,13 +18,12 @@ created, zeroed by this file's own rules (independent of kerasprune's handlers):
 import keras
 import numpy as np
 import pytest
+from models import L, randomize
+from reference import _zero_out, assert_close, random_keep
 
 import kerasprune as kp
 from kerasprune.graph.keras_graph import iter_layers
 from kerasprune.surgery.keep import keep_masks
-from models import L, randomize
-from reference import _zero_out, assert_close, random_keep
-
 
 # --------------------------------------------------------------------------- reference
 

@@ -6,12 +6,11 @@ import warnings
 import keras
 import numpy as np
 import pytest
+from models import randomize, residual_net
 
 import kerasprune as kp
 from kerasprune.costs.channels import RemovalMeter, channel_costs
 from kerasprune.selection import SelectionError, select
-
-from models import randomize, residual_net
 
 L = keras.layers
 

@@ -1,15 +1,13 @@
 """Pruning to a measured speed-up: the bisection over FLOPs cuts, with a latency model
 standing in for the clock (no timing assertions), and the latency meter itself."""
 
-import keras
 import numpy as np
 import pytest
+from models import residual_net
 
 import kerasprune as kp
-from kerasprune.pruning import SpeedupNotReachedError
 from kerasprune.costs import LatencyMeter
-
-from models import residual_net
+from kerasprune.pruning import SpeedupNotReachedError
 
 
 def latency_model(fixed: float):

@@ -53,10 +53,10 @@ import numpy as np
 import tensorflow as tf
 
 from kerasprune.callbacks.base import CallbackError, SaliencySource, accumulator, replica_context
+from kerasprune.errors import ImportanceError
 from kerasprune.graph.groups import ChannelGroup, PruningGraph
 from kerasprune.graph.keras_graph import iter_nodes, producer, upstream_tensors
 from kerasprune.importance.base import ScoringContext
-from kerasprune.errors import ImportanceError
 from kerasprune.importance.observe import ObservationPlan, Site
 
 __all__ = ["FeatureMapSaliency", "FEATURE_CRITERIA"]

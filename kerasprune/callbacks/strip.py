@@ -25,9 +25,7 @@ import keras
 import numpy as np
 
 from kerasprune.graph.analysis import analyze
-
 from kerasprune.graph.groups import PruningGraph, check_graph
-
 from kerasprune.graph.keras_graph import iter_layers
 from kerasprune.surgery.rebuild import rebuild
 

@@ -39,10 +39,10 @@ from typing import Dict, Iterable, Optional
 import keras
 import numpy as np
 
+from kerasprune.costs.counting import count_flops
+from kerasprune.graph.entries import AxisPositions
 from kerasprune.graph.groups import ChannelGroup, PruningGraph, check_graph
 from kerasprune.graph.keras_graph import iter_calls
-from kerasprune.graph.entries import AxisPositions
-from kerasprune.costs.counting import count_flops
 
 __all__ = ["ChannelCosts", "channel_costs", "RemovalMeter"]
 

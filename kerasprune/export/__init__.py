@@ -12,7 +12,14 @@ and sizes on disk.
 
 from kerasprune.export.interpreter import interpreter_name, make_interpreter, run_tflite
 from kerasprune.export.saved_model import directory_bytes, disk_sizes, export_saved_model
-from kerasprune.export.tflite import QUANTIZATIONS, TOLERANCES, ExportError, TFLiteExport, export_tflite, sample_batches
+from kerasprune.export.tflite import (
+    QUANTIZATIONS,
+    TOLERANCES,
+    ExportError,
+    TFLiteExport,
+    export_tflite,
+    sample_batches,
+)
 
 __all__ = [
     "export_tflite",

@@ -33,6 +33,7 @@ References:
   Neural Networks", Signal Processing 156, 84-91, 2019; doi:10.1016/j.sigpro.2018.10.019.
 """
 
+from kerasprune.errors import ImportanceError
 from kerasprune.importance.base import (
     Criterion,
     ScoringContext,
@@ -42,7 +43,6 @@ from kerasprune.importance.base import (
     register_criterion,
     score,
 )
-from kerasprune.errors import ImportanceError
 from kerasprune.importance.filters import ChannelWeights, combine_layers
 from kerasprune.importance.normalize import available_normalizations, normalize
 

@@ -30,10 +30,9 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optio
 import keras
 import numpy as np
 
-from kerasprune.graph.analysis import analyze
-
-from kerasprune.graph.groups import ChannelGroup, PruningGraph, check_graph
 from kerasprune.errors import ImportanceError
+from kerasprune.graph.analysis import analyze
+from kerasprune.graph.groups import ChannelGroup, PruningGraph, check_graph
 from kerasprune.importance.filters import ChannelWeights, bn_scales, filter_weights, outgoing_weights
 from kerasprune.importance.normalize import check_method, normalize
 from kerasprune.importance.stream import Batch, count_batches, iter_batches

@@ -25,8 +25,8 @@ from typing import Callable, Dict, List, Sequence, Tuple
 import keras
 import numpy as np
 
-from kerasprune.graph.groups import ChannelGroup, PruningGraph
 from kerasprune.graph.entries import WeightEntries
+from kerasprune.graph.groups import ChannelGroup, PruningGraph
 
 __all__ = [
     "ChannelWeights",

@@ -42,9 +42,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasprune.errors import ImportanceError
 from kerasprune.graph.keras_graph import functional_of, producer_name
 from kerasprune.importance.base import ScoringContext, register_criterion
-from kerasprune.errors import ImportanceError
 from kerasprune.importance.filters import ChannelWeights, combine_layers
 from kerasprune.importance.observe import ObservationPlan, as_list, stream_sums
 

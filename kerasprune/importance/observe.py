@@ -27,10 +27,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasprune.errors import ImportanceError
 from kerasprune.graph.keras_graph import functional_of, graph_inputs
 from kerasprune.graph.keras_graph import readers as tensor_readers
 from kerasprune.importance.base import ScoringContext
-from kerasprune.errors import ImportanceError
 
 __all__ = ["Site", "ObservationPlan", "stream_sums", "as_list"]
 

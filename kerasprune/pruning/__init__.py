@@ -2,8 +2,8 @@
 
 from kerasprune.pruning.gradual import GradualPruner, TargetNotMetError
 from kerasprune.pruning.oneshot import prune
-from kerasprune.pruning.speedup import SpeedupNotReachedError, SpeedupResult, prune_for_speedup
 from kerasprune.pruning.schedules import ConstantRatio, RatioSchedule, RisingPercentile
+from kerasprune.pruning.speedup import SpeedupNotReachedError, SpeedupResult, prune_for_speedup
 from kerasprune.runs.target import Target, parse_target
 
 __all__ = [

@@ -21,18 +21,17 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import keras
 import tensorflow as tf
 
-from kerasprune.errors import KerasPruneError, TargetNotMetError
-from kerasprune.graph.analysis import analyze
-from kerasprune.importance import score
-from kerasprune.runs.history import history_row
-from kerasprune.runs.rundir import RunDirectory
-from kerasprune.pruning.schedules import RatioSchedule, get_schedule
-from kerasprune.runs.target import Target, parse_target
-from kerasprune.report.compare import model_stats
 from kerasprune.callbacks.saliency import CRITERIA as ACCUMULATED
 from kerasprune.callbacks.saliency import SaliencyAccumulator
-from kerasprune.importance import get_criterion
+from kerasprune.errors import KerasPruneError, TargetNotMetError
+from kerasprune.graph.analysis import analyze
+from kerasprune.importance import get_criterion, score
 from kerasprune.importance.normalize import check_method
+from kerasprune.pruning.schedules import RatioSchedule, get_schedule
+from kerasprune.report.compare import model_stats
+from kerasprune.runs.history import history_row
+from kerasprune.runs.rundir import RunDirectory
+from kerasprune.runs.target import Target, parse_target
 from kerasprune.selection import check_options, excluded_groups, select
 from kerasprune.surgery.rebuild import rebuild
 

@@ -17,11 +17,11 @@ from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 import keras
 
+from kerasprune.costs.counting import count_flops
+from kerasprune.costs.latency import LatencyMeter
 from kerasprune.errors import SpeedupNotReachedError
 from kerasprune.graph.analysis import analyze
 from kerasprune.importance import score
-from kerasprune.costs.counting import count_flops
-from kerasprune.costs.latency import LatencyMeter
 from kerasprune.selection import check_options, excluded_groups, select
 from kerasprune.surgery.rebuild import rebuild
 

@@ -15,10 +15,9 @@ from typing import Dict, Optional
 
 import keras
 
-from kerasprune.graph.analysis import analyze
-
-from kerasprune.graph.keras_graph import iter_layers
 from kerasprune.costs.counting import _table, count_flops, count_params
+from kerasprune.graph.analysis import analyze
+from kerasprune.graph.keras_graph import iter_layers
 
 __all__ = ["ModelStats", "model_stats", "layer_widths", "compare"]
 

@@ -24,10 +24,10 @@ from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 import keras
 import numpy as np
 
-from kerasprune.errors import SelectionError
-from kerasprune.graph.groups import ChannelGroup, PruningGraph
 from kerasprune.costs.channels import ChannelCosts, RemovalMeter, channel_costs
 from kerasprune.costs.counting import count_params
+from kerasprune.errors import SelectionError
+from kerasprune.graph.groups import ChannelGroup, PruningGraph
 from kerasprune.selection.candidates import Candidate
 from kerasprune.selection.scopes import SCOPES, spent_cost
 

@@ -1,15 +1,16 @@
 """Built-in handler families; importing this package registers them all."""
 
-from kerasprune.graph.handlers import (  # noqa: F401
+from kerasprune.graph.handlers import (  # noqa: F401  # noqa: F401
+    attention,
     conv,
     dense,
     merge,
     normalization,
     passthrough,
+    recurrent,
     reshape,
 )
-from kerasprune.graph.handlers import attention, recurrent  # noqa: F401
-from kerasprune.graph.handlers.passthrough import PassThroughHandler
 from kerasprune.graph.handlers.normalization import PerChannelHandler
+from kerasprune.graph.handlers.passthrough import PassThroughHandler
 
 __all__ = ["PassThroughHandler", "PerChannelHandler"]

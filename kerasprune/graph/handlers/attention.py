@@ -36,8 +36,8 @@ from typing import Dict, List, Tuple
 import numpy as np
 from keras import layers
 
-from kerasprune.graph.handlers._common import call_arg, input_index, prod
 from kerasprune.graph.handler import LayerHandler
+from kerasprune.graph.handlers._common import call_arg, input_index, prod
 from kerasprune.graph.registry import register_handler
 
 __all__ = ["MultiHeadAttentionHandler"]

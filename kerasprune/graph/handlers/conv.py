@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from keras import layers
 
-from kerasprune.graph.handlers._common import channel_axis, mixes_channels, positions_along, prod, slice_named
 from kerasprune.graph.handler import LayerHandler
+from kerasprune.graph.handlers._common import channel_axis, mixes_channels, positions_along, prod, slice_named
 from kerasprune.graph.registry import register_handler
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from keras import layers
 
-from kerasprune.graph.handlers._common import mixes_channels, positions_along, prod, slice_named
 from kerasprune.graph.handler import LayerHandler
+from kerasprune.graph.handlers._common import mixes_channels, positions_along, prod, slice_named
 from kerasprune.graph.registry import register_handler
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from keras import layers
 
-from kerasprune.graph.handlers._common import slice_named
 from kerasprune.graph.handler import LayerHandler
+from kerasprune.graph.handlers._common import slice_named
 from kerasprune.graph.registry import register_handler
 
 

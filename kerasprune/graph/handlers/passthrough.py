@@ -6,8 +6,8 @@ import keras
 import numpy as np
 from keras import layers
 
-from kerasprune.graph.handlers._common import channel_axis, mixes_channels
 from kerasprune.graph.handler import LayerHandler
+from kerasprune.graph.handlers._common import channel_axis, mixes_channels
 from kerasprune.graph.registry import register_handler
 
 

@@ -46,9 +46,9 @@ import keras
 import numpy as np
 from keras import layers
 
+from kerasprune.graph.handler import LayerHandler
 from kerasprune.graph.handlers._common import call_arg, input_index, mixes_channels, prod
 from kerasprune.graph.layout import Layout
-from kerasprune.graph.handler import LayerHandler
 from kerasprune.graph.registry import handler_for, register_handler
 
 __all__ = ["RecurrentHandler", "BidirectionalHandler", "gate_blocks"]

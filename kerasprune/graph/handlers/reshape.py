@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from keras import layers
 
-from kerasprune.graph.handlers._common import prod
 from kerasprune.graph.handler import LayerHandler
+from kerasprune.graph.handlers._common import prod
 from kerasprune.graph.registry import register_handler
 
 
