@@ -22,6 +22,7 @@ __all__ = [
     "FrozenGroupError",
     "ImportanceError",
     "SelectionError",
+    "OptionError",
     "ScheduleError",
     "TargetError",
     "TargetNotMetError",
@@ -106,6 +107,11 @@ class SelectionError(KerasPruneError, ValueError):
 
 
 # --------------------------------------------------------------------------- loops
+
+
+class OptionError(KerasPruneError, ValueError):
+    """An argument outside the values it accepts (a batch size of 0, a speed-up of 1, a
+    negative width); the message names the argument and what it accepts."""
 
 
 class ScheduleError(KerasPruneError, ValueError):

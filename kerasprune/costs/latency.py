@@ -10,6 +10,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasprune.errors import OptionError
+
 __all__ = ["LatencyMeter", "seconds_per_call"]
 
 
@@ -42,7 +44,7 @@ class LatencyMeter:
 
     def __init__(self, batch_size: int = 1, samples: int = 5, min_seconds: float = 0.2, seed: int = 0) -> None:
         if batch_size < 1 or samples < 1:
-            raise ValueError("batch_size and samples must be at least 1")
+            raise OptionError("batch_size and samples must be at least 1")
         self.batch_size = int(batch_size)
         self.samples = int(samples)
         self.min_seconds = float(min_seconds)

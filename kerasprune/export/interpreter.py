@@ -13,6 +13,8 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
+from kerasprune.errors import ExportError
+
 __all__ = ["make_interpreter", "run_tflite", "interpreter_name"]
 
 
@@ -51,7 +53,7 @@ def run_tflite(interpreter, inputs: Sequence[np.ndarray]) -> List[np.ndarray]:
     """
     details = interpreter.get_input_details()
     if len(details) != len(inputs):
-        raise ValueError(f"the TFLite model has {len(details)} inputs, {len(inputs)} given")
+        raise ExportError(f"the TFLite model has {len(details)} inputs, {len(inputs)} given")
     for d, x in zip(details, inputs):
         if tuple(d["shape"]) != tuple(x.shape):
             interpreter.resize_tensor_input(d["index"], list(x.shape))

@@ -31,6 +31,8 @@ from typing import Optional, Sequence
 
 import keras
 
+from kerasprune.errors import OptionError
+
 __all__ = ["lenet5"]
 
 
@@ -75,4 +77,4 @@ def lenet5(
 
 def _check_positive(arg: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+        raise OptionError(f"{arg} must be a positive integer, got {value!r}")

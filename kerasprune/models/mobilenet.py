@@ -36,6 +36,8 @@ from typing import Sequence, Tuple
 
 import keras
 
+from kerasprune.errors import OptionError
+
 __all__ = ["mobilenet_v2_cifar", "MOBILENET_V2_CIFAR_STAGES"]
 
 #: (expansion, output channels, blocks, stride of the first block), CIFAR strides.
@@ -120,9 +122,9 @@ def mobilenet_v2_cifar(
             positive number.
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}")
+        raise OptionError(f"num_classes must be a positive integer, got {num_classes!r}")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-        raise ValueError(f"alpha must be a positive number, got {alpha!r}")
+        raise OptionError(f"alpha must be a positive number, got {alpha!r}")
 
     inputs = keras.Input(shape=tuple(input_shape), name="input")
     x = keras.layers.Conv2D(

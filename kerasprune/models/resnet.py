@@ -21,6 +21,8 @@ from typing import Sequence
 
 import keras
 
+from kerasprune.errors import OptionError
+
 __all__ = ["cifar_resnet"]
 
 
@@ -98,13 +100,13 @@ def cifar_resnet(
             ``num_classes`` or ``width`` is not a positive integer.
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
-        raise ValueError(
+        raise OptionError(
             f"CIFAR ResNet depth must be 6n+2 for a whole number n >= 1 of blocks per "
             f"stage (8, 14, 20, 32, 44, 56, 110, 1202, ...), got {depth!r}"
         )
     for arg, value in (("num_classes", num_classes), ("width", width)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+            raise OptionError(f"{arg} must be a positive integer, got {value!r}")
     blocks = (depth - 2) // 6
     _ensure_recursion_limit(3 * blocks * 7 + 10)
 

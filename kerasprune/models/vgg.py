@@ -47,6 +47,8 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import keras
 
+from kerasprune.errors import OptionError
+
 __all__ = ["vgg16_bn", "vgg_like", "VGG_LIKE_LAYERS", "VGG_LIKE_WIDTHS"]
 
 # filters of the convolutions of VGG-16, block by block
@@ -69,12 +71,12 @@ VGG_LIKE_WIDTHS: Tuple[int, ...] = tuple(w for block in _VGG16_BLOCKS for w in b
 
 def _check_positive(arg: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{arg} must be a positive integer, got {value!r}")
+        raise OptionError(f"{arg} must be a positive integer, got {value!r}")
 
 
 def _check_dropout(value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
-        raise ValueError(f"dropout must be a rate in [0, 1), got {value!r}")
+        raise OptionError(f"dropout must be a rate in [0, 1), got {value!r}")
 
 
 def _build(
@@ -191,7 +193,7 @@ def vgg_like(
     _check_dropout(dropout)
     widths = tuple(VGG_LIKE_WIDTHS if widths is None else widths)
     if len(widths) != len(VGG_LIKE_LAYERS):
-        raise ValueError(
+        raise OptionError(
             f"widths must give {len(VGG_LIKE_LAYERS)} numbers, for "
             f"{', '.join(VGG_LIKE_LAYERS)}; got {len(widths)}"
         )

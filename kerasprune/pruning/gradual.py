@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from kerasprune.callbacks.saliency import CRITERIA as ACCUMULATED
 from kerasprune.callbacks.saliency import SaliencyAccumulator
-from kerasprune.errors import KerasPruneError, TargetNotMetError
+from kerasprune.errors import KerasPruneError, ScheduleError, TargetError, TargetNotMetError
 from kerasprune.graph.analysis import analyze
 from kerasprune.importance import get_criterion, score
 from kerasprune.importance.normalize import check_method
@@ -117,9 +117,9 @@ class GradualPruner:
         tensorboard: Optional[Union[str, Path]] = None,
     ) -> None:
         if target is None and rounds is None:
-            raise ValueError("give a target (e.g. 'val_accuracy>=0.99') or a number of rounds")
+            raise TargetError("give a target (e.g. 'val_accuracy>=0.99') or a number of rounds")
         if rounds is not None and rounds < 0:
-            raise ValueError(f"rounds must be >= 0, got {rounds}")
+            raise ScheduleError(f"rounds must be >= 0, got {rounds}")
         get_criterion(criterion)
         check_method(normalization)
         if accumulate and criterion not in ACCUMULATED:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Dict, Union
 
+from kerasprune.errors import ScheduleError
+
 __all__ = ["RatioSchedule", "ConstantRatio", "RisingPercentile", "get_schedule"]
 
 
@@ -47,7 +49,7 @@ class ConstantRatio(RatioSchedule):
 
     def __init__(self, ratio: float = 0.05) -> None:
         if not 0.0 < float(ratio) < 1.0:
-            raise ValueError(f"the ratio per round must be in (0, 1), got {ratio!r}")
+            raise ScheduleError(f"the ratio per round must be in (0, 1), got {ratio!r}")
         self.ratio = float(ratio)
 
     def __call__(self, round: int, removed_so_far: float) -> float:
@@ -67,7 +69,7 @@ class RisingPercentile(RatioSchedule):
 
     def __init__(self, start: float = 0.5, step: float = 0.1, final: float = 0.99) -> None:
         if not (0.0 < start < 1.0 and 0.0 < final < 1.0 and step >= 0.0):
-            raise ValueError("start and final must be in (0, 1) and step >= 0")
+            raise ScheduleError("start and final must be in (0, 1) and step >= 0")
         self.start, self.step, self.final = float(start), float(step), float(final)
 
     def __call__(self, round: int, removed_so_far: float) -> float:
@@ -91,8 +93,8 @@ def get_schedule(value: Union[float, RatioSchedule, Dict[str, Any], Callable]) -
     if isinstance(value, dict):
         cls = _SCHEDULES.get(value.get("class_name"))
         if cls is None:
-            raise ValueError(f"unknown schedule {value.get('class_name')!r}; known: {sorted(_SCHEDULES)}")
+            raise ScheduleError(f"unknown schedule {value.get('class_name')!r}; known: {sorted(_SCHEDULES)}")
         return cls.from_config(value.get("config", {}))
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return ConstantRatio(float(value))
-    raise TypeError(f"a ratio schedule must be a float or a RatioSchedule, got {value!r}")
+    raise ScheduleError(f"a ratio schedule must be a float or a RatioSchedule, got {value!r}")

@@ -19,7 +19,7 @@ import keras
 
 from kerasprune.costs.counting import count_flops
 from kerasprune.costs.latency import LatencyMeter
-from kerasprune.errors import SpeedupNotReachedError
+from kerasprune.errors import OptionError, SpeedupNotReachedError
 from kerasprune.graph.analysis import analyze
 from kerasprune.importance import score
 from kerasprune.selection import check_options, excluded_groups, select
@@ -105,11 +105,11 @@ def prune_for_speedup(
         ValueError: ``speedup`` <= 1, or a bad option.
     """
     if not speedup > 1.0:
-        raise ValueError(f"speedup must be greater than 1, got {speedup}")
+        raise OptionError(f"speedup must be greater than 1, got {speedup}")
     if not 0.0 < max_ratio_flops < 1.0:
-        raise ValueError(f"max_ratio_flops must be in (0, 1), got {max_ratio_flops}")
+        raise OptionError(f"max_ratio_flops must be in (0, 1), got {max_ratio_flops}")
     if not tolerance > 0.0:
-        raise ValueError(f"tolerance must be positive, got {tolerance}")
+        raise OptionError(f"tolerance must be positive, got {tolerance}")
     exclude = tuple(exclude)
     check_options(None, scope=scope, unit="flops", min_channels=min_channels, max_ratio=max_ratio, round_to=round_to)
     if measure is None:

@@ -6,6 +6,7 @@ import operator
 import re
 from dataclasses import dataclass
 from typing import Mapping, Union
+from kerasprune.errors import TargetError
 
 __all__ = ["Target", "parse_target"]
 
@@ -24,7 +25,7 @@ class Target:
     def met(self, metrics: Mapping[str, float]) -> bool:
         """Whether ``metrics`` (as logged: ``val_accuracy`` ...) meet the target."""
         if self.metric not in metrics:
-            raise KeyError(
+            raise TargetError(
                 f"target metric {self.metric!r} was not measured; measured: {sorted(metrics)}"
             )
         return bool(_OPS[self.op](float(metrics[self.metric]), self.threshold))
@@ -39,7 +40,7 @@ def parse_target(value: Union[str, Target]) -> Target:
         return value
     m = _PATTERN.match(str(value))
     if not m:
-        raise ValueError(
+        raise TargetError(
             f"cannot read the target {value!r}: write it as METRIC OP NUMBER, "
             "for example 'val_accuracy>=0.99' or 'val_loss<=0.05'"
         )

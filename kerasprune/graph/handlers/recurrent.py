@@ -46,6 +46,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from kerasprune.errors import HandlerError
 from kerasprune.graph.handler import LayerHandler
 from kerasprune.graph.handlers._common import call_arg, input_index, mixes_channels, prod
 from kerasprune.graph.layout import Layout
@@ -389,7 +390,7 @@ class BidirectionalHandler(_RecurrentBase):
         if kb is not None:
             bwd = config.get("backward_layer")
             if bwd is None:  # pragma: no cover - Keras 3 always writes it
-                raise ValueError("Bidirectional config without 'backward_layer'")
+                raise HandlerError("Bidirectional config without 'backward_layer'")
             _set_units(bwd["config"], int(kb.sum()))
 
     def slice_weights(self, layer, weights, masks):
