@@ -162,6 +162,8 @@ def cut_off(model: keras.Model, graph, keep, cut_inputs: bool = False) -> keras.
     layers = dict(iter_layers(ref))
     masks = graph.slot_masks(keep_masks(graph, keep))
     for path, slots in masks.items():
+        if path not in layers and isinstance(graph.record(path).layer, keras.layers.InputLayer):
+            continue  # the input of a composite layer's traced call: not a layer of the model
         for slot, mask in slots.items():
             removed = np.nonzero(~mask)[0]
             if slot in _PRODUCED_SLOTS:

@@ -8,7 +8,7 @@ from typing import Dict, List
 import keras
 import numpy as np
 
-from kerasprune.graph.keras_graph import iter_calls, iter_layers
+from kerasprune.graph.keras_graph import is_container, iter_calls, iter_layers
 from kerasprune.graph.registry import handler_for
 
 __all__ = ["count_params", "count_flops", "ParamCount", "FlopCount"]
@@ -86,7 +86,7 @@ def count_params(model: keras.Model) -> ParamCount:
     non_trainable = size(model.non_trainable_weights)
     per_layer = {}
     for path, layer in iter_layers(model):
-        if isinstance(layer, keras.Model):
+        if is_container(layer):
             continue
         n = sum(int(np.prod(v.shape)) if len(v.shape) else 1 for v in layer.weights)
         if n:

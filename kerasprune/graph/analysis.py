@@ -22,10 +22,12 @@ from kerasprune.graph.groups import ChannelGroup, Member, PruningGraph
 from kerasprune.graph.handler import LayerRecord, NodeContext
 from kerasprune.graph.keras_graph import (
     functional_of,
+    is_composite,
     is_graph_model,
     iter_nodes,
     producer,
     producer_name,
+    trace_composite,
 )
 from kerasprune.graph.layout import Layout
 from kerasprune.graph.registry import handler_for
@@ -88,6 +90,8 @@ class _Analyzer:
         # source id -> layout its channels are a view of (set when a whole source is
         # coupled to a concatenation or a repeated layout, see _alias)
         self.alias: Dict[int, Layout] = {}
+        # path -> the traced functional graph of each composite layer walked inside
+        self.composites: Dict[str, keras.Model] = {}
 
     # sources -------------------------------------------------------------
 
@@ -234,8 +238,22 @@ class _Analyzer:
                 continue
             ins = [tensors[id(t)] for t in kts]
             path = prefix + op.name
+            traced = trace_composite(op, node) if is_composite(op) else None
             if is_graph_model(op):
                 outs = self.walk_nested(op, node, ins, path)
+            elif isinstance(traced, keras.Model):
+                self.composites[path] = traced
+                outs = self.walk_nested(traced, node, ins, path, record=op)
+            elif traced is not None:  # a composite layer whose call could not be traced
+                rec = self.record_for(op, path)
+                self.warn_unsupported(op, path)
+                for layout in ins:
+                    if layout is not None:
+                        self.freeze_layout(layout, str(traced))
+                outs = [
+                    self.opaque_layout(f"{path}:{i}", tuple(t.shape), str(traced))
+                    for i, t in enumerate(node.outputs)
+                ]
             else:
                 rec = self.record_for(op, path)
                 ctx = NodeContext(self, rec, node, ins, kts)
@@ -250,8 +268,10 @@ class _Analyzer:
                 tensors[id(kt)] = layout
         return [tensors.get(id(kt)) for kt in fn.outputs]
 
-    def walk_nested(self, model, node, ins, path: str):
-        self.record_for(model, path)
+    def walk_nested(self, model, node, ins, path: str, record: Any = None):
+        """Walk the graph of nested ``model`` (for a composite layer: its traced call,
+        recorded under ``record``, the layer itself)."""
+        self.record_for(model if record is None else record, path)
         inner = functional_of(model)
         n_in = len(inner.inputs)
         if len(ins) != n_in:
@@ -351,7 +371,8 @@ class _Analyzer:
                         )
                     )
         return PruningGraph(
-            self.model, groups, self.order, self.unsupported, source_group, observed
+            self.model, groups, self.order, self.unsupported, source_group, observed,
+            composites=self.composites,
         )
 
 

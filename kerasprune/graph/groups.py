@@ -99,6 +99,8 @@ class PruningGraph:
             group it belongs to (-1 for a source that is only a view of others).
         observed: ``(keras_tensor, layout)`` of every top-level tensor that a layer's
             weights read.
+        composites: path -> the traced functional graph of each composite layer the
+            walk entered (see :func:`kerasprune.graph.keras_graph.trace_composite`).
     """
 
     def __init__(
@@ -109,6 +111,7 @@ class PruningGraph:
         unsupported: Sequence[Tuple[str, str]],
         source_group: np.ndarray,
         observed: Sequence[Tuple[Any, Layout]],
+        composites: Optional[Mapping[str, keras.Model]] = None,
     ) -> None:
         self.model = model
         self.groups: List[ChannelGroup] = list(groups)
@@ -119,6 +122,7 @@ class PruningGraph:
         self._source_group = np.asarray(source_group, dtype=np.int64)
         self._observed = list(observed)
         self._positions: Dict[Tuple[str, str], List[Optional[Positions]]] = {}
+        self.composites: Dict[str, keras.Model] = dict(composites or {})
 
     # lookup --------------------------------------------------------------
 

@@ -14,7 +14,7 @@ from typing import Callable, Dict, Type, TypeVar
 from kerasprune.errors import RegistryError
 from kerasprune.graph.handler import LayerHandler
 
-__all__ = ["register_handler", "handler_for", "registered_handlers"]
+__all__ = ["register_handler", "handler_for", "has_handler", "registered_handlers"]
 
 _REGISTRY: Dict[type, LayerHandler] = {}
 _FALLBACK = LayerHandler()
@@ -91,6 +91,12 @@ def handler_for(layer: object) -> LayerHandler:
                 return handler
             break
     return _FALLBACK
+
+
+def has_handler(layer: object) -> bool:
+    """Whether ``layer`` has a handler of its own (registered or inherited), not the
+    freezing fallback."""
+    return handler_for(layer) is not _FALLBACK
 
 
 def registered_handlers() -> Dict[type, LayerHandler]:

@@ -17,7 +17,7 @@ import keras
 
 from kerasprune.costs.counting import _table, count_flops, count_params
 from kerasprune.graph.analysis import analyze
-from kerasprune.graph.keras_graph import iter_layers
+from kerasprune.graph.keras_graph import is_container, iter_layers
 
 __all__ = ["ModelStats", "model_stats", "layer_widths", "compare"]
 
@@ -28,7 +28,7 @@ def layer_widths(model: keras.Model) -> Dict[str, int]:
     """Width (filters, units, embedding size, heads) of every layer that has one."""
     widths = {}
     for path, layer in iter_layers(model):
-        if isinstance(layer, keras.Model):
+        if is_container(layer):
             continue
         for attr in _WIDTH_ATTRS:
             value = getattr(layer, attr, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 from typing import Dict, Iterable, Mapping, Optional
 
 import keras
@@ -11,7 +12,7 @@ import numpy as np
 from kerasprune.errors import HandlerError, RebuildError
 from kerasprune.graph.analysis import analyze
 from kerasprune.graph.groups import PruningGraph, check_graph
-from kerasprune.graph.keras_graph import iter_layers
+from kerasprune.graph.keras_graph import is_container, iter_layers
 from kerasprune.surgery.keep import keep_masks
 from kerasprune.surgery.optimizer import carry_optimizer_state, compile_like
 
@@ -53,7 +54,7 @@ def _skip_random_init(index: Dict[str, dict], layers: Dict[str, keras.layers.Lay
     swapped: Dict[str, Dict[str, object]] = {}
     for path, entry in index.items():
         layer = layers.get(path)
-        if layer is None or isinstance(layer, keras.Model) or not layer.weights:
+        if layer is None or is_container(layer) or not layer.weights:
             continue
         if not _is_keras_builtin(type(layer)):
             continue
@@ -83,6 +84,47 @@ def _custom_objects(model: keras.Model) -> Dict[str, type]:
         if not _is_keras_builtin(cls):
             objs.setdefault(cls.__name__, cls)
     return objs
+
+
+def _replace_changed_composites(
+    graph: PruningGraph, slot_masks: Mapping[str, object], index: Dict[str, dict]
+) -> None:
+    """Give every composite layer with changed sublayers a functional config of its own.
+
+    A composite layer's config holds its constructor arguments, not its sublayers, so the
+    new widths of its sublayers cannot be written into it. It is replaced, in the edited
+    config, by the functional model its call traced to (same name, same inbound calls),
+    whose sublayer entries are then edited like those of any nested model. Outer
+    composites first, so that a composite inside another is found in its parent's new
+    config.
+    """
+    for path in sorted(graph.composites, key=lambda p: p.count("/")):
+        if not any(changed.startswith(path + "/") for changed in slot_masks):
+            continue
+        entry = index.get(path)
+        if entry is None:
+            raise RebuildError(f"composite layer '{path}' is missing from the model's config")
+        traced = graph.composites[path]
+        layer = graph.record(path).layer
+        warnings.warn(
+            f"kerasprune: composite layer '{path}' ({type(layer).__name__}) has thinner "
+            "sublayers, which its constructor arguments cannot express; the thin model "
+            "holds it as a functional model of the same sublayers instead",
+            stacklevel=3,
+        )
+        inbound = entry.get("inbound_nodes", [])
+        entry.clear()
+        entry.update(
+            {
+                "module": "keras.src.models.functional",
+                "class_name": "Functional",
+                "config": copy.deepcopy(traced.get_config()),
+                "registered_name": "Functional",
+                "name": layer.name,
+                "inbound_nodes": inbound,
+            }
+        )
+        _index_config(entry["config"], path + "/", index)
 
 
 def rebuild(
@@ -129,6 +171,7 @@ def rebuild(
     config = copy.deepcopy(model.get_config())
     index: Dict[str, dict] = {}
     _index_config(config, "", index)
+    _replace_changed_composites(graph, slot_masks, index)
     for entry in index.values():
         entry.pop("build_config", None)  # rebuilt layers are built by the graph calls
     for path, layer_masks in slot_masks.items():
@@ -151,9 +194,13 @@ def rebuild(
     for path, layer in iter_layers(model):
         new_layer = new_layers.get(path)
         if new_layer is None:
-            raise RebuildError(f"layer '{path}' is missing from the rebuilt model")
+            if not layer.weights or is_container(layer):
+                continue  # a composite layer's sublayer that its call never uses
+            raise RebuildError(
+                f"layer '{path}' ({type(layer).__name__}) is missing from the rebuilt model"
+            )
         new_layer.trainable = layer.trainable
-        if isinstance(layer, keras.Model) or not layer.weights:
+        if is_container(layer) or not layer.weights:
             continue
         weights = [np.asarray(w) for w in layer.get_weights()]
         layer_masks = slot_masks.get(path)

@@ -1,0 +1,182 @@
+"""Composite layers (a layer whose call uses sublayers) are walked inside and rebuilt."""
+
+from __future__ import annotations
+
+import warnings
+
+import keras
+import numpy as np
+import pytest
+from keras import layers as L
+
+import kerasprune as kp
+from kerasprune.graph.keras_graph import is_composite, iter_layers
+from tests.models import randomize
+from tests.reference import assert_close, cut_off, random_keep
+
+
+@keras.saving.register_keras_serializable(package="kptest")
+class ResidualBlock(keras.layers.Layer):
+    """conv -> BN -> relu -> conv, plus the input: a user's residual block."""
+
+    def __init__(self, filters: int, inner: int, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.inner = filters, inner
+        self.conv_a = L.Conv2D(inner, 3, padding="same", name="conv_a")
+        self.bn = L.BatchNormalization(name="bn")
+        self.act = L.Activation("relu", name="act")
+        self.conv_b = L.Conv2D(filters, 3, padding="same", name="conv_b")
+        self.add = L.Add(name="add")
+
+    def call(self, x, training=None):
+        y = self.act(self.bn(self.conv_a(x), training=training))
+        return self.add([x, self.conv_b(y)])
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "inner": self.inner}
+
+
+@keras.saving.register_keras_serializable(package="kptest")
+class Stage(keras.layers.Layer):
+    """Two residual blocks: a composite layer made of composite layers."""
+
+    def __init__(self, filters: int, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.first = ResidualBlock(filters, 6, name="first")
+        self.second = ResidualBlock(filters, 5, name="second")
+
+    def call(self, x):
+        return self.second(self.first(x))
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters}
+
+
+@keras.saving.register_keras_serializable(package="kptest")
+class BackendCall(keras.layers.Layer):
+    """A call that uses a TensorFlow function directly works in Keras (it is run on
+    backend tensors) but cannot be traced on symbolic Keras tensors."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = L.Dense(4, name="dense")
+
+    def call(self, x):
+        import tensorflow as tf
+
+        return tf.math.cumsum(self.dense(x), axis=-1)
+
+
+def _net(block: keras.layers.Layer, channels: int = 4) -> keras.Model:
+    inp = keras.Input((8, 8, 3), name="inp")
+    x = L.Conv2D(channels, 1, name="stem")(inp)
+    x = block(x)
+    x = L.Conv2D(5, 1, name="after")(x)
+    out = L.Dense(2, name="head")(L.GlobalAveragePooling2D(name="pool")(x))
+    return randomize(keras.Model(inp, out))
+
+
+def _x(model, n=3, seed=0):
+    shape = (n,) + tuple(model.input_shape[1:])
+    return np.random.default_rng(seed).normal(size=shape).astype("float32")
+
+
+def test_a_composite_layer_is_recognized_and_its_sublayers_get_paths():
+    model = _net(ResidualBlock(4, 6, name="block"))
+    assert is_composite(model.get_layer("block"))
+    paths = [p for p, _ in iter_layers(model)]
+    assert {"block", "block/conv_a", "block/bn", "block/conv_b"} <= set(paths)
+
+
+def test_groups_inside_a_composite_layer_are_prunable():
+    model = _net(ResidualBlock(4, 6, name="block"))
+    graph = kp.analyze(model)
+    inner = graph.group_of("block/conv_a")
+    assert inner.prunable and inner.size == 6
+    assert {(m.layer, m.slot) for m in inner.members} >= {
+        ("block/conv_a", "out"), ("block/bn", "channels"), ("block/conv_b", "in")
+    }
+    residual = graph.group_of("stem")
+    assert residual.prunable  # the stem, the block's second conv and its add, together
+    assert ("block/conv_b", "out") in {(m.layer, m.slot) for m in residual.members}
+
+
+def test_rebuilt_composite_equals_the_cut_off_original(rng):
+    model = _net(ResidualBlock(4, 6, name="block"))
+    graph = kp.analyze(model)
+    keep = random_keep(graph, rng)
+    with pytest.warns(UserWarning, match="composite layer 'block'"):
+        thin = kp.rebuild(model, keep, graph=graph)
+    x = _x(model)
+    assert_close(thin(x), cut_off(model, graph, keep)(x))
+    assert thin.get_layer("block").get_layer("conv_a").filters == len(keep[graph.group_of("block/conv_a").name])
+
+
+def test_thin_composite_saves_and_loads_without_its_class(tmp_path, rng):
+    model = _net(ResidualBlock(4, 6, name="block"))
+    graph = kp.analyze(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        thin = kp.rebuild(model, random_keep(graph, rng), graph=graph)
+    thin.save(tmp_path / "thin.keras")
+    with keras.saving.custom_object_scope({}):
+        back = keras.models.load_model(tmp_path / "thin.keras")
+    x = _x(model)
+    assert_close(back(x), thin(x))
+
+
+def test_a_composite_without_changed_sublayers_keeps_its_class():
+    model = _net(ResidualBlock(4, 6, name="block"))
+    graph = kp.analyze(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "rebuilt as a functional model" warning
+        thin = kp.rebuild(model, {"after": [0, 2, 4]}, graph=graph)
+    assert type(thin.get_layer("block")) is ResidualBlock
+    x = _x(model)
+    assert_close(thin(x), cut_off(model, graph, {"after": [0, 2, 4]})(x))
+
+
+def test_composites_inside_composites_are_walked_and_rebuilt(rng):
+    model = _net(Stage(4, name="stage"))
+    graph = kp.analyze(model)
+    assert graph.group_of("stage/first/conv_a").prunable
+    assert graph.group_of("stage/second/conv_a").prunable
+    keep = random_keep(graph, rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        thin = kp.rebuild(model, keep, graph=graph)
+    x = _x(model)
+    assert_close(thin(x), cut_off(model, graph, keep)(x))
+
+
+def test_multiply_adds_inside_a_composite_are_counted():
+    model = _net(ResidualBlock(4, 6, name="block"))
+    macs = kp.count_flops(model).per_layer
+    # conv_a: 8*8 positions * 3*3 kernel * 4 in * 6 out; conv_b: 6 in, 4 out
+    assert macs["block/conv_a"] == 64 * 9 * 4 * 6
+    assert macs["block/conv_b"] == 64 * 9 * 6 * 4
+    params = kp.count_params(model)
+    assert params.total == sum(params.per_layer.values())  # no layer counted twice
+
+
+def test_a_composite_whose_call_cannot_be_traced_is_frozen_with_the_reason():
+    inp = keras.Input((6,), name="inp")
+    x = L.Dense(4, name="before")(inp)
+    x = BackendCall(name="odd")(x)
+    model = keras.Model(inp, L.Dense(2, name="head")(x))
+    with pytest.warns(UserWarning, match="odd"):
+        graph = kp.analyze(model)
+    group = graph.group_of("before")
+    assert not group.prunable and "cannot be traced" in group.reason
+
+
+def test_analysis_leaves_the_model_working_and_unchanged(rng):
+    model = _net(ResidualBlock(4, 6, name="block"))
+    x = _x(model)
+    before = np.asarray(model(x))
+    config = model.get_config()
+    kp.analyze(model)
+    kp.analyze(model)
+    np.testing.assert_array_equal(np.asarray(model(x)), before)
+    assert model.get_config() == config
