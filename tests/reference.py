@@ -133,8 +133,8 @@ def _zero_channels(layer, removed: np.ndarray):
         elif offset.any():
             raise NotImplementedError("reference cannot zero one channel of a scalar offset")
         return
-    elif isinstance(layer, (L.PReLU, L.Reshape, L.InputLayer)):
-        return  # 0 stays 0
+    elif isinstance(layer, (L.PReLU, L.Reshape, L.InputLayer)) or type(layer).__name__ == "LayerScale":
+        return  # 0 stays 0 (LayerScale: x * gamma)
     else:
         raise NotImplementedError(f"reference cannot zero channels of {type(layer).__name__}")
     layer.set_weights([w[v.name] for v in layer.weights])

@@ -214,3 +214,22 @@ def test_mobilenet_v3_prunes_around_its_op_built_hard_sigmoid_gates(batch, tmp_p
     thin.save(tmp_path / "mnv3.keras")
     loaded = keras.models.load_model(tmp_path / "mnv3.keras")
     np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), out)
+
+
+def test_inception_resnet_v2_scaled_residuals_are_prunable_and_exact() -> None:
+    """Its ``x + scale * r`` residuals are a custom layer (``CustomScaleLayer``): handled as
+    an element-wise merge, every group but the model's input and head is prunable."""
+    model = perturb_statistics(
+        A.InceptionResNetV2(
+            input_shape=(75, 75, 3), weights=None, classes=5, classifier_activation=None
+        )
+    )
+    graph = kp.analyze(model)
+    assert graph.frozen and all(
+        "fed by model input" in g.reason or "reaches model output" in g.reason
+        for g in graph.frozen
+    ), [(g.name, g.reason) for g in graph.frozen]
+    keep = random_keep(graph, np.random.default_rng(0), fraction=0.7)
+    thin = kp.rebuild(model, keep, graph=graph)
+    x = np.random.default_rng(1).normal(size=(2, 75, 75, 3)).astype("float32")
+    assert_close(thin(x), cut_off(model, graph, keep)(x), rtol=1e-4)

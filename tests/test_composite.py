@@ -8,11 +8,11 @@ import keras
 import numpy as np
 import pytest
 from keras import layers as L
+from models import randomize
+from reference import assert_close, cut_off, random_keep
 
 import kerasprune as kp
 from kerasprune.graph.keras_graph import is_composite, iter_layers
-from tests.models import randomize
-from tests.reference import assert_close, cut_off, random_keep
 
 
 @keras.saving.register_keras_serializable(package="kptest")

@@ -23,6 +23,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from keras.src.applications.convnext import LayerScale
+from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
 from models import L, randomize
 from reference import assert_close, assert_positions_agree, cut_off
 
@@ -217,6 +219,9 @@ MINIMAL_MODELS = {
     L.SimpleRNN: lambda: _seq(L.SimpleRNN(4, return_sequences=True, name=UT)),
     L.RNN: lambda: _seq(L.RNN(L.LSTMCell(3), return_sequences=True, name=UT)),
     L.Bidirectional: lambda: _seq(L.Bidirectional(L.GRU(3, return_sequences=True), name=UT)),
+    # keras.applications' own layers
+    LayerScale: lambda: sandwich(LayerScale(0.5, 6, name=UT)),
+    CustomScaleLayer: lambda: merge(CustomScaleLayer, scale=0.2),
 }
 
 # layer class -> why it has no minimal model of its own

@@ -1,6 +1,7 @@
 """Built-in handler families; importing this package registers them all."""
 
-from kerasprune.graph.handlers import (  # noqa: F401  # noqa: F401
+from kerasprune.graph.handlers import (  # noqa: F401
+    applications,
     attention,
     conv,
     dense,
