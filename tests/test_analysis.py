@@ -218,3 +218,42 @@ def test_summary_lists_every_group(capsys):
     out = capsys.readouterr().out
     for grp in g:
         assert grp.name in out
+
+
+def test_a_handler_that_raises_is_reported_with_the_layer_and_its_class():
+    class Broken(keras.layers.Layer):
+        def call(self, x):
+            return x
+
+    class BrokenHandler(kp.LayerHandler):
+        def analyze(self, ctx):
+            return [ctx.inputs[3]]  # an IndexError: a bug in the handler
+
+    inp = keras.Input((6,))
+    x = L.Dense(4, name="d1")(inp)
+    out = L.Dense(2, name="head")(Broken(name="broken")(x))
+    model = keras.Model(inp, out)
+    from kerasprune.graph import registry
+
+    kp.register_handler(Broken)(BrokenHandler)
+    try:
+        with pytest.raises(kp.HandlerError, match=r"BrokenHandler failed in analyze\(\) on layer 'broken' \(Broken\): IndexError"):
+            kp.analyze(model)
+    finally:
+        registry._REGISTRY.pop(Broken, None)
+
+
+def test_registering_a_second_handler_for_a_class_needs_replace():
+    class Scaled(keras.layers.Layer):
+        pass
+
+    from kerasprune.graph import registry
+
+    kp.register_handler(Scaled)(kp.PassThroughHandler)
+    try:
+        with pytest.raises(kp.RegistryError, match="already has the pruning handler PassThroughHandler"):
+            kp.register_handler(Scaled)(kp.PerChannelHandler)
+        kp.register_handler(Scaled, replace=True)(kp.PerChannelHandler)
+        assert type(registry.handler_for(Scaled())) is kp.PerChannelHandler
+    finally:
+        registry._REGISTRY.pop(Scaled, None)

@@ -17,7 +17,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import keras
 import numpy as np
 
-from kerasprune.errors import HandlerError, UnsupportedModelError
+from kerasprune.errors import HandlerError, KerasPruneError, UnsupportedModelError, handler_failure
 from kerasprune.graph.groups import ChannelGroup, Member, PruningGraph
 from kerasprune.graph.handler import LayerRecord, NodeContext
 from kerasprune.graph.keras_graph import (
@@ -257,7 +257,12 @@ class _Analyzer:
             else:
                 rec = self.record_for(op, path)
                 ctx = NodeContext(self, rec, node, ins, kts)
-                outs = list(rec.handler.analyze(ctx))
+                try:
+                    outs = list(rec.handler.analyze(ctx))
+                except KerasPruneError:
+                    raise
+                except Exception as exc:  # a bug in the handler: name it, never a bare error
+                    raise handler_failure(rec.handler, op, path, "analyze", exc) from exc
                 if len(outs) != len(node.outputs):
                     raise HandlerError(
                         f"the pruning handler {type(rec.handler).__name__} of layer '{path}' "

@@ -9,7 +9,7 @@ from typing import Dict, Iterable, Mapping, Optional
 import keras
 import numpy as np
 
-from kerasprune.errors import HandlerError, RebuildError
+from kerasprune.errors import HandlerError, KerasPruneError, RebuildError, handler_failure
 from kerasprune.graph.analysis import analyze
 from kerasprune.graph.groups import PruningGraph, check_graph
 from kerasprune.graph.keras_graph import is_container, iter_layers
@@ -176,7 +176,12 @@ def rebuild(
         entry.pop("build_config", None)  # rebuilt layers are built by the graph calls
     for path, layer_masks in slot_masks.items():
         rec = graph.record(path)
-        rec.handler.edit_config(rec.layer, index[path]["config"], layer_masks)
+        try:
+            rec.handler.edit_config(rec.layer, index[path]["config"], layer_masks)
+        except KerasPruneError:
+            raise
+        except Exception as exc:  # a bug in the handler: name it, never a bare error
+            raise handler_failure(rec.handler, rec.layer, path, "edit_config", exc) from exc
     swapped = _skip_random_init(index, dict(iter_layers(model)))
 
     try:
@@ -206,7 +211,12 @@ def rebuild(
         layer_masks = slot_masks.get(path)
         if layer_masks:
             handler = graph.record(path).handler
-            weights = handler.slice_weights(layer, weights, layer_masks)
+            try:
+                weights = handler.slice_weights(layer, weights, layer_masks)
+            except KerasPruneError:
+                raise
+            except Exception as exc:  # a bug in the handler: name it
+                raise handler_failure(handler, layer, path, "slice_weights", exc) from exc
 
             def slicer(arrays, _h=handler, _l=layer, _m=layer_masks):
                 return _h.slice_weights(_l, arrays, _m)
