@@ -6,6 +6,7 @@ supported families: plain conv chains, residual blocks (``Add``, ``Subtract``,
 squeeze-and-excitation gates (reshaped, kept-dims and rank-broadcast, gate on either
 side), depthwise and separable convolutions (with multipliers), grouped convolutions,
 Dense on feature maps, pooling, nested models (called once or twice), shared layers,
+composite layers (a residual block written as a layer with sublayers),
 BatchNormalization and GAP or Flatten heads. For each model it draws a keep-set (a random non-empty subset of
 every prunable group, the same count in each block) and checks that
 
@@ -78,6 +79,7 @@ BLOCKS = {
     "pool": (st.sampled_from(["max", "avg"]),),
     "nested": (width, st.booleans()),
     "shared": (width, width, st.sampled_from(["add", "concat", "chain"])),
+    "composite": (width, st.booleans()),
 }
 
 
@@ -219,6 +221,32 @@ def _shared(x, name: str, mid: int, out: int, mode: str):
     return L.Concatenate(name=f"{name}_cat")([ya, yb])
 
 
+@keras.saving.register_keras_serializable(package="kptest_property")
+class CompositeResidual(keras.layers.Layer):
+    """A user's residual block as a layer with sublayers (walked inside by tracing)."""
+
+    def __init__(self, mid: int, channels: int, bn: bool, **kwargs):
+        super().__init__(**kwargs)
+        self.mid, self.channels, self.bn = mid, channels, bn
+        self.c1 = L.Conv2D(mid, 3, padding="same", activation="relu", name="c1")
+        self.norm = L.BatchNormalization(name="norm") if bn else None
+        self.c2 = L.Conv2D(channels, 1, name="c2")
+        self.add = L.Add(name="add")
+
+    def call(self, x, training=None):
+        y = self.c1(x)
+        if self.norm is not None:
+            y = self.norm(y, training=training)
+        return self.add([x, self.c2(y)])
+
+    def get_config(self):
+        return {**super().get_config(), "mid": self.mid, "channels": self.channels, "bn": self.bn}
+
+
+def _composite(x, name: str, mid: int, bn: bool):
+    return CompositeResidual(mid, _channels(x), bn, name=f"{name}_block")(x)
+
+
 BUILDERS = {
     "conv": _conv_block,
     "residual": _residual,
@@ -232,6 +260,7 @@ BUILDERS = {
     "pool": _pool,
     "nested": _nested,
     "shared": _shared,
+    "composite": _composite,
 }
 
 
@@ -376,6 +405,12 @@ FIXED_SPECS = {
         (("nested", 4, False), ("nested", 3, True), ("shared", 3, 4, "add"),
          ("shared", 2, 3, "concat"), ("shared", 2, 2, "chain"), ("pool", "avg"), ("pool", "max")),
         ("flatten", 3),
+    ),
+    "composite_layers": (
+        5,
+        (("composite", 3, True), ("conv", 4, "relu", False, 3), ("composite", 6, False),
+         ("residual", 2, False, "Add"), ("composite", 2, True)),
+        ("gap", None),
     ),
 }
 
