@@ -4,7 +4,7 @@ Not a test: prints a table. For each model the fits run interleaved, one epoch a
 time, on the same data with the same batch size: plain ``fit``, ``fit`` with
 :class:`~kerasprune.callbacks.SaliencyAccumulator` for each criterion of ``--criteria``
 (weight gradients: gsfp; feature-map gradients: mean_gradient, taylor) and ``fit`` with
-:class:`~kerasprune.callbacks.SoftFilterPruning` (gsfp, rate 0.3). Each model is compiled
+:class:`~kerasprune.callbacks.SoftFilterPruning` (gsfp, ratio 0.3). Each model is compiled
 and traced once before timing; every ``fit`` runs two epochs and only the second is timed
 (a callback that hooks the train step re-traces it once per ``fit``, a cost per call, not
 per epoch); the medians of the epoch times are compared. Target:
@@ -118,7 +118,7 @@ def main() -> int:
         variants = {"plain fit": lambda: []}
         for criterion in args.criteria:
             variants[f"SaliencyAccumulator({criterion})"] = lambda c=criterion: [SaliencyAccumulator(c)]
-        variants["SoftFilterPruning(0.3, gsfp)"] = lambda: [SoftFilterPruning(0.3)]
+        variants["SoftFilterPruning(0.3, gsfp)"] = lambda: [SoftFilterPruning(ratio=0.3)]
         models, timers, extra = {}, {}, {}
         for label, make in variants.items():
             keras.utils.set_random_seed(0)

@@ -1,8 +1,8 @@
-"""Globally soft filter pruning of LeNet-5 on MNIST at several rates, beside Xu et al. (2018).
+"""Globally soft filter pruning of LeNet-5 on MNIST at several ratios, beside Xu et al. (2018).
 
 Not a test: prints a table. From one trained LeNet-5 (the baseline of
 ``bench/reproduce_lenet.py`` when its run directory exists, else trained here), for each
-rate P it trains a copy with :class:`kerasprune.callbacks.SoftFilterPruning` (gsfp saliency
+ratio P it trains a copy with :class:`kerasprune.callbacks.SoftFilterPruning` (gsfp saliency
 accumulated over each epoch, normalized per layer, ranked globally over the two
 convolutions' filters, the lowest P masked at every epoch end), strips the masked filters
 with :func:`kerasprune.strip` and reports the filters left per layer, the FLOPs left and
@@ -10,7 +10,7 @@ the test error, beside Table 2 of Xu et al. (2018) (P = 70, 80, 85, 90%: 7-14, 6
 filters; 0.72, 0.77, 0.83, 1.07% error; baseline 0.75%). The paper retrains 100 epochs at lr 0.01;
 the default here is far shorter (``--epochs``).
 
-    .venv/bin/python bench/soft_lenet.py [--rates 0.7 0.8 0.85 0.9] [--epochs 8]
+    .venv/bin/python bench/soft_lenet.py [--ratios 0.7 0.8 0.85 0.9] [--epochs 8]
 
 References:
 
@@ -44,7 +44,7 @@ def error(model: keras.Model, test) -> float:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--rates", nargs="+", type=float, default=[0.7, 0.8, 0.85, 0.9])
+    p.add_argument("--ratios", nargs="+", type=float, default=[0.7, 0.8, 0.85, 0.9])
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--lr", type=float, default=0.01,
                    help="SGD learning rate (momentum 0.9), as in Xu et al. (2018)")
@@ -63,28 +63,29 @@ def main() -> int:
         base.fit(train, epochs=10, shuffle=False, verbose=2)
     flops0 = kp.count_flops(base).total
     rows = [("baseline", "20-50", f"{error(base, test):.2f}", "100.0%", "", "0.75")]
-    for rate in args.rates:
+    for ratio in args.ratios:
         t0 = time.time()
         model = keras.models.clone_model(base)
         model.set_weights(base.get_weights())
         model.compile(optimizer=keras.optimizers.SGD(args.lr, momentum=0.9),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        soft = SoftFilterPruning(rate, criterion="gsfp", scope="global", exclude=["fc1"])
+        soft = SoftFilterPruning(ratio=ratio, criterion="gsfp", scope="global", exclude=["fc1"])
         model.fit(train, epochs=args.epochs, callbacks=[soft], shuffle=False, verbose=0)
         thin = kp.strip(model)
         thin.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         widths = kp.report.layer_widths(thin)
-        paper_filters, paper_err = PAPER.get(rate, ("", None))
+        paper_filters, paper_err = PAPER.get(ratio, ("", None))
         rows.append((
-            f"P={rate:.0%}", f"{widths['conv1']}-{widths['conv2']}", f"{error(thin, test):.2f}",
+            f"P={ratio:.0%}", f"{widths['conv1']}-{widths['conv2']}", f"{error(thin, test):.2f}",
             f"{100.0 * kp.count_flops(thin).total / flops0:.1f}%",
             paper_filters, "" if paper_err is None else f"{paper_err:.2f}",
         ))
-        print(f"P={rate:.0%} done in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
-    header = ("rate", "filters conv1-conv2", "test error %", "FLOPs left",
+        print(f"P={ratio:.0%} done in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
+    header = ("ratio", "filters conv1-conv2", "test error %", "FLOPs left",
               "Xu et al. (2018) filters", "Xu et al. (2018) error %")
     print_table(header, rows)
-    print(f"\n{args.epochs} epochs of soft pruning per rate, SGD lr {args.lr} momentum 0.9, batch 128, seed {args.seed}")
+    print(f"\n{args.epochs} epochs of soft pruning per ratio, SGD lr {args.lr} momentum 0.9, "
+          f"batch 128, seed {args.seed}")
     print(f"machine: {machine()}\nversions: {versions()}")
     return 0
 

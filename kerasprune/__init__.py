@@ -12,13 +12,15 @@ thinner ``keras.Model``::
 
 Soft filter pruning inside ``model.fit`` (the GSFP of Xu et al. (2018)), then the thin model::
 
-    soft = kp.callbacks.SoftFilterPruning(rate=0.5, criterion="gsfp")
+    soft = kp.callbacks.SoftFilterPruning(ratio=0.5, criterion="gsfp")
     model.fit(x, y, epochs=10, callbacks=[soft])
     thin = kp.strip(model)
 
 One shot, or gradually as in the gradually global pruning (GGP) of Wang et al. (2017)::
 
     thin = kp.prune(model, 0.3, criterion="aaws", scope="global")
+    opts = kp.SelectionOptions(scope="layerwise", round_to=8, exclude=["fc*"])
+    thin = kp.prune(model, 0.3, options=opts)     # the selection options as one object
     pruner = kp.GradualPruner("runs/lenet", target="val_accuracy>=0.99", ratio=0.05)
     best = pruner.run(model, train_ds, val_ds)
 
@@ -63,7 +65,7 @@ from kerasprune.graph import (
 from kerasprune.importance import available_criteria, register_criterion, score
 from kerasprune.pruning import GradualPruner, prune, prune_for_speedup
 from kerasprune.report import compare
-from kerasprune.selection import select
+from kerasprune.selection import SelectionOptions, select
 from kerasprune.surgery import mask_weights, rebuild
 
 __version__ = "0.1.0"
@@ -72,6 +74,7 @@ __all__ = [
     "analyze",
     "score",
     "select",
+    "SelectionOptions",
     "rebuild",
     "prune",
     "prune_for_speedup",

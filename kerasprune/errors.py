@@ -107,13 +107,16 @@ class ImportanceError(KerasPruneError, ValueError):
     Raised for an unknown criterion or normalization, a data-driven criterion without
     data (or without labels or a loss), and a group a criterion cannot score (``bn_gamma``
     on a group without BatchNormalization, a response criterion on a group that is only
-    visible inside a nested model).
+    visible inside a nested model), and an ``exclude`` pattern that matches no group or
+    layer.
     """
 
 
 class SelectionError(KerasPruneError, ValueError):
-    """A selection request is not valid: bad ratio, scope, unit or guard, scores that do
-    not fit the graph, or an ``exclude`` pattern that matches no group or layer."""
+    """A selection request is not valid: bad ratio, scope, unit or guard (a
+    ``SelectionOptions`` that cannot be made), an option given twice with different
+    values, scores that do not fit the graph, an ``exclude`` pattern that matches no
+    group or layer, or a run resumed with other selection options."""
 
 
 # --------------------------------------------------------------------------- loops

@@ -130,7 +130,7 @@ def test_soft_pruning_masks_filters_inputs_and_residual_groups_without_emptying_
     model = randomize(residual_net())
     x, y = data(64, classes=5)
     model.compile(keras.optimizers.SGD(learning_rate=0.01, momentum=0.9), LOSS)
-    soft = SoftFilterPruning(rate=0.7, min_channels=2)
+    soft = SoftFilterPruning(ratio=0.7, min_channels=2)
     hist = model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[soft])
     graph = analyze(model, warn=False)
     assert soft.keep, "something is masked"
@@ -156,13 +156,13 @@ def test_masked_filters_come_back_when_training_goes_on():
     model = conv_bn_net()
     x, y = data()
     model.compile(keras.optimizers.Adam(learning_rate=0.01), LOSS)
-    soft = SoftFilterPruning(rate=lambda epoch: 0.5 if epoch == 0 else 0.0)
+    soft = SoftFilterPruning(ratio=lambda epoch: 0.5 if epoch == 0 else 0.0)
     snapshots = []
     record = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: snapshots.append(model.get_layer("c1").kernel.numpy().copy())
     )
     model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[soft, record])
-    assert [h["rate"] for h in soft.history] == [0.5, 0.0]
+    assert [h["ratio"] for h in soft.history] == [0.5, 0.0]
     assert soft.history[0]["masked"] == round(0.5 * 11) and soft.history[1]["masked"] == 0 and soft.keep == {}
     first, second = snapshots
     zero_after_first = np.all(first == 0.0, axis=(0, 1, 2))
@@ -174,7 +174,7 @@ def test_strip_after_soft_pruning_equals_masked_model_also_after_reload(tmp_path
     model = randomize(residual_net())
     x, y = data(64, classes=5)
     model.compile(keras.optimizers.SGD(learning_rate=0.01), LOSS)
-    soft = SoftFilterPruning(rate=0.4, criterion="taylor_weights")
+    soft = SoftFilterPruning(ratio=0.4, criterion="taylor_weights")
     model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[soft])
     expected = model.predict(x, verbose=0)
     graph = analyze(model, warn=False)
@@ -231,10 +231,10 @@ def test_subclassed_model_fails_at_train_begin_with_a_clear_error():
 def test_bad_options_fail_when_the_callback_is_made():
     with pytest.raises(CallbackError, match="criterion"):
         SaliencyAccumulator(criterion="aaws")
-    with pytest.raises(CallbackError, match="rate"):
-        SoftFilterPruning(rate=1.5)
+    with pytest.raises(CallbackError, match="ratio"):
+        SoftFilterPruning(ratio=1.5)
     with pytest.raises(KerasPruneError):
-        SoftFilterPruning(rate=0.5, scope="everywhere")
+        SoftFilterPruning(ratio=0.5, scope="everywhere")
 
 
 def test_saliency_inside_an_xla_compiled_train_step():
@@ -360,7 +360,7 @@ def test_soft_pruning_on_a_concatenating_model_by_flops_strips_exactly():
     model = concat_flatten_net()
     x, y = data(64, classes=3, shape=(6, 6, 2))
     model.compile(keras.optimizers.SGD(learning_rate=0.01), LOSS)
-    soft = SoftFilterPruning(rate=0.3, unit="flops", scope="global")
+    soft = SoftFilterPruning(ratio=0.3, unit="flops", scope="global")
     model.fit(x, y, batch_size=32, epochs=1, verbose=0, callbacks=[soft])
     graph = analyze(model, warn=False)
     assert soft.keep
@@ -488,7 +488,7 @@ def test_soft_pruning_by_taylor_masks_and_strips_exactly():
     model = plain_residual_net()
     x, y = data(64)
     model.compile(keras.optimizers.SGD(learning_rate=0.01, momentum=0.9), LOSS)
-    soft = SoftFilterPruning(rate=0.3, criterion="taylor")
+    soft = SoftFilterPruning(ratio=0.3, criterion="taylor")
     model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[soft])
     graph = analyze(model, warn=False)
     assert soft.keep and soft.history[-1]["masked"] > 0

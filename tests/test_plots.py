@@ -265,7 +265,7 @@ def test_cli_soft_prune_tensorboard_option_reaches_the_callback(monkeypatch):
     class Stop(Exception):
         pass
 
-    def fake(rate, **kwargs):
+    def fake(ratio, **kwargs):
         seen.update(kwargs)
         raise Stop
 

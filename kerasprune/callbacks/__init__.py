@@ -5,7 +5,7 @@
     import kerasprune as kp
     from kerasprune.callbacks import SaliencyAccumulator, SoftFilterPruning, strip
 
-    soft = SoftFilterPruning(rate=0.5, criterion="gsfp", scope="global")
+    soft = SoftFilterPruning(ratio=0.5, criterion="gsfp", scope="global")
     model.fit(x, y, epochs=10, callbacks=[soft])   # masks the lowest 50% at each epoch end
     thin = strip(model)                              # removes the channels still masked
 

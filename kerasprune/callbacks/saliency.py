@@ -64,7 +64,6 @@ from kerasprune.errors import KerasPruneError
 from kerasprune.graph.analysis import analyze
 from kerasprune.graph.groups import ChannelGroup, PruningGraph
 from kerasprune.importance.normalize import check_method, normalize
-from kerasprune.selection.select import excluded_groups
 
 __all__ = ["SaliencyAccumulator", "CallbackError", "CRITERIA"]
 
@@ -88,7 +87,9 @@ class SaliencyAccumulator(keras.callbacks.Callback):
         reset_each_epoch: start every epoch from zero (default); False accumulates over
             all epochs of the ``fit`` call.
         exclude: groups to leave unscored, as ``fnmatch`` patterns of group names or of
-            producing layer names (as :func:`kerasprune.select` takes them).
+            producing layer names, exactly as :func:`kerasprune.select` and
+            :func:`kerasprune.score` take them (:meth:`kerasprune.PruningGraph.matching`);
+            a pattern that matches nothing fails ``on_train_begin``.
         log_prefix: prefix of the figures written into the epoch logs.
         tensorboard_dir: a TensorBoard log directory: every epoch writes the numbers of
             the epoch logs as ``metrics/<name>`` scalars and a histogram
@@ -129,7 +130,7 @@ class SaliencyAccumulator(keras.callbacks.Callback):
         self.criterion = criterion
         self.normalization = normalization
         self.reset_each_epoch = bool(reset_each_epoch)
-        self.exclude = tuple(exclude)
+        self.exclude = (exclude,) if isinstance(exclude, str) else tuple(exclude)
         self.log_prefix = log_prefix
         self.tensorboard_dir = tensorboard_dir
         self._tb = None
@@ -173,7 +174,7 @@ class SaliencyAccumulator(keras.callbacks.Callback):
 
     def _build_source(self, model: keras.Model, graph: PruningGraph) -> None:
         scope = self._strategy.scope() if self._strategy is not None else contextlib.nullcontext()
-        skip = excluded_groups(graph, self.exclude)
+        skip = graph.matching(self.exclude, error=CallbackError)
         self._groups = [g for g in graph.prunable if g.name not in skip]
         if not self._groups:
             raise CallbackError(

@@ -31,20 +31,29 @@ from typing import Callable, Dict, Iterable, Optional, Union
 import numpy as np
 
 from kerasprune.callbacks.saliency import CallbackError, SaliencyAccumulator
-from kerasprune.selection.select import check_options, select
+from kerasprune.selection.options import SelectionOptions, resolve_options
+from kerasprune.selection.select import select
 from kerasprune.surgery.mask import mask_weights
 
 __all__ = ["SoftFilterPruning"]
 
-Rate = Union[float, Callable[[int], float]]
+Ratio = Union[float, Callable[[int], float]]
 
 
 class SoftFilterPruning(SaliencyAccumulator):
     """Mask the least salient channels at every epoch end; masked channels keep training.
 
+    Example:
+
+    ```python
+    soft = kp.callbacks.SoftFilterPruning(ratio=0.5, criterion="gsfp", min_channels=2)
+    model.fit(train_ds, epochs=30, callbacks=[soft])
+    thin = kp.strip(model)
+    ```
+
     Args:
-        rate: fraction of the scored ``unit`` to mask at each epoch end, in [0, 1); or a
-            function ``epoch -> rate`` (epochs count from 0), for a ramp.
+        ratio: fraction of the scored ``unit`` to mask at each epoch end, in [0, 1); or a
+            function ``epoch -> ratio`` (epochs count from 0), for a ramp.
         criterion: saliency accumulated over the epoch (``gsfp``, ``taylor_weights``,
             ``grad_l1``, ``mean_gradient`` or ``taylor``; see :class:`SaliencyAccumulator`).
         scope: ``global`` (as in Xu et al. (2018)), ``layerwise`` or ``hierarchical``.
@@ -53,9 +62,10 @@ class SoftFilterPruning(SaliencyAccumulator):
         min_channels: no group keeps fewer channels.
         max_ratio: no group loses more than this fraction of its channels.
         round_to: every masked group keeps a multiple of this many channels.
-        exclude: groups left alone (``fnmatch`` patterns of group or layer names).
+        exclude: groups left alone (``fnmatch`` patterns of group or layer names, as
+            :func:`kerasprune.select` takes them); they are not scored either.
         unit: ``neurons`` (fraction of channels), ``params`` or ``flops``.
-        schedule: optional ``(epoch, rate) -> rate`` applied on top of ``rate`` (for
+        schedule: optional ``(epoch, ratio) -> ratio`` applied on top of ``ratio`` (for
             example a ramp ``lambda e, r: r * min(1, (e + 1) / 5)``).
         reset_each_epoch: accumulate each epoch from zero (Xu et al. (2018), Eq. 6) or over the
             whole ``fit`` call.
@@ -64,53 +74,63 @@ class SoftFilterPruning(SaliencyAccumulator):
             ``neurons`` the model would have with its masked channels removed, the
             ``width/<layer>`` of every prunable layer, and ``saliency/<group>``
             histograms (step = epoch).
+        options: every selection option in one :class:`kerasprune.SelectionOptions`
+            (``scope``, ``unit``, ``min_channels``, ``max_ratio``, ``round_to`` and
+            ``exclude`` above are its shortcuts, None where not given; a shortcut given
+            as well must agree with it).
 
     Attributes:
+        options: the :class:`kerasprune.SelectionOptions` every epoch selects with.
         keep: group name -> kept channel indices of the last selection (groups that lost
             channels only).
-        history: per epoch, ``{"epoch", "rate", "masked", "zeroed"}``.
+        history: per epoch, ``{"epoch", "ratio", "masked", "zeroed"}``.
         scores, raw, cumulative, steps, graph: as :class:`SaliencyAccumulator`.
 
-    Epoch logs get ``soft_rate`` and ``soft_masked`` (channels masked) besides the
+    Epoch logs get ``soft_ratio`` and ``soft_masked`` (channels masked) besides the
     saliency figures.
+
+    Raises:
+        CallbackError: a ratio outside [0, 1) or a schedule that is not a function.
+        SelectionError: an invalid selection option, or a shortcut that contradicts
+            ``options``.
     """
 
     def __init__(
         self,
-        rate: Rate,
+        ratio: Ratio,
         criterion: str = "gsfp",
-        scope: str = "global",
+        scope: Optional[str] = None,
         normalization: str = "layer_mean",
-        min_channels: int = 1,
-        max_ratio: float = 1.0,
-        round_to: int = 1,
-        exclude: Iterable[str] = (),
-        unit: str = "neurons",
+        min_channels: Optional[int] = None,
+        max_ratio: Optional[float] = None,
+        round_to: Optional[int] = None,
+        exclude: Optional[Iterable[str]] = None,
+        unit: Optional[str] = None,
         schedule: Optional[Callable[[int, float], float]] = None,
         reset_each_epoch: bool = True,
         tensorboard_dir: Optional[str] = None,
+        *,
+        options: Optional[SelectionOptions] = None,
     ) -> None:
+        opts = resolve_options(
+            options, scope=scope, unit=unit, min_channels=min_channels, max_ratio=max_ratio,
+            round_to=round_to, exclude=exclude,
+        )
         super().__init__(
             criterion=criterion,
             normalization=normalization,
             reset_each_epoch=reset_each_epoch,
-            exclude=exclude,
+            exclude=opts.exclude,
             tensorboard_dir=tensorboard_dir,
         )
-        if not callable(rate):
-            self._check_rate(rate)
+        if not callable(ratio):
+            self._check_ratio(ratio)
         if schedule is not None and not callable(schedule):
-            raise CallbackError(f"schedule must be a function (epoch, rate) -> rate, got {schedule!r}")
-        check_options(
-            None, scope=scope, unit=unit, min_channels=min_channels,
-            max_ratio=max_ratio, round_to=round_to,
-        )
-        self.rate = rate
-        self.scope = scope
-        self.min_channels = int(min_channels)
-        self.max_ratio = float(max_ratio)
-        self.round_to = int(round_to)
-        self.unit = unit
+            raise CallbackError(
+                f"schedule must be a function (epoch, ratio) -> ratio, got {schedule!r}"
+            )
+        self.options = opts
+        self.ratio = ratio
         self.schedule = schedule
         self.keep: Dict[str, np.ndarray] = {}
         self.history: list = []
@@ -118,37 +138,47 @@ class SoftFilterPruning(SaliencyAccumulator):
         self._totals = (0, 0)
 
     @staticmethod
-    def _check_rate(rate: float) -> float:
+    def _check_ratio(ratio: float) -> float:
         try:
-            value = float(rate)
+            value = float(ratio)
         except (TypeError, ValueError):
-            raise CallbackError(f"rate must be a number in [0, 1) or a function of the epoch, got {rate!r}") from None
+            raise CallbackError(
+                f"ratio must be a number in [0, 1) or a function of the epoch, got {ratio!r}"
+            ) from None
         if not 0.0 <= value < 1.0:
-            raise CallbackError(f"rate must be in [0, 1), got {value}")
+            raise CallbackError(f"ratio must be in [0, 1), got {value}")
         return value
 
-    def rate_at(self, epoch: int) -> float:
-        """The rate used at the end of ``epoch`` (``rate``, then ``schedule``)."""
-        rate = self.rate(epoch) if callable(self.rate) else self.rate
+    def ratio_at(self, epoch: int) -> float:
+        """The ratio used at the end of ``epoch`` (``ratio``, then ``schedule``).
+
+        Args:
+            epoch: the epoch, counted from 0.
+
+        Returns:
+            The fraction of the unit masked at that epoch's end.
+
+        Raises:
+            CallbackError: the ratio (or the schedule's) is not in [0, 1).
+        """
+        ratio = self.ratio(epoch) if callable(self.ratio) else self.ratio
         if self.schedule is not None:
-            rate = self.schedule(epoch, float(rate))
-        return self._check_rate(rate)
+            ratio = self.schedule(epoch, float(ratio))
+        return self._check_ratio(ratio)
 
     def on_epoch_end(self, epoch: int, logs=None) -> None:
         """Accumulate as the parent does, then select and mask the lowest channels."""
         self._accumulate_epoch(epoch, logs)
-        rate = self.rate_at(epoch)
-        keep = select(
-            self.graph, self.scores, rate, scope=self.scope, unit=self.unit,
-            model=self.model, min_channels=self.min_channels, max_ratio=self.max_ratio,
-            round_to=self.round_to,
-        )
+        ratio = self.ratio_at(epoch)
+        keep = select(self.graph, self.scores, ratio, model=self.model, options=self.options)
         zeroed = mask_weights(self.model, keep, graph=self.graph) if keep else 0
         masked = int(sum(self.graph[name].size - len(k) for name, k in keep.items()))
         self.keep = {name: np.asarray(k) for name, k in keep.items()}
-        self.history.append({"epoch": int(epoch), "rate": rate, "masked": masked, "zeroed": zeroed})
+        self.history.append(
+            {"epoch": int(epoch), "ratio": ratio, "masked": masked, "zeroed": zeroed}
+        )
         if logs is not None:
-            logs["soft_rate"] = rate
+            logs["soft_ratio"] = ratio
             logs["soft_masked"] = float(masked)
         if self.tensorboard_dir is not None:
             self._write_tensorboard(epoch, logs, self._effective_size())

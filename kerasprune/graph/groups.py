@@ -9,8 +9,23 @@ stay inside this module.
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Type,
+    Union,
+)
 
 import keras
 import numpy as np
@@ -79,6 +94,11 @@ class ChannelGroup:
     def reason(self) -> str:
         """The reasons the group is frozen, as one sentence ('' when prunable)."""
         return "; ".join(self.reasons)
+
+    @property
+    def producer_layers(self) -> List[str]:
+        """The paths of the layers that create these channels (``producers`` without slots)."""
+        return [p.split(":", 1)[0] for p in self.producers]
 
 
 GroupRef = Union[str, ChannelGroup]
@@ -155,6 +175,56 @@ class PruningGraph:
             f"no channel group named {name!r} in model '{self.model.name}'.{hint} "
             "Group names are listed by kerasprune.analyze(model).summary()."
         )
+
+    def matching(
+        self,
+        patterns: Union[str, Iterable[str]],
+        error: Type[Exception] = GroupNotFoundError,
+    ) -> Set[str]:
+        """The names of the groups that ``patterns`` match: what every ``exclude=`` means.
+
+        A pattern (``fnmatch`` syntax, case-sensitive: ``conv*``, ``block_?_out``,
+        ``b[12]_*``) matches a group by the group's name or by the path of one of the
+        layers producing it, so ``["fc1"]`` names every channel of layer ``fc1`` and
+        ``["b1_conv2"]`` the residual group that layer adds to. :func:`kerasprune.select`,
+        :func:`kerasprune.score`, the callbacks and the pruning loops all call this.
+
+        Example:
+
+        ```python
+        graph = kp.analyze(model)
+        graph.matching(["conv*"])   # {"conv1", "conv2"}
+        graph.matching("fc1")       # one pattern may be given alone
+        ```
+
+        Args:
+            patterns: one pattern or several; frozen groups match too.
+            error: the exception class raised for a pattern that matches nothing (each
+                caller raises its own kind: ``SelectionError``, ``ImportanceError``, ...).
+
+        Returns:
+            The matched group names (empty for no patterns).
+
+        Raises:
+            GroupNotFoundError: (or ``error``) a pattern matches no group and no producing
+                layer; the message names the closest group and layer names.
+        """
+        patterns = [patterns] if isinstance(patterns, str) else list(patterns)
+        names = [(g.name, [g.name] + g.producer_layers) for g in self.groups]
+        out: Set[str] = set()
+        for pat in map(str, patterns):
+            hit = {n for n, cands in names if any(fnmatch.fnmatchcase(c, pat) for c in cands)}
+            if not hit:
+                known = sorted({c for _, cands in names for c in cands})
+                close = difflib.get_close_matches(pat, known, n=5, cutoff=0.5)
+                hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
+                raise error(
+                    f"exclude pattern {pat!r} matches nothing in model '{self.model.name}': no "
+                    f"channel group named {pat!r} and no layer of that name producing one.{hint} "
+                    "Group names are listed by kerasprune.analyze(model).summary()."
+                )
+            out |= hit
+        return out
 
     @property
     def prunable(self) -> List[ChannelGroup]:

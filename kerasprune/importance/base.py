@@ -216,11 +216,8 @@ def get_criterion(name: str) -> Criterion:
 
 
 def _groups_to_score(graph: PruningGraph, exclude: Iterable[str]) -> List[ChannelGroup]:
-    exclude = [exclude] if isinstance(exclude, str) else list(exclude)
-    for name in exclude:
-        if name not in graph:
-            raise ImportanceError(graph.unknown_group_message(name))
-    return [g for g in graph.prunable if g.name not in set(exclude)]
+    skip = graph.matching(exclude, error=ImportanceError)
+    return [g for g in graph.prunable if g.name not in skip]
 
 
 def _check_result(crit: Criterion, groups: List[ChannelGroup], result: Mapping[str, np.ndarray]) -> Dict[str, np.ndarray]:
@@ -330,7 +327,9 @@ def score(
             function of ``(y_true, y_pred)``); default: the model's compiled loss.
         max_batches: read at most this many batches of ``data``.
         batch_size: batch size used to cut numpy arrays.
-        exclude: names of groups not to score.
+        exclude: groups not to score, as ``fnmatch`` patterns of group names or of
+            producing layer names (``["conv*"]``, ``["fc1"]``), exactly as
+            :func:`kerasprune.select` takes them (:meth:`PruningGraph.matching`).
         verbose: 1 shows a progress bar while streaming data.
 
     Returns:
@@ -339,7 +338,8 @@ def score(
 
     Raises:
         ImportanceError: unknown criterion or normalization (with the known names), data
-            or a loss missing, or a group the criterion cannot score (named in the message).
+            or a loss missing, a group the criterion cannot score (named in the message),
+            or an ``exclude`` pattern that matches no group or layer (with close names).
     """
     check_method(normalization)
     raw = raw_scores(

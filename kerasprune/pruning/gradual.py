@@ -23,7 +23,7 @@ import tensorflow as tf
 
 from kerasprune.callbacks.saliency import CRITERIA as ACCUMULATED
 from kerasprune.callbacks.saliency import SaliencyAccumulator
-from kerasprune.errors import KerasPruneError, ScheduleError, TargetError, TargetNotMetError
+from kerasprune.errors import KerasPruneError, ScheduleError, SelectionError, TargetError, TargetNotMetError
 from kerasprune.graph.analysis import analyze
 from kerasprune.importance import get_criterion, score
 from kerasprune.importance.normalize import check_method
@@ -32,7 +32,7 @@ from kerasprune.report.compare import model_stats
 from kerasprune.runs.history import history_row
 from kerasprune.runs.rundir import RunDirectory
 from kerasprune.runs.target import Target, parse_target
-from kerasprune.selection import check_options, excluded_groups, select
+from kerasprune.selection import SelectionOptions, resolve_options, select
 from kerasprune.surgery.rebuild import rebuild
 
 __all__ = ["GradualPruner", "TargetNotMetError"]
@@ -43,6 +43,22 @@ def _take(data: Any, batches: Optional[int]) -> Any:
     if hasattr(data, "take"):
         return data.take(batches)
     return data
+
+
+def _with_options(saved: Dict[str, Any]) -> Dict[str, Any]:
+    """``run.json`` settings with the selection options under ``"options"``.
+
+    Runs written before the options were one object hold them as separate keys; those are
+    gathered into ``"options"`` so that old and new run directories compare alike.
+    """
+    if "options" in saved:
+        return saved
+    names = SelectionOptions.fields()
+    if not any(k in saved for k in names):
+        return saved
+    out = {k: v for k, v in saved.items() if k not in names}
+    out["options"] = {k: saved[k] for k in names if k in saved}
+    return out
 
 
 class GradualPruner:
@@ -66,7 +82,8 @@ class GradualPruner:
         ratio: fraction removed per round (Wang et al. (2017) use 0.05), or a
             :class:`RatioSchedule` such as :class:`RisingPercentile`.
         criterion, normalization, scope, unit, hierarchy, min_channels, max_ratio,
-            round_to, exclude, method: as in :func:`kerasprune.prune`.
+            round_to, exclude, method: as in :func:`kerasprune.prune` (the selection
+            options are shortcuts for the fields of ``options``; None: not given).
         fine_tune_epochs: epochs of ``model.fit`` after each round.
         accumulate: take each round's scores from a
             :class:`~kerasprune.callbacks.SaliencyAccumulator` attached to the previous
@@ -88,6 +105,27 @@ class GradualPruner:
             ``metrics/<name>`` scalars, and histograms ``saliency/<group>`` of the
             normalized scores that chose the round's channels
             (:class:`~kerasprune.report.tensorboard.TensorBoardWriter`).
+        options: every selection option in one :class:`kerasprune.SelectionOptions`; a
+            shortcut given as well must agree with it. Written into ``run.json``
+            (``"options"``, its :meth:`~kerasprune.SelectionOptions.get_config`); a run is
+            resumed only with the options it was started with.
+
+    Attributes:
+        options: the :class:`kerasprune.SelectionOptions` every round selects with.
+
+    Example:
+
+    ```python
+    pruner = kp.GradualPruner("runs/lenet", target="val_accuracy>=0.99", ratio=0.05,
+                              options=kp.SelectionOptions(round_to=4, exclude=["fc2"]))
+    best = pruner.run(model, train_ds, val_ds)
+    ```
+
+    Raises:
+        ValueError: neither a target nor rounds, an unknown criterion or normalization,
+            or ``accumulate=True`` with a criterion the callback does not compute.
+        SelectionError: an invalid selection option, or a shortcut that contradicts
+            ``options``.
     """
 
     def __init__(
@@ -99,14 +137,14 @@ class GradualPruner:
         ratio: Union[float, RatioSchedule] = 0.05,
         criterion: str = "aaws",
         normalization: str = "layer_mean",
-        scope: str = "global",
-        unit: str = "neurons",
-        hierarchy: str = "channels",
-        method: str = "count",
-        min_channels: int = 1,
-        max_ratio: float = 1.0,
-        round_to: int = 1,
-        exclude: Iterable[str] = (),
+        scope: Optional[str] = None,
+        unit: Optional[str] = None,
+        hierarchy: Optional[str] = None,
+        method: Optional[str] = None,
+        min_channels: Optional[int] = None,
+        max_ratio: Optional[float] = None,
+        round_to: Optional[int] = None,
+        exclude: Optional[Iterable[str]] = None,
         fine_tune_epochs: int = 1,
         accumulate: bool = False,
         score_batches: Optional[int] = None,
@@ -115,6 +153,7 @@ class GradualPruner:
         verbose: int = 1,
         fit_kwargs: Optional[Dict[str, Any]] = None,
         tensorboard: Optional[Union[str, Path]] = None,
+        options: Optional[SelectionOptions] = None,
     ) -> None:
         if target is None and rounds is None:
             raise TargetError("give a target (e.g. 'val_accuracy>=0.99') or a number of rounds")
@@ -127,9 +166,9 @@ class GradualPruner:
                 f"accumulate=True takes its scores from SaliencyAccumulator, which computes "
                 f"{', '.join(ACCUMULATED)}; criterion {criterion!r} is not one of them"
             )
-        check_options(
-            scope=scope, unit=unit, method=method, hierarchy=hierarchy,
-            min_channels=min_channels, max_ratio=max_ratio, round_to=round_to,
+        self.options = resolve_options(
+            options, scope=scope, unit=unit, hierarchy=hierarchy, method=method,
+            min_channels=min_channels, max_ratio=max_ratio, round_to=round_to, exclude=exclude,
         )
         self.run_dir = RunDirectory(directory)
         self.target = None if target is None else parse_target(target)
@@ -137,14 +176,6 @@ class GradualPruner:
         self.schedule = get_schedule(ratio)
         self.criterion = criterion
         self.normalization = normalization
-        self.scope = scope
-        self.unit = unit
-        self.hierarchy = hierarchy
-        self.method = method
-        self.min_channels = min_channels
-        self.max_ratio = max_ratio
-        self.round_to = round_to
-        self.exclude = tuple(exclude)
         self.fine_tune_epochs = fine_tune_epochs
         self.accumulate = bool(accumulate)
         self._accumulated: Optional[tuple] = None  # (model, scores) of the last fine-tuning
@@ -165,21 +196,21 @@ class GradualPruner:
         return self.run_dir.history()
 
     def settings(self) -> Dict[str, Any]:
-        """The run's settings, as written to ``run.json``."""
+        """The run's settings, as written to ``run.json``.
+
+        Returns:
+            A JSON-serializable dict: the target, rounds, schedule, criterion,
+            normalization, ``"options"`` (the selection options'
+            :meth:`~kerasprune.SelectionOptions.get_config`), fine-tuning epochs and
+            whether scores are accumulated.
+        """
         return {
             "target": None if self.target is None else str(self.target),
             "rounds": self.rounds,
             "schedule": self.schedule.describe(),
             "criterion": self.criterion,
             "normalization": self.normalization,
-            "scope": self.scope,
-            "unit": self.unit,
-            "hierarchy": self.hierarchy,
-            "method": self.method,
-            "min_channels": self.min_channels,
-            "max_ratio": self.max_ratio,
-            "round_to": self.round_to,
-            "exclude": list(self.exclude),
+            "options": self.options.get_config(),
             "fine_tune_epochs": self.fine_tune_epochs,
             "accumulate": self.accumulate,
         }
@@ -197,6 +228,8 @@ class GradualPruner:
 
         Raises:
             TargetNotMetError: the model does not meet the target before pruning.
+            SelectionError: the directory holds a run started with other selection
+                options (the message names them).
         """
         rd = self.run_dir
         rd.clean_temporaries()
@@ -224,7 +257,8 @@ class GradualPruner:
             if self.target is not None and not self.target.met(last["metrics"]):
                 break
             t0 = time.time()
-            removed = 1.0 - last[self.unit] / max(1, first[self.unit])
+            unit = self.options.unit
+            removed = 1.0 - last[unit] / max(1, first[unit])
             ratio = float(self.schedule(r, removed))
             thin = self._prune_round(model, train_data, ratio) if ratio > 0 else None
             if thin is None:
@@ -263,7 +297,9 @@ class GradualPruner:
             callbacks = list(self.callbacks)
             saliency = None
             if self.accumulate:
-                saliency = SaliencyAccumulator(self.criterion, normalization=self.normalization, exclude=self.exclude)
+                saliency = SaliencyAccumulator(
+                    self.criterion, normalization=self.normalization, exclude=self.options.exclude
+                )
                 callbacks.append(saliency)
             model.fit(train_data, epochs=self.fine_tune_epochs, callbacks=callbacks, **kwargs)
             if saliency is not None and saliency.scores:
@@ -300,9 +336,15 @@ class GradualPruner:
     def _resume(self, rows: List[Dict[str, Any]], val_data: Any):
         rd = self.run_dir
         saved = rd.settings()
-        if saved is not None and saved != self.settings():
-            differ = sorted(k for k in set(saved) | set(self.settings()) if saved.get(k) != self.settings().get(k))
-            self._say(f"resuming with settings that differ from the run's: {', '.join(differ)}")
+        if saved is not None:
+            saved = _with_options(saved)
+            self._check_options(saved.get("options"))  # refused unless the same
+            mine = self.settings()
+            differ = sorted(
+                k for k in set(saved) | set(mine) if k != "options" and saved.get(k) != mine.get(k)
+            )
+            if differ:
+                self._say(f"resuming with settings that differ from the run's: {', '.join(differ)}")
         last = rows[-1]
         orphan = rd.checkpoint(last["round"] + 1)
         if orphan.exists():  # killed after the checkpoint, before its row: finish the round
@@ -318,6 +360,29 @@ class GradualPruner:
         self._say(f"resuming {rd.path} after round {rows[-1]['round']}")
         return model, rows
 
+    def _check_options(self, saved: Optional[Dict[str, Any]]) -> None:
+        """Refuse to resume a run with other selection options than it was started with."""
+        if saved is None:
+            return
+        try:
+            theirs = SelectionOptions.from_config(saved)
+        except SelectionError as err:
+            raise SelectionError(
+                f"{self.run_dir.settings_file} holds invalid selection options: {err}"
+            ) from None
+        if theirs == self.options:
+            return
+        mine = self.options.get_config()
+        differ = [k for k, v in theirs.get_config().items() if mine[k] != v]
+        was = ", ".join(f"{k}={theirs.get_config()[k]!r}" for k in differ)
+        now = ", ".join(f"{k}={mine[k]!r}" for k in differ)
+        raise SelectionError(
+            f"{self.run_dir.path} was pruned with {was}, this pruner selects with {now}: a run "
+            "keeps its selection options (rounds chosen two ways would be one history). Resume "
+            "it with the run's options, kp.SelectionOptions.from_config(the \"options\" of "
+            f"{self.run_dir.settings_file.name}), or prune into another directory"
+        )
+
     def _prune_round(self, model: keras.Model, train_data: Any, ratio: float) -> Optional[keras.Model]:
         graph = analyze(model, warn=False)
         if self._accumulated is not None and self._accumulated[0] is model:
@@ -326,15 +391,11 @@ class GradualPruner:
             scores = score(
                 model, self.criterion, normalization=self.normalization,
                 data=_take(train_data, self.score_batches), graph=graph,
-                exclude=excluded_groups(graph, self.exclude),
+                exclude=self.options.exclude,
             )
         self._accumulated = None
         self._round_scores = scores
-        keep = select(
-            graph, scores, ratio, scope=self.scope, unit=self.unit, model=model,
-            min_channels=self.min_channels, max_ratio=self.max_ratio, round_to=self.round_to,
-            exclude=self.exclude, hierarchy=self.hierarchy, method=self.method,
-        )
+        keep = select(graph, scores, ratio, model=model, options=self.options)
         if not keep:
             return None
         with self._scope():

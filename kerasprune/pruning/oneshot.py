@@ -19,7 +19,7 @@ import keras
 
 from kerasprune.graph.analysis import analyze
 from kerasprune.importance import score
-from kerasprune.selection import excluded_groups, select
+from kerasprune.selection import SelectionOptions, resolve_options, select
 from kerasprune.surgery.rebuild import rebuild
 
 __all__ = ["prune"]
@@ -30,25 +30,35 @@ def prune(
     ratio: float,
     criterion: str = "aaws",
     normalization: str = "layer_mean",
-    scope: str = "global",
+    scope: Optional[str] = None,
     data: Any = None,
     *,
-    unit: str = "neurons",
+    unit: Optional[str] = None,
     loss: Any = None,
-    min_channels: int = 1,
-    max_ratio: float = 1.0,
-    round_to: int = 1,
-    exclude: Iterable[str] = (),
-    hierarchy: str = "channels",
-    method: str = "count",
+    min_channels: Optional[int] = None,
+    max_ratio: Optional[float] = None,
+    round_to: Optional[int] = None,
+    exclude: Optional[Iterable[str]] = None,
+    hierarchy: Optional[str] = None,
+    method: Optional[str] = None,
     max_batches: Optional[int] = None,
     verbose: int = 0,
+    options: Optional[SelectionOptions] = None,
 ) -> keras.Model:
     """Remove ``ratio`` of the model's neurons (or parameters, or FLOPs) in one shot.
 
     Scores every channel of every prunable group with ``criterion`` (normalized per group
     with ``normalization``), selects the lowest ``ratio`` within ``scope`` and returns the
     rebuilt, thinner model. ``model`` is not modified.
+
+    Example:
+
+    ```python
+    thin = kp.prune(model, 0.3)                          # global, neurons, aaws
+    thin = kp.prune(model, 0.5, scope="layerwise", round_to=8, exclude=["fc*"])
+    opts = kp.SelectionOptions(scope="hierarchical", unit="flops", hierarchy="flops")
+    thin = kp.prune(model, 0.5, "mean_gradient", "l2", data=train_ds, options=opts)
+    ```
 
     Args:
         model: a functional or Sequential Keras 3 model.
@@ -57,28 +67,36 @@ def prune(
             ``std_response``, ``apoz`` (need ``data``); ``mean_gradient``, ``taylor``,
             ``gsfp`` (need labelled ``data`` and a loss).
         normalization: ``layer_mean`` (Wang et al. (2017)), ``l2`` (Liu and Wu (2019)) or ``none``.
-        scope: ``global``, ``layerwise`` or ``hierarchical``.
+        scope: ``global``, ``layerwise`` or ``hierarchical`` (default ``global``).
         data: batches for data-driven criteria (a ``tf.data.Dataset`` or arrays).
-        unit: what ``ratio`` counts: ``neurons``, ``params`` or ``flops``.
+        unit: what ``ratio`` counts: ``neurons`` (default), ``params`` or ``flops``.
         loss: the loss for gradient criteria (default: the model's compiled loss).
         min_channels, max_ratio, round_to, exclude, hierarchy, method: selection guards
-            and options, see :func:`kerasprune.select`; excluded groups are not scored
-            either.
+            and options, see :class:`kerasprune.SelectionOptions`; excluded groups are
+            not scored either. These and ``scope``, ``unit`` are shortcuts for the fields
+            of ``options`` (None: not given).
         max_batches: at most this many batches of ``data`` are used for scoring.
         verbose: 1 shows a progress bar while data-driven criteria stream ``data``.
+        options: every selection option in one :class:`kerasprune.SelectionOptions`; a
+            shortcut given as well must agree with it.
 
     Returns:
         The thinner model (compiled like ``model`` if it was compiled).
+
+    Raises:
+        SelectionError: an invalid selection option, or a shortcut that contradicts
+            ``options``.
+        ImportanceError: an unknown criterion, missing data, or an ``exclude`` pattern
+            that matches no group or layer.
     """
+    opts = resolve_options(
+        options, scope=scope, unit=unit, min_channels=min_channels, max_ratio=max_ratio,
+        round_to=round_to, exclude=exclude, hierarchy=hierarchy, method=method,
+    )
     graph = analyze(model)
-    exclude = tuple(exclude)
     scores = score(
         model, criterion, normalization=normalization, data=data, graph=graph, loss=loss,
-        max_batches=max_batches, exclude=excluded_groups(graph, exclude), verbose=verbose,
+        max_batches=max_batches, exclude=opts.exclude, verbose=verbose,
     )
-    keep = select(
-        graph, scores, ratio, scope=scope, unit=unit, model=model, min_channels=min_channels,
-        max_ratio=max_ratio, round_to=round_to, exclude=exclude, hierarchy=hierarchy,
-        method=method,
-    )
+    keep = select(graph, scores, ratio, model=model, options=opts)
     return rebuild(model, keep, graph=graph)

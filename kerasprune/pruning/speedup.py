@@ -19,10 +19,10 @@ import keras
 
 from kerasprune.costs.counting import count_flops
 from kerasprune.costs.latency import LatencyMeter
-from kerasprune.errors import OptionError, SpeedupNotReachedError
+from kerasprune.errors import OptionError, SelectionError, SpeedupNotReachedError
 from kerasprune.graph.analysis import analyze
 from kerasprune.importance import score
-from kerasprune.selection import check_options, excluded_groups, select
+from kerasprune.selection import SelectionOptions, resolve_options, select
 from kerasprune.surgery.rebuild import rebuild
 
 __all__ = ["prune_for_speedup", "SpeedupResult", "SpeedupNotReachedError"]
@@ -57,20 +57,21 @@ def prune_for_speedup(
     speedup: float,
     criterion: str = "aaws",
     normalization: str = "layer_mean",
-    scope: str = "global",
+    scope: Optional[str] = None,
     data: Any = None,
     *,
     batch_size: int = 1,
     max_ratio_flops: float = 0.95,
     tolerance: float = 0.01,
     loss: Any = None,
-    min_channels: int = 1,
-    max_ratio: float = 1.0,
-    round_to: int = 1,
-    exclude: Iterable[str] = (),
+    min_channels: Optional[int] = None,
+    max_ratio: Optional[float] = None,
+    round_to: Optional[int] = None,
+    exclude: Optional[Iterable[str]] = None,
     samples: int = 5,
     measure: Optional[Callable[[keras.Model, keras.Model], float]] = None,
     verbose: int = 0,
+    options: Optional[SelectionOptions] = None,
 ) -> SpeedupResult:
     """Remove the fewest FLOPs that make ``model`` at least ``speedup`` times faster here.
 
@@ -82,11 +83,19 @@ def prune_for_speedup(
     The measurements are of this machine and this runtime (Keras on TensorFlow); a
     speed-up found on a noisy machine is noisy too. ``model`` is not modified.
 
+    Example:
+
+    ```python
+    found = kp.prune_for_speedup(model, 2.0, batch_size=32, round_to=8)
+    print(found.ratio, found.speedup, found.flops_cut, found.efficiency)
+    ```
+
     Args:
         model: a functional or Sequential Keras 3 model.
         speedup: the speed-up wanted, > 1.
         criterion, normalization, scope, data, loss, min_channels, max_ratio, round_to,
-            exclude: as in :func:`kerasprune.prune`.
+            exclude: as in :func:`kerasprune.prune` (the selection options are shortcuts
+            for the fields of ``options``; None: not given).
         batch_size: the batch the latency is measured at.
         max_ratio_flops: the largest fraction of FLOPs the search may remove.
         tolerance: stop when the bracket of ratios is narrower than this.
@@ -94,6 +103,9 @@ def prune_for_speedup(
         measure: ``(original, thin) -> speed-up``, instead of timing on this machine
             (for another runtime, a device, or a model of its latency).
         verbose: 1 prints one line per trial.
+        options: every selection option in one :class:`kerasprune.SelectionOptions`; its
+            ``unit`` becomes ``"flops"`` (the search is over a fraction of the FLOPs), so
+            it may be ``"neurons"`` (the default) or ``"flops"``, not ``"params"``.
 
     Returns:
         A :class:`SpeedupResult` (the thin model, its ratio, measured speed-up, FLOPs cut
@@ -102,7 +114,9 @@ def prune_for_speedup(
     Raises:
         SpeedupNotReachedError: the model is not ``speedup`` times faster even with
             ``max_ratio_flops`` of its FLOPs removed (the error gives what was reached).
-        ValueError: ``speedup`` <= 1, or a bad option.
+        OptionError: ``speedup`` <= 1, ``max_ratio_flops`` or ``tolerance`` out of range.
+        SelectionError: an invalid selection option, a shortcut that contradicts
+            ``options``, or ``options.unit="params"``.
     """
     if not speedup > 1.0:
         raise OptionError(f"speedup must be greater than 1, got {speedup}")
@@ -110,18 +124,25 @@ def prune_for_speedup(
         raise OptionError(f"max_ratio_flops must be in (0, 1), got {max_ratio_flops}")
     if not tolerance > 0.0:
         raise OptionError(f"tolerance must be positive, got {tolerance}")
-    exclude = tuple(exclude)
-    check_options(None, scope=scope, unit="flops", min_channels=min_channels, max_ratio=max_ratio, round_to=round_to)
+    opts = resolve_options(
+        options, scope=scope, min_channels=min_channels, max_ratio=max_ratio, round_to=round_to,
+        exclude=exclude,
+    )
+    if opts.unit == "params":
+        raise SelectionError(
+            "prune_for_speedup searches a fraction of the FLOPs: its options' unit is 'flops' "
+            "(or the default 'neurons', replaced by 'flops'), not 'params'"
+        )
+    opts = opts.replace(unit="flops")
     if measure is None:
         measure = LatencyMeter(batch_size=batch_size, samples=samples).speedup
     graph = analyze(model)
     scores = score(model, criterion, normalization=normalization, data=data, graph=graph, loss=loss,
-                   exclude=excluded_groups(graph, exclude))
+                   exclude=opts.exclude)
     trials: List[Tuple[float, float]] = []
 
     def attempt(ratio: float) -> Tuple[keras.Model, float]:
-        keep = select(graph, scores, ratio, scope=scope, unit="flops", model=model, min_channels=min_channels,
-                      max_ratio=max_ratio, round_to=round_to, exclude=exclude)
+        keep = select(graph, scores, ratio, model=model, options=opts)
         thin = rebuild(model, keep, graph=graph)
         measured = float(measure(model, thin))
         trials.append((ratio, measured))

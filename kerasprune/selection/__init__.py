@@ -7,8 +7,14 @@
 
     keep = select(graph, score(model), 0.05)                      # Wang et al. (2017): global 5%
     keep = select(graph, scores, 0.3, scope="hierarchical", unit="flops", hierarchy="flops")
+    opts = SelectionOptions(scope="hierarchical", unit="flops", hierarchy="flops")
+    keep = select(graph, scores, 0.3, options=opts)               # the same selection
     thin = kp.rebuild(model, keep, graph=graph)
 
+The options of a selection (scope, unit, hierarchy, method, guards, exclusions) are one
+:class:`~kerasprune.selection.options.SelectionOptions`, in
+:mod:`~kerasprune.selection.options`; every entry point that selects also takes them as
+keywords and merges them with :func:`~kerasprune.selection.options.resolve_options`.
 Scopes live in :mod:`~kerasprune.selection.scopes`, one function each; a group's
 removal steps and guards in :mod:`~kerasprune.selection.candidates`; channel costs for
 parameter and FLOPs budgets in :mod:`kerasprune.costs.channels`.
@@ -22,13 +28,21 @@ References:
 """
 
 from kerasprune.errors import SelectionError
+from kerasprune.selection.options import (
+    HIERARCHIES,
+    METHODS,
+    UNITS,
+    SelectionOptions,
+    resolve_options,
+)
 from kerasprune.selection.scopes import SCOPES
-from kerasprune.selection.select import HIERARCHIES, METHODS, UNITS, check_options, excluded_groups, select
+from kerasprune.selection.select import check_ratio, select
 
 __all__ = [
     "select",
-    "excluded_groups",
-    "check_options",
+    "SelectionOptions",
+    "resolve_options",
+    "check_ratio",
     "SelectionError",
     "SCOPES",
     "UNITS",

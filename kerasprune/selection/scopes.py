@@ -1,7 +1,9 @@
 """Selection scopes: how many steps each candidate group takes.
 
-Each scope is a small function ``(candidates, budget, ratio, method, **options) -> steps``
-(one step count per candidate), registered by name in :data:`SCOPES`:
+Each scope is a small function ``(candidates, budget, ratio, options) -> steps`` (one
+step count per candidate; ``options`` the round's
+:class:`~kerasprune.selection.options.SelectionOptions`), registered by name in
+:data:`SCOPES`:
 
 - ``global`` (Wang et al. (2017)): every step of every group ranked together by score, the
   lowest taken until the budget is spent; or, with ``method="percentile"``
@@ -34,13 +36,34 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Protocol, Sequence
 
 import numpy as np
 
 from kerasprune.selection.candidates import Candidate
 
-__all__ = ["SCOPES", "take_lowest", "spent_cost", "global_scope", "layerwise_scope", "hierarchical_scope"]
+__all__ = [
+    "SCOPES", "ScopeOptions", "take_lowest", "spent_cost", "global_scope", "layerwise_scope",
+    "hierarchical_scope",
+]
+
+
+class ScopeOptions(Protocol):
+    """What a scope reads of the round's options (a
+    :class:`~kerasprune.selection.options.SelectionOptions`, which checks scope names
+    against :data:`SCOPES`, so this module does not import it)."""
+
+    @property
+    def unit(self) -> str:
+        """``neurons``, ``params`` or ``flops``."""
+
+    @property
+    def method(self) -> str:
+        """``count`` or ``percentile``."""
+
+    @property
+    def hierarchy(self) -> str:
+        """``channels`` or ``flops``: the hierarchical scope's shares."""
 
 
 def take_lowest(
@@ -87,22 +110,26 @@ def _percentile_steps(cands: Sequence[Candidate], ratio: float) -> List[int]:
     return [c.below(threshold) for c in cands]
 
 
-def global_scope(cands: Sequence[Candidate], budget: float, ratio: float, method: str, **_) -> List[int]:
+def global_scope(
+    cands: Sequence[Candidate], budget: float, ratio: float, options: ScopeOptions
+) -> List[int]:
     """Wang et al. (2017): lowest ``N * r`` across all groups; Salama et al. (2019): percentile."""
-    if method == "percentile":
+    if options.method == "percentile":
         return _percentile_steps(cands, ratio)
     return take_lowest(cands, budget)
 
 
-def layerwise_scope(cands: Sequence[Candidate], budget: float, ratio: float, method: str, uniform_unit: bool = True, **_) -> List[int]:
+def layerwise_scope(
+    cands: Sequence[Candidate], budget: float, ratio: float, options: ScopeOptions
+) -> List[int]:
     """The same fraction of every group (per-group percentile with ``method="percentile"``)."""
-    if method == "percentile":
+    if options.method == "percentile":
         return [_percentile_steps([c], ratio)[0] for c in cands]
 
     def steps_at(f: float) -> List[int]:
         return [min(c.limit, int(round(c.size * f / c.blocks))) for c in cands]
 
-    if uniform_unit:  # neurons: the ratio itself
+    if options.unit == "neurons":  # the ratio itself
         return steps_at(ratio)
     # parameters or FLOPs: the common fraction whose removal spends the budget
     lo, hi = 0.0, 1.0
@@ -119,7 +146,7 @@ def layerwise_scope(cands: Sequence[Candidate], budget: float, ratio: float, met
 
 
 def hierarchical_scope(
-    cands: Sequence[Candidate], budget: float, ratio: float, method: str, hierarchy: str = "channels", **_
+    cands: Sequence[Candidate], budget: float, ratio: float, options: ScopeOptions
 ) -> List[int]:
     """Liu and Wu (2019): levels by feature-map size, budget shared by channels or FLOPs."""
     levels: Dict[int, List[int]] = {}
@@ -127,7 +154,7 @@ def hierarchical_scope(
         levels.setdefault(c.spatial, []).append(i)
     weight = {}
     for size, members in levels.items():
-        if hierarchy == "flops":
+        if options.hierarchy == "flops":
             weight[size] = float(sum(cands[i].level_flops for i in members))
         else:
             weight[size] = float(sum(cands[i].size for i in members))
@@ -139,13 +166,13 @@ def hierarchical_scope(
     for size in sorted(levels, reverse=True):
         members = levels[size]
         sub = [cands[i] for i in members]
-        if method == "percentile":
+        if options.method == "percentile":
             got = _percentile_steps(sub, ratio)
         else:
             got = take_lowest(sub, budget * weight[size] / total)
         for i, k in zip(members, got):
             steps[i] = k
-    if method != "percentile":
+    if options.method != "percentile":
         # a level whose guards stopped it early leaves budget: spend it globally
         left = budget - spent_cost(cands, steps)
         if left > 0:

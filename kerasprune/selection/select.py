@@ -16,8 +16,6 @@ References:
 
 from __future__ import annotations
 
-import difflib
-import fnmatch
 import warnings
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
@@ -27,97 +25,41 @@ import numpy as np
 from kerasprune.costs.channels import ChannelCosts, RemovalMeter, channel_costs
 from kerasprune.costs.counting import count_params
 from kerasprune.errors import SelectionError
-from kerasprune.graph.groups import ChannelGroup, PruningGraph
+from kerasprune.graph.groups import PruningGraph
 from kerasprune.selection.candidates import Candidate
+from kerasprune.selection.options import SelectionOptions, resolve_options
 from kerasprune.selection.scopes import SCOPES, spent_cost
 
-__all__ = ["select", "check_options", "excluded_groups", "UNITS", "METHODS", "HIERARCHIES"]
-
-UNITS = ("neurons", "params", "flops")
-METHODS = ("count", "percentile")
-HIERARCHIES = ("channels", "flops")
+__all__ = ["select", "check_ratio"]
 
 
-def _producer_layers(group: ChannelGroup) -> List[str]:
-    return [p.split(":", 1)[0] for p in group.producers]
+def check_ratio(ratio: float) -> float:
+    """The fraction a selection removes, checked.
 
+    Args:
+        ratio: a number in [0, 1).
 
-def excluded_groups(graph: PruningGraph, patterns: Iterable[str]) -> set:
-    """Names of the groups matched by ``patterns``.
-
-    A pattern (``fnmatch`` syntax: ``conv*``, ``block_?_out``) matches a group by the
-    group's name or by the name (or nested path) of one of the layers producing it, so
-    ``exclude=["fc1"]`` keeps every neuron of layer ``fc1``.
+    Returns:
+        ``float(ratio)``.
 
     Raises:
-        SelectionError: a pattern matches nothing (with the closest names).
+        SelectionError: ``ratio`` is not a number in [0, 1).
     """
-    out = set()
-    for pat in patterns:
-        pat = str(pat)
-        hit = False
-        for g in graph.groups:
-            names = [g.name] + _producer_layers(g)
-            if any(fnmatch.fnmatchcase(n, pat) for n in names):
-                out.add(g.name)
-                hit = True
-        if not hit:
-            known = sorted({n for g in graph.groups for n in [g.name] + _producer_layers(g)})
-            close = difflib.get_close_matches(pat, known, n=5, cutoff=0.5)
-            hint = f" Did you mean: {', '.join(repr(c) for c in close)}?" if close else ""
-            raise SelectionError(
-                f"exclude pattern {pat!r} matches no channel group or producing layer of "
-                f"model '{graph.model.name}'.{hint}"
-            )
-    return out
-
-
-def _check(name: str, value: str, allowed: Sequence[str]) -> None:
-    if value not in allowed:
-        raise SelectionError(f"unknown {name} {value!r}; use one of: {', '.join(allowed)}")
-
-
-def check_options(
-    ratio: Optional[float] = None,
-    *,
-    scope: str = "global",
-    unit: str = "neurons",
-    method: str = "count",
-    hierarchy: str = "channels",
-    min_channels: int = 1,
-    max_ratio: float = 1.0,
-    round_to: int = 1,
-) -> None:
-    """Validate selection options (as :func:`select` takes them) before any work is done.
-
-    Raises:
-        SelectionError: the first invalid option, with the accepted values.
-    """
-    _check("scope", scope, tuple(SCOPES))
-    _check("unit", unit, UNITS)
-    _check("method", method, METHODS)
-    _check("hierarchy", hierarchy, HIERARCHIES)
-    if ratio is not None and not 0.0 <= float(ratio) < 1.0:
+    try:
+        value = float(ratio)
+    except (TypeError, ValueError):
+        raise SelectionError(f"ratio must be a number in [0, 1), got {ratio!r}") from None
+    if not 0.0 <= value < 1.0:
         raise SelectionError(f"ratio must be in [0, 1), got {ratio}")
-    if not 0.0 < float(max_ratio) <= 1.0:
-        raise SelectionError(f"max_ratio must be in (0, 1], got {max_ratio}")
-    if int(min_channels) < 1:
-        raise SelectionError(f"min_channels must be at least 1 (no group may be emptied), got {min_channels}")
-    if int(round_to) < 1:
-        raise SelectionError(f"round_to must be a positive integer, got {round_to}")
-    if method == "percentile" and unit != "neurons":
-        raise SelectionError("method='percentile' thresholds channel scores; use unit='neurons'")
+    return value
 
 
 def _candidates(
     graph: PruningGraph,
     scores: Mapping[str, np.ndarray],
     skip: set,
-    unit: str,
     costs: Optional[ChannelCosts],
-    min_channels: int,
-    max_ratio: float,
-    round_to: int,
+    options: SelectionOptions,
 ) -> List[Candidate]:
     cands = []
     for pos, g in enumerate(graph.groups):
@@ -130,10 +72,10 @@ def _candidates(
             )
         if not np.isfinite(s).all():
             raise SelectionError(f"scores of group {g.name!r} contain NaN or infinity")
-        if unit == "neurons":
+        if options.unit == "neurons":
             c = np.ones(g.size)
         else:
-            c = getattr(costs, unit)[g.name]
+            c = getattr(costs, options.unit)[g.name]
         cands.append(
             Candidate(
                 group=g,
@@ -142,8 +84,11 @@ def _candidates(
                 costs=c,
                 spatial=costs.spatial[g.name] if costs is not None else 1,
                 level_flops=costs.layer_flops[g.name] if costs is not None else 0.0,
-                min_keep=max(int(min_channels), g.size - int(np.floor(g.size * max_ratio + 1e-9))),
-                round_to=int(round_to),
+                min_keep=max(
+                    options.min_channels,
+                    g.size - int(np.floor(g.size * options.max_ratio + 1e-9)),
+                ),
+                round_to=options.round_to,
             )
         )
     return cands
@@ -154,15 +99,16 @@ def select(
     scores: Mapping[str, np.ndarray],
     ratio: float,
     *,
-    scope: str = "global",
-    unit: str = "neurons",
+    scope: Optional[str] = None,
+    unit: Optional[str] = None,
     model: Optional[keras.Model] = None,
-    min_channels: int = 1,
-    max_ratio: float = 1.0,
-    round_to: int = 1,
-    exclude: Iterable[str] = (),
-    hierarchy: str = "channels",
-    method: str = "count",
+    min_channels: Optional[int] = None,
+    max_ratio: Optional[float] = None,
+    round_to: Optional[int] = None,
+    exclude: Optional[Iterable[str]] = None,
+    hierarchy: Optional[str] = None,
+    method: Optional[str] = None,
+    options: Optional[SelectionOptions] = None,
 ) -> Dict[str, np.ndarray]:
     """Choose the channels to remove in one round; return what to keep.
 
@@ -173,27 +119,33 @@ def select(
     costed by :func:`~kerasprune.costs.channels.channel_costs`). A group always loses its
     lowest-scoring channels first.
 
+    Example:
+
+    ```python
+    keep = select(graph, scores, 0.3, scope="layerwise", round_to=8)
+    same = select(graph, scores, 0.3, options=kp.SelectionOptions(scope="layerwise", round_to=8))
+    ```
+
     Args:
         graph: the model's :func:`~kerasprune.analyze` result.
         scores: group name -> one score per channel (low = remove first), as returned by
             :func:`kerasprune.importance.score`. Prunable groups without scores are left
             alone; frozen groups are never touched.
         ratio: fraction of the unit to remove, in [0, 1).
-        scope: ``global`` (one ranking over all groups), ``layerwise`` (the same fraction
-            of every group) or ``hierarchical`` (Liu and Wu (2019): levels by feature-map size,
-            global inside each).
-        unit: ``neurons``, ``params`` or ``flops``.
+        scope, unit, min_channels, max_ratio, round_to, exclude, hierarchy, method:
+            shortcuts for the fields of ``options`` (see
+            :class:`~kerasprune.selection.options.SelectionOptions`; None: not given).
+            ``scope``: ``global`` (one ranking over all groups), ``layerwise`` (the same
+            fraction of every group) or ``hierarchical`` (Liu and Wu (2019)); ``unit``:
+            ``neurons``, ``params`` or ``flops``; ``min_channels``, ``max_ratio``,
+            ``round_to``: the guards; ``exclude``: ``fnmatch`` patterns of group or
+            producing layer names left alone; ``hierarchy``: hierarchical shares by
+            ``channels`` or ``flops``; ``method``: ``count`` or ``percentile`` (Salama et
+            al. (2019), neurons only).
         model: the analyzed model, for ``params``/``flops`` (default ``graph.model``).
-        min_channels: no group keeps fewer channels (default 1: never emptied).
-        max_ratio: no group loses more than this fraction of its channels.
-        round_to: every pruned group keeps a multiple of this many channels (widths
-            that suit vector units); untouched groups keep their width.
-        exclude: groups to leave alone, as ``fnmatch`` patterns of group names or of
-            producing layer names.
-        hierarchy: hierarchical shares by ``channels`` or by ``flops`` of each level.
-        method: ``count`` (the lowest ``ratio`` of the unit) or ``percentile`` (every
-            channel below the ``100 * ratio``-th percentile of the scores, Salama et al. (2019);
-            neurons only).
+        options: every selection option in one
+            :class:`~kerasprune.selection.options.SelectionOptions` (default: the
+            keywords, then the defaults); a keyword given as well must agree with it.
 
     Returns:
         group name -> sorted indices of the channels to keep, for the groups that lose
@@ -202,14 +154,15 @@ def select(
         channel index, so the result is deterministic.
 
     Raises:
-        SelectionError: an invalid argument, scores that do not fit the graph, or an
-            ``exclude`` pattern that matches nothing.
+        SelectionError: an invalid argument, scores that do not fit the graph, an
+            ``exclude`` pattern that matches nothing, or a keyword that contradicts
+            ``options``.
     """
-    check_options(
-        ratio, scope=scope, unit=unit, method=method, hierarchy=hierarchy,
-        min_channels=min_channels, max_ratio=max_ratio, round_to=round_to,
+    opts = resolve_options(
+        options, scope=scope, unit=unit, min_channels=min_channels, max_ratio=max_ratio,
+        round_to=round_to, exclude=exclude, hierarchy=hierarchy, method=method,
     )
-    ratio = float(ratio)
+    ratio = check_ratio(ratio)
     unknown = [n for n in scores if n not in graph]
     if unknown:
         raise SelectionError(graph.unknown_group_message(unknown[0]))
@@ -220,21 +173,21 @@ def select(
     if ratio == 0.0:
         return {}
     model = graph.model if model is None else model
-    skip = excluded_groups(graph, exclude)
+    skip = graph.matching(opts.exclude, error=SelectionError)
     names = [g.name for g in graph.prunable if g.name not in skip and g.name in scores]
-    need_costs = unit != "neurons" or scope == "hierarchical"
+    need_costs = opts.unit != "neurons" or opts.scope == "hierarchical"
     costs = channel_costs(graph, model, names) if need_costs else None
-    cands = _candidates(graph, scores, skip, unit, costs, min_channels, max_ratio, round_to)
-    meter = None if unit == "neurons" else RemovalMeter(graph, model)
+    cands = _candidates(graph, scores, skip, costs, opts)
+    meter = None if opts.unit == "neurons" else RemovalMeter(graph, model)
     if meter is None:
         budget = float(round(ratio * sum(c.size for c in cands)))
-    elif unit == "params":
+    elif opts.unit == "params":
         budget = ratio * count_params(model).total
     else:
         budget = ratio * sum(meter.macs.values())  # the model's MACs, as count_flops totals them
 
     def choose(b: float) -> List[int]:
-        got = SCOPES[scope](cands, b, ratio, method, hierarchy=hierarchy, uniform_unit=unit == "neurons")
+        got = SCOPES[opts.scope](cands, b, ratio, opts)
         return [c.snap(k) for c, k in zip(cands, got)]
 
     if meter is None:
@@ -242,13 +195,16 @@ def select(
         spent = spent_cost(cands, steps)
     else:
         everything = float(sum(c.cost(c.limit) for c in cands))
-        steps, spent = _meet_budget(choose, budget, everything, lambda st: meter(_keep(cands, st))[unit])
+        steps, spent = _meet_budget(
+            choose, budget, everything, lambda st: meter(_keep(cands, st))[opts.unit]
+        )
     largest = max((float(c.step_costs.max()) for c in cands if c.limit), default=0.0)
     capped = any(k >= c.limit for c, k in zip(cands, steps))
-    if method == "count" and capped and budget - spent > 0.5 * largest * max(1, round_to):
+    if opts.method == "count" and capped and budget - spent > 0.5 * largest * opts.round_to:
         warnings.warn(
-            f"selection removes {spent:,.0f} of the {budget:,.0f} {unit} asked for: the guards "
-            f"(min_channels={min_channels}, max_ratio={max_ratio}, round_to={round_to}, "
+            f"selection removes {spent:,.0f} of the {budget:,.0f} {opts.unit} asked for: the "
+            f"guards (min_channels={opts.min_channels}, max_ratio={opts.max_ratio}, "
+            f"round_to={opts.round_to}, "
             f"{len(skip)} excluded groups) leave no more to remove",
             stacklevel=2,
         )
