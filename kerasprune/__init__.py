@@ -47,53 +47,77 @@ References:
   Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
 """
 
-from kerasprune import callbacks, errors
-from kerasprune.callbacks import strip
-from kerasprune.costs import count_flops, count_params
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any, Dict, List
+
+from kerasprune import errors
 from kerasprune.errors import *  # noqa: F403  (every error class, listed in errors.__all__)
-from kerasprune.graph import (
-    ChannelGroup,
-    LayerHandler,
-    Member,
-    NodeContext,
-    PassThroughHandler,
-    PerChannelHandler,
-    PruningGraph,
-    analyze,
-    register_handler,
-)
-from kerasprune.importance import available_criteria, register_criterion, score
-from kerasprune.pruning import GradualPruner, prune, prune_for_speedup
-from kerasprune.report import compare
-from kerasprune.selection import SelectionOptions, select
-from kerasprune.surgery import mask_weights, rebuild
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "analyze",
-    "score",
-    "select",
-    "SelectionOptions",
-    "rebuild",
-    "prune",
-    "prune_for_speedup",
-    "GradualPruner",
-    "strip",
-    "callbacks",
-    "mask_weights",
-    "count_params",
-    "count_flops",
-    "compare",
-    "available_criteria",
-    "register_criterion",
-    "PruningGraph",
-    "ChannelGroup",
-    "Member",
-    "LayerHandler",
-    "PassThroughHandler",
-    "PerChannelHandler",
-    "register_handler",
-    "NodeContext",
-    *errors.__all__,
-]
+# public name -> the module that defines it, imported on first access (PEP 562), so that
+# ``import kerasprune``, ``kerasprune.errors`` and ``kerasprune.cli`` load no Keras or TensorFlow
+_LAZY: Dict[str, str] = {
+    "analyze": "kerasprune.graph",
+    "score": "kerasprune.importance",
+    "select": "kerasprune.selection",
+    "SelectionOptions": "kerasprune.selection",
+    "rebuild": "kerasprune.surgery",
+    "prune": "kerasprune.pruning",
+    "prune_for_speedup": "kerasprune.pruning",
+    "GradualPruner": "kerasprune.pruning",
+    "strip": "kerasprune.callbacks",
+    "callbacks": "kerasprune.callbacks",
+    "mask_weights": "kerasprune.surgery",
+    "count_params": "kerasprune.costs",
+    "count_flops": "kerasprune.costs",
+    "compare": "kerasprune.report",
+    "available_criteria": "kerasprune.importance",
+    "register_criterion": "kerasprune.importance",
+    "PruningGraph": "kerasprune.graph",
+    "ChannelGroup": "kerasprune.graph",
+    "Member": "kerasprune.graph",
+    "LayerHandler": "kerasprune.graph",
+    "PassThroughHandler": "kerasprune.graph",
+    "PerChannelHandler": "kerasprune.graph",
+    "register_handler": "kerasprune.graph",
+    "NodeContext": "kerasprune.graph",
+}
+
+# the subpackages and modules reachable as attributes (``kp.report``, ``kp.models``, ...)
+_SUBMODULES = (
+    "runs", "graph", "costs", "importance", "selection", "surgery", "report", "callbacks",
+    "pruning", "export", "models", "data", "cli",
+)
+
+__all__ = [*_LAZY, *errors.__all__]
+
+
+def __getattr__(name: str) -> Any:
+    """Import the module behind a public name (or a subpackage) on first access.
+
+    Args:
+        name: an attribute of ``kerasprune``: a name of ``__all__`` or a subpackage.
+
+    Returns:
+        The object (or module); it is cached in the package's namespace.
+
+    Raises:
+        AttributeError: ``name`` is neither.
+    """
+    if name in _LAZY:
+        module = import_module(_LAZY[name])
+        value = module if module.__name__ == f"{__name__}.{name}" else getattr(module, name)
+    elif name in _SUBMODULES:
+        value = import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> List[str]:
+    """The package's names, the lazy ones included (for ``dir(kerasprune)`` and completion)."""
+    return sorted(set(globals()) | set(__all__) | set(_SUBMODULES))

@@ -1,5 +1,17 @@
-"""The ``kerasprune`` command: train a zoo model, analyze it, prune it gradually (or to a measured
-speed-up), report and export the result.
+"""The ``kerasprune`` command: train a zoo model, analyze it, prune it gradually, softly during
+training or to a measured speed-up, report and export the result.
+
+The parser is built in two stages, so that ``kerasprune --help`` imports neither Keras nor
+TensorFlow: :func:`build_parser` gives the top-level parser, whose subcommands are empty
+until one of them is parsed; only then does that subcommand add its arguments, reading the
+choices it lists from the registries that define them (criteria from
+:func:`kerasprune.importance.available_criteria`, normalizations from
+:mod:`kerasprune.importance.normalize`, scopes, units, methods and hierarchies from
+:mod:`kerasprune.selection`, models from the zoo, datasets from :mod:`kerasprune.data`, ...).
+
+Every argument error is one line, ``kerasprune: error: ...``, naming the flag and what it
+accepts, with exit status 1; numeric ranges and the flags that only make sense together are
+checked while parsing, before anything is read or written.
 
 References:
 
@@ -11,14 +23,24 @@ References:
 from __future__ import annotations
 
 import argparse
+import importlib.util
+import math
 import os
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from kerasprune.errors import KerasPruneError, UsageError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "Command", "COMMANDS", "OPTIMIZERS"]
+
+#: the optimizers of ``train``, ``prune`` and ``soft`` (built by :func:`_compile`)
+OPTIMIZERS = ("adam", "sgd")
+
+
+# --------------------------------------------------------------------------- the commands
 
 
 def _load_model(path: str):
@@ -36,7 +58,8 @@ def _load_model(path: str):
         raise UsageError(f"cannot load {path} as a Keras model: {reason[:200]}") from None
 
 
-def _data(args, split: str, *, augment: bool = False, take: Optional[int] = None, shuffle: bool = False):
+def _data(args: argparse.Namespace, split: str, *, augment: bool = False,
+          take: Optional[int] = None, shuffle: bool = False):
     from kerasprune import data
 
     return data.load_dataset(
@@ -45,7 +68,7 @@ def _data(args, split: str, *, augment: bool = False, take: Optional[int] = None
     )
 
 
-def _compile(model, args) -> None:
+def _compile(model, args: argparse.Namespace) -> None:
     import keras
 
     if args.optimizer == "sgd":
@@ -55,20 +78,33 @@ def _compile(model, args) -> None:
     model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
 
 
-def cmd_train(args) -> int:
-    """``kerasprune train``: a zoo model trained on a dataset, saved as a baseline."""
+def _verbose(args: argparse.Namespace) -> int:
+    return 1 if args.verbose else 2
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``kerasprune train``: a zoo model trained on a dataset, saved as a baseline.
+
+    Args:
+        args: the parsed arguments of ``train``.
+
+    Returns:
+        The exit status, 0.
+    """
     import keras
 
     from kerasprune import data, models
 
     keras.utils.set_random_seed(args.seed)
     model = models.get_model(
-        args.model, num_classes=data.num_classes(args.dataset), input_shape=data.input_shape(args.dataset)
+        args.model, num_classes=data.num_classes(args.dataset),
+        input_shape=data.input_shape(args.dataset),
     )
     _compile(model, args)
     train = _data(args, args.train_split, augment=args.augment, take=args.take, shuffle=True)
     val = _data(args, args.val_split, take=args.val_take)
-    model.fit(train, validation_data=val, epochs=args.epochs, shuffle=False, verbose=1 if args.verbose else 2)
+    model.fit(train, validation_data=val, epochs=args.epochs, shuffle=False,
+              verbose=_verbose(args))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     model.save(out)
@@ -76,38 +112,42 @@ def cmd_train(args) -> int:
     return 0
 
 
-def cmd_prune(args) -> int:
-    """``kerasprune prune``: gradual global pruning of a ``.keras`` file."""
+def cmd_prune(args: argparse.Namespace) -> int:
+    """``kerasprune prune``: gradual global pruning of a ``.keras`` file.
+
+    Args:
+        args: the parsed arguments of ``prune``.
+
+    Returns:
+        The exit status, 0.
+    """
     import keras
 
-    from kerasprune.pruning import GradualPruner, RisingPercentile
+    from kerasprune.pruning import GradualPruner
     from kerasprune.report import compare
     from kerasprune.runs.rundir import RunDirectory
 
     keras.utils.set_random_seed(args.seed)
-    if args.soft:
-        return _soft_prune(args)
     criterion = args.criterion or ("gsfp" if args.accumulate else "aaws")
     run_dir = RunDirectory(args.dir)
     resuming = bool(run_dir.history())
     if resuming and not args.resume:
-        raise UsageError(f"{args.dir} already holds a run: add --resume to continue it, or pick another --dir")
+        raise UsageError(
+            f"{args.dir} already holds a run: add --resume to continue it, or pick another --dir"
+        )
     model = None
     if not resuming:
         model = _load_model(args.model)
         if not getattr(model, "compiled", False):
             _compile(model, args)
-    ratio = args.ratio
-    if args.rising:
-        start, step, final = (float(v) for v in args.rising.split(","))
-        ratio = RisingPercentile(start, step, final)
     pruner = GradualPruner(
-        args.dir, target=args.target, rounds=args.rounds, ratio=ratio, criterion=criterion,
+        args.dir, target=args.target, rounds=args.rounds,
+        ratio=args.rising if args.rising is not None else args.ratio, criterion=criterion,
         normalization=args.normalization, scope=args.scope, unit=args.unit,
-        hierarchy=args.hierarchy, method=args.method, min_channels=args.min_channels, max_ratio=args.max_ratio, round_to=args.round_to,
-        exclude=args.exclude or (), fine_tune_epochs=args.fine_tune_epochs, accumulate=args.accumulate,
-        score_batches=args.score_batches, verbose=1 if args.verbose else 2,
-        tensorboard=args.tensorboard,
+        hierarchy=args.hierarchy, method=args.method, min_channels=args.min_channels,
+        max_ratio=args.max_ratio, round_to=args.round_to, exclude=args.exclude or (),
+        fine_tune_epochs=args.fine_tune_epochs, accumulate=args.accumulate,
+        score_batches=args.score_batches, verbose=_verbose(args), tensorboard=args.tensorboard,
     )
     train = _data(args, args.train_split, augment=args.augment, take=args.take, shuffle=True)
     val = _data(args, args.val_split, take=args.val_take)
@@ -120,18 +160,33 @@ def cmd_prune(args) -> int:
     return 0
 
 
-def _soft_prune(args) -> int:
-    """``kerasprune prune --soft``: the GSFP of Xu et al. (2018) in ``fit``, then strip."""
+def cmd_soft(args: argparse.Namespace) -> int:
+    """``kerasprune soft``: the GSFP of Xu et al. (2018) during ``fit``, then strip.
+
+    Trains ``--epochs`` epochs with :class:`~kerasprune.callbacks.SoftFilterPruning`
+    masking ``--ratio`` of the channels at every epoch end, then removes the channels
+    still masked (:func:`~kerasprune.callbacks.strip`).
+
+    Args:
+        args: the parsed arguments of ``soft``.
+
+    Returns:
+        The exit status, 0.
+    """
+    import keras
+
     from kerasprune.callbacks import SoftFilterPruning, strip
     from kerasprune.report import compare
 
+    keras.utils.set_random_seed(args.seed)
     out = Path(args.dir)
     if (out / "pruned.keras").exists():
         raise UsageError(f"{args.dir} already holds a result: pick another --dir")
     soft = SoftFilterPruning(
-        args.ratio, criterion=args.criterion or "gsfp", scope=args.scope, normalization=args.normalization,
-        min_channels=args.min_channels, max_ratio=args.max_ratio, round_to=args.round_to,
-        exclude=args.exclude or (), unit=args.unit, tensorboard_dir=args.tensorboard,
+        ratio=args.ratio, criterion=args.criterion, scope=args.scope,
+        normalization=args.normalization, min_channels=args.min_channels,
+        max_ratio=args.max_ratio, round_to=args.round_to, exclude=args.exclude or (),
+        unit=args.unit, tensorboard_dir=args.tensorboard,
     )
     model = _load_model(args.model)
     if not getattr(model, "compiled", False):
@@ -139,8 +194,8 @@ def _soft_prune(args) -> int:
     base = _load_model(args.model)  # the report's "before"
     train = _data(args, args.train_split, augment=args.augment, take=args.take, shuffle=True)
     val = _data(args, args.val_split, take=args.val_take)
-    model.fit(train, validation_data=val, epochs=args.soft_epochs, callbacks=[soft], shuffle=False,
-              verbose=1 if args.verbose else 2)
+    model.fit(train, validation_data=val, epochs=args.epochs, callbacks=[soft], shuffle=False,
+              verbose=_verbose(args))
     thin = strip(model)
     out.mkdir(parents=True, exist_ok=True)
     model.save(out / "masked.keras")
@@ -152,8 +207,15 @@ def _soft_prune(args) -> int:
     return 0
 
 
-def cmd_analyze(args) -> int:
-    """``kerasprune analyze``: the channel groups of a ``.keras`` file, prunable or why not."""
+def cmd_analyze(args: argparse.Namespace) -> int:
+    """``kerasprune analyze``: the channel groups of a ``.keras`` file, prunable or why not.
+
+    Args:
+        args: the parsed arguments of ``analyze``.
+
+    Returns:
+        The exit status, 0.
+    """
     from kerasprune.graph import analyze
 
     model = _load_model(args.model)
@@ -164,7 +226,7 @@ def cmd_analyze(args) -> int:
     return 0
 
 
-def _calibration(args):
+def _calibration(args: argparse.Namespace):
     """``--calibration-data``: a ``.npy`` file of inputs, or a dataset name."""
     if args.calibration_data is None:
         return None
@@ -177,21 +239,29 @@ def _calibration(args):
         return np.load(src)
     from kerasprune import data
 
-    return data.load_dataset(src, split="train", batch_size=32, take=args.calibration_steps, data_dir=args.data_dir)
+    return data.load_dataset(src, split="train", batch_size=32, take=args.calibration_steps,
+                             data_dir=args.data_dir)
 
 
-def cmd_speedup(args) -> int:
-    """``kerasprune speedup``: one shot, the smallest FLOPs cut measured ``--to`` times faster."""
+def cmd_speedup(args: argparse.Namespace) -> int:
+    """``kerasprune speedup``: one shot, the smallest FLOPs cut measured ``--to`` times faster.
+
+    Args:
+        args: the parsed arguments of ``speedup``.
+
+    Returns:
+        The exit status, 0.
+    """
     from kerasprune.pruning.speedup import prune_for_speedup
 
     model = _load_model(args.model)
     print(f"searching the smallest cut of {Path(args.model).name} that runs {args.to:g}x faster "
           f"(Keras, batch {args.batch_size}, {args.samples} interleaved samples per trial)")
     found = prune_for_speedup(
-        model, args.to, criterion=args.criterion, normalization=args.normalization, scope=args.scope,
-        batch_size=args.batch_size, max_ratio_flops=args.max_ratio_flops, tolerance=args.tolerance,
-        min_channels=args.min_channels, round_to=args.round_to, exclude=args.exclude or (),
-        samples=args.samples, verbose=1,
+        model, args.to, criterion=args.criterion, normalization=args.normalization,
+        scope=args.scope, batch_size=args.batch_size, max_ratio_flops=args.max_ratio_flops,
+        tolerance=args.tolerance, min_channels=args.min_channels, round_to=args.round_to,
+        exclude=args.exclude or (), samples=args.samples, verbose=1,
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -201,12 +271,17 @@ def cmd_speedup(args) -> int:
     return 0
 
 
-def cmd_export(args) -> int:
-    """``kerasprune export``: TFLite (checked against Keras) and/or SavedModel of a ``.keras`` file."""
+def cmd_export(args: argparse.Namespace) -> int:
+    """``kerasprune export``: TFLite (checked against Keras) and/or SavedModel of a file.
+
+    Args:
+        args: the parsed arguments of ``export``.
+
+    Returns:
+        The exit status, 0.
+    """
     from kerasprune.export import export_saved_model, export_tflite
 
-    if not args.tflite and not args.saved_model:
-        raise UsageError("nothing to do: give --tflite FILE and/or --saved-model DIR")
     model = _load_model(args.model)
     if args.saved_model:
         path = export_saved_model(model, args.saved_model)
@@ -220,8 +295,15 @@ def cmd_export(args) -> int:
     return 0
 
 
-def cmd_report(args) -> int:
-    """``kerasprune report``: widths, parameters and FLOPs of one model, or two compared."""
+def cmd_report(args: argparse.Namespace) -> int:
+    """``kerasprune report``: widths, parameters and FLOPs of one model, or two compared.
+
+    Args:
+        args: the parsed arguments of ``report``.
+
+    Returns:
+        The exit status, 0.
+    """
     from kerasprune.report import compare
 
     a = _load_model(args.before)
@@ -233,24 +315,23 @@ def cmd_report(args) -> int:
         before = disk_sizes(a)
         after = disk_sizes(b) if b is not None else None
         print("\nsize on disk (bytes)")
-        for fmt, label in (("keras", ".keras"), ("saved_model", "SavedModel"), ("tflite", "TFLite float32")):
+        for fmt, label in (("keras", ".keras"), ("saved_model", "SavedModel"),
+                           ("tflite", "TFLite float32")):
             if after is None:
                 print(f"  {label:<15} {before[fmt]:>12,}")
             else:
                 cut = 100.0 * (1 - after[fmt] / before[fmt])
                 print(f"  {label:<15} {before[fmt]:>12,} -> {after[fmt]:>12,}  (-{cut:.1f}%)")
-    if args.plots or args.run:
+    if args.plots:
         _report_plots(args, a, b)
     return 0
 
 
-def _report_plots(args, before, after) -> None:
-    """``report --plots DIR``: the pattern (two models), the saliency of the first, the run curve."""
+def _report_plots(args: argparse.Namespace, before, after) -> None:
+    """``report --plots DIR``: the pattern (two models), the saliency of the first, the run."""
     from kerasprune.importance import score
     from kerasprune.report import plots
 
-    if not args.plots:
-        raise UsageError("--run draws into the --plots directory: give --plots DIR too")
     out = Path(args.plots)
     out.mkdir(parents=True, exist_ok=True)
     ext = f".{args.plot_format}"
@@ -261,7 +342,8 @@ def _report_plots(args, before, after) -> None:
     scores = score(before, "aaws", normalization=args.normalization)
     if scores:
         written.append(out / f"saliency{ext}")
-        plots.plot_saliency(scores, written[-1], title=f"aaws scores of {Path(args.before).name} ({args.normalization})")
+        title = f"aaws scores of {Path(args.before).name} ({args.normalization})"
+        plots.plot_saliency(scores, written[-1], title=title)
     if args.run:
         from kerasprune.runs.rundir import RunDirectory
 
@@ -274,7 +356,7 @@ def _report_plots(args, before, after) -> None:
         print(f"plot: {path}")
 
 
-def _run_target(args):
+def _run_target(args: argparse.Namespace):
     """The target of ``report --run``: ``--target``, else the run's own (run.json)."""
     if args.target is not None:
         return args.target
@@ -287,141 +369,556 @@ def _run_target(args):
     return None
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--dataset", default="mnist", help="tfds dataset: mnist or cifar10 (default mnist)")
-    p.add_argument("--data-dir", default=None, help="tfds data_dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--train-split", default="train[:90%]")
-    p.add_argument("--val-split", default="train[90%:]", help="the split the target is measured on")
-    p.add_argument("--take", type=int, default=None, help="use only this many training examples")
-    p.add_argument("--val-take", type=int, default=None, help="use only this many validation examples")
-    p.add_argument("--augment", action="store_true", help="random crop and flip (CIFAR-10)")
-    p.add_argument("--optimizer", choices=["adam", "sgd"], default="adam")
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-q", "--quiet", dest="verbose", action="store_false",
+# --------------------------------------------------------------------------- argument types
+
+
+def _integer(low: int) -> Callable[[str], int]:
+    """An argparse type: an integer ``>= low``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be an integer >= {low}, got {text}")
+        return value
+
+    return parse
+
+
+def _number(low: float, high: Optional[float] = None, *, low_in: bool = False,
+            high_in: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite float above ``low`` (and below ``high``), bounds as told."""
+    lo, hi = ("<=" if low_in else "<"), ("<=" if high_in else "<")
+    if high is None:
+        rule = f"a number {'>=' if low_in else '>'} {low:g}"
+    else:
+        rule = f"between {low:g} and {high:g} ({low:g} {lo} x {hi} {high:g})"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text!r}") from None
+        ok = math.isfinite(value) and (value >= low if low_in else value > low)
+        if high is not None:
+            ok = ok and (value <= high if high_in else value < high)
+        if not ok:
+            raise argparse.ArgumentTypeError(f"must be {rule}, got {text}")
+        return value
+
+    return parse
+
+
+_FRACTION = _number(0.0, 1.0)  # a ratio in (0, 1)
+
+
+def _target(text: str) -> str:
+    """An argparse type: a target such as ``val_accuracy>=0.99`` (kept as text)."""
+    from kerasprune.runs.target import parse_target
+
+    try:
+        parse_target(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _rising(text: str):
+    """An argparse type: ``START,STEP,FINAL`` of a rising cumulative percentile schedule."""
+    from kerasprune.pruning import RisingPercentile
+
+    try:
+        start, step, final = (float(v) for v in text.split(","))
+        return RisingPercentile(start, step, final)
+    except ValueError as exc:
+        why = str(exc) if "start and final" in str(exc) else "three numbers separated by commas"
+        raise argparse.ArgumentTypeError(
+            f"START,STEP,FINAL: {why} (e.g. 0.5,0.1,0.97), got {text!r}"
+        ) from None
+
+
+def _criterion(text: str) -> str:
+    """An argparse type: any criterion registered with the importance registry."""
+    from kerasprune.importance import get_criterion
+
+    try:
+        get_criterion(text)
+    except KerasPruneError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _weight_criteria() -> List[str]:
+    """The registered criteria computed from the weights alone (``needs="weights"``)."""
+    from kerasprune.importance import available_criteria, get_criterion
+
+    return [c for c in available_criteria() if get_criterion(c).needs == "weights"]
+
+
+def _weight_criterion(text: str) -> str:
+    """An argparse type: a registered criterion that needs no data (``speedup``)."""
+    from kerasprune.importance import get_criterion
+
+    _criterion(text)
+    if get_criterion(text).needs != "weights":
+        raise argparse.ArgumentTypeError(
+            f"criterion {text!r} is computed from data, and speedup scores from the weights "
+            f"alone: one of {', '.join(_weight_criteria())}"
+        )
+    return text
+
+
+def _accumulated_criteria() -> List[str]:
+    """The criteria that both the saliency callback accumulates and the registry scores."""
+    from kerasprune.callbacks import CRITERIA
+    from kerasprune.importance import available_criteria
+
+    known = set(available_criteria())
+    return [c for c in CRITERIA if c in known]
+
+
+def _accumulated_callback_criteria() -> List[str]:
+    """Every criterion the saliency callback accumulates (``soft --criterion``)."""
+    from kerasprune.callbacks import CRITERIA
+
+    return list(CRITERIA)
+
+
+def _calibration_source(text: str) -> str:
+    """An argparse type: a ``.npy`` file, or a dataset name of :mod:`kerasprune.data`."""
+    from kerasprune.data import available_datasets
+
+    if text.endswith(".npy") or text in available_datasets():
+        return text
+    raise argparse.ArgumentTypeError(
+        f"must be a .npy file of inputs or a dataset ({', '.join(available_datasets())}), "
+        f"got {text!r}"
+    )
+
+
+class _Moved(argparse.Action):
+    """A flag that moved to another command: using it is a one-line error saying where.
+
+    ``moved_to`` completes the sentence ``"kerasprune prune --soft ..."``.
+    """
+
+    def __init__(self, option_strings: Sequence[str], dest: str, *, moved_to: str,
+                 **kwargs: Any) -> None:
+        self.moved_to = moved_to
+        super().__init__(option_strings, dest, default=argparse.SUPPRESS, help=argparse.SUPPRESS,
+                         **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: Optional[str] = None) -> None:
+        parser.error(f"{parser.prog} {option_string} {self.moved_to}")
+
+
+# --------------------------------------------------------------------------- the arguments
+
+
+def _choices_help(text: str, names: Sequence[str]) -> str:
+    return f"{text}: {', '.join(names)}" if names else text
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    from kerasprune.data import available_datasets
+
+    g = p.add_argument_group("data and training")
+    g.add_argument("--dataset", default="mnist", choices=available_datasets(),
+                   help="tfds dataset (default mnist)")
+    g.add_argument("--data-dir", default=None,
+                   help="tfds data_dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
+    g.add_argument("--batch-size", type=_integer(1), default=128, help="(default 128)")
+    g.add_argument("--train-split", default="train[:90%]", help="(default train[:90%%])")
+    g.add_argument("--val-split", default="train[90%:]",
+                   help="the split metrics are measured on (default train[90%%:])")
+    g.add_argument("--take", type=_integer(1), default=None,
+                   help="use only this many training examples")
+    g.add_argument("--val-take", type=_integer(1), default=None,
+                   help="use only this many validation examples")
+    g.add_argument("--augment", action="store_true", help="random crop (and flip, CIFAR-10)")
+    g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
+                   help="used when the model is not compiled (default adam)")
+    g.add_argument("--lr", type=_number(0.0), default=1e-3, help="learning rate (default 0.001)")
+    g.add_argument("--seed", type=_integer(0), default=0)
+    g.add_argument("-q", "--quiet", dest="verbose", action="store_false",
                    help="one line per epoch instead of progress bars")
 
 
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 < value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
-    return value
+def _selection_args(p: argparse.ArgumentParser, *, gradual: bool) -> None:
+    """The options of :func:`kerasprune.select`, with choices from its constants."""
+    from kerasprune.importance.normalize import available_normalizations
+    from kerasprune.selection import HIERARCHIES, METHODS, SCOPES, UNITS
+
+    g = p.add_argument_group("selection")
+    g.add_argument("--normalization", default="layer_mean", choices=available_normalizations(),
+                   help="per-group normalization of the scores (default layer_mean)")
+    g.add_argument("--scope", default="global", choices=list(SCOPES), help="(default global)")
+    g.add_argument("--unit", default="neurons", choices=UNITS,
+                   help="what --ratio counts (default neurons)")
+    if gradual:
+        g.add_argument("--hierarchy", default="channels", choices=HIERARCHIES,
+                       help=f"hierarchical scope: share each level's budget by "
+                            f"{' or '.join(HIERARCHIES)} (default channels)")
+        g.add_argument("--method", default="count", choices=METHODS,
+                       help="remove the lowest --ratio (count) or every channel below that "
+                            "percentile of the scores (percentile; with --unit neurons)")
+    g.add_argument("--min-channels", type=_integer(1), default=1,
+                   help="no group keeps fewer channels (default 1)")
+    g.add_argument("--max-ratio", type=_number(0.0, 1.0, high_in=True), default=1.0,
+                   help="no group loses more than this fraction of its channels (default 1)")
+    g.add_argument("--round-to", type=_integer(1), default=1,
+                   help="every pruned group keeps a multiple of this many channels (default 1)")
+    g.add_argument("--exclude", action="append", metavar="PATTERN",
+                   help="a group or producing layer to leave alone, fnmatch patterns allowed "
+                        "(repeatable)")
+
+
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from kerasprune.models import available_models
+
+    p.add_argument("--model", default="lenet5", choices=available_models(),
+                   help="zoo model (default lenet5)")
+    p.add_argument("--epochs", type=_integer(1), default=2, help="(default 2)")
+    p.add_argument("--out", required=True, help="where to write the trained .keras file")
+    _data_args(p)
+
+
+def _prune_args(p: argparse.ArgumentParser) -> None:
+    from kerasprune.importance import available_criteria
+
+    p.add_argument("model", help="the trained .keras file")
+    p.add_argument("--dir", required=True, help="run directory for checkpoints and history")
+    p.add_argument("--target", type=_target, default=None,
+                   help="keep pruning while it holds, e.g. 'val_accuracy>=0.99'")
+    p.add_argument("--rounds", type=_integer(1), default=None, help="at most this many rounds")
+    ratio = p.add_mutually_exclusive_group()
+    ratio.add_argument("--ratio", type=_FRACTION, default=0.05,
+                       help="fraction removed per round, in (0, 1) (default 0.05)")
+    ratio.add_argument("--rising", type=_rising, default=None, metavar="START,STEP,FINAL",
+                       help="a rising cumulative percentile schedule instead of a constant ratio")
+    p.add_argument("--criterion", type=_criterion, default=None, metavar="NAME",
+                   help=_choices_help("importance criterion (default aaws, gsfp with "
+                                      "--accumulate), one registered", available_criteria()))
+    _selection_args(p, gradual=True)
+    p.add_argument("--fine-tune-epochs", type=_integer(0), default=1,
+                   help="epochs of fine-tuning after each round (default 1)")
+    p.add_argument("--score-batches", type=_integer(1), default=None,
+                   help="batches used by data-driven criteria")
+    p.add_argument("--resume", action="store_true", help="continue the run in --dir")
+    p.add_argument("--accumulate", action="store_true",
+                   help=_choices_help("score each round by the saliency accumulated during the "
+                                      "previous fine-tuning, for", _accumulated_criteria()))
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="write TensorBoard scalars and saliency histograms per round")
+    p.add_argument("--soft", action=_Moved, nargs=0,
+                   moved_to="is now its own command: kerasprune soft MODEL --dir DIR --ratio R "
+                            "(kerasprune soft -h)")
+    p.add_argument("--soft-epochs", action=_Moved,
+                   moved_to="is now --epochs of its own command, kerasprune soft "
+                            "(kerasprune soft -h)")
+    _data_args(p)
+
+
+def _soft_args(p: argparse.ArgumentParser) -> None:
+    criteria = _accumulated_callback_criteria()
+    p.add_argument("model", help="the trained .keras file")
+    p.add_argument("--dir", required=True,
+                   help="where to write pruned.keras (stripped) and masked.keras")
+    p.add_argument("--ratio", type=_FRACTION, required=True,
+                   help="fraction of the --unit masked at every epoch end, in (0, 1)")
+    p.add_argument("--epochs", type=_integer(1), default=10,
+                   help="training epochs, each ending with a new mask (default 10)")
+    p.add_argument("--criterion", default="gsfp", choices=criteria,
+                   help="saliency accumulated over each epoch's training steps (default gsfp)")
+    _selection_args(p, gradual=False)
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="write TensorBoard scalars and saliency histograms per epoch")
+    _data_args(p)
+
+
+def _speedup_args(p: argparse.ArgumentParser) -> None:
+    from kerasprune.importance.normalize import available_normalizations
+    from kerasprune.selection import SCOPES
+
+    p.add_argument("model", help="the trained .keras file")
+    p.add_argument("--to", type=_number(1.0), required=True,
+                   help="the speed-up wanted, > 1, e.g. 2")
+    p.add_argument("--out", required=True, help="where to write the thin .keras file")
+    p.add_argument("--batch-size", type=_integer(1), default=1,
+                   help="batch the latency is measured at (default 1)")
+    p.add_argument("--criterion", type=_weight_criterion, default="aaws", metavar="NAME",
+                   help=_choices_help("a weight criterion (default aaws)", _weight_criteria()))
+    p.add_argument("--normalization", default="layer_mean", choices=available_normalizations(),
+                   help="(default layer_mean)")
+    p.add_argument("--scope", default="global", choices=list(SCOPES), help="(default global)")
+    p.add_argument("--min-channels", type=_integer(1), default=1)
+    p.add_argument("--round-to", type=_integer(1), default=1)
+    p.add_argument("--exclude", action="append", metavar="PATTERN",
+                   help="a group or producing layer to leave alone, fnmatch patterns allowed "
+                        "(repeatable)")
+    p.add_argument("--max-ratio-flops", type=_FRACTION, default=0.95,
+                   help="the largest fraction of FLOPs the search may remove (default 0.95)")
+    p.add_argument("--tolerance", type=_number(0.0, 1.0), default=0.01,
+                   help="stop when the bracket of ratios is this narrow (default 0.01)")
+    p.add_argument("--samples", type=_integer(1), default=5,
+                   help="interleaved timing samples per trial (default 5)")
+
+
+def _analyze_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="a .keras file")
+    p.add_argument("--prunable-only", action="store_true", help="leave out the frozen groups")
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    from kerasprune.importance.normalize import available_normalizations
+    from kerasprune.report.plots import FORMATS
+
+    p.add_argument("before", help="a .keras file")
+    p.add_argument("after", nargs="?", default=None, help="a second .keras file to compare with")
+    p.add_argument("--sizes", action="store_true", help="also bytes as .keras, SavedModel, TFLite")
+    p.add_argument("--plots", default=None, metavar="DIR",
+                   help="write plots: pattern (with two models), saliency of the first, "
+                        "run curve (with --run)")
+    p.add_argument("--run", default=None, metavar="RUN_DIR",
+                   help="a gradual run directory to plot (history.json); needs --plots")
+    p.add_argument("--metric", default="val_accuracy",
+                   help="metric of the run plot (default val_accuracy)")
+    p.add_argument("--target", type=_target, default=None,
+                   help="target line of the run plot (default: the run's own target)")
+    p.add_argument("--normalization", default="layer_mean", choices=available_normalizations(),
+                   help="normalization of the saliency plot's scores (default layer_mean)")
+    p.add_argument("--plot-format", default="png", choices=[f.lstrip(".") for f in FORMATS],
+                   help="(default png)")
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    from kerasprune.data import available_datasets
+    from kerasprune.export import QUANTIZATIONS
+
+    p.add_argument("model", help="a .keras file (a thin model)")
+    p.add_argument("--tflite", default=None, metavar="FILE", help="write a .tflite file")
+    p.add_argument("--saved-model", default=None, metavar="DIR",
+                   help="write a SavedModel directory")
+    p.add_argument("--quantize", choices=[q for q in QUANTIZATIONS if q], default=None,
+                   help="TFLite quantization (default none: float32)")
+    p.add_argument("--calibration-data", type=_calibration_source, default=None,
+                   metavar="NPY_OR_DATASET",
+                   help=_choices_help("int8 calibration inputs: a .npy file of inputs, or a "
+                                      "dataset", available_datasets()))
+    p.add_argument("--calibration-steps", type=_integer(1), default=100,
+                   help="calibration examples (default 100)")
+    p.add_argument("--data-dir", default=None, help="tfds data_dir for --calibration-data")
+
+
+# --------------------------------------------------------------------------- checks across flags
+
+
+def _check_prune(args: argparse.Namespace) -> None:
+    if args.accumulate:
+        allowed = _accumulated_criteria()
+        criterion = args.criterion or "gsfp"
+        if criterion not in allowed:
+            raise UsageError(f"--accumulate takes its scores from the training steps, which "
+                             f"compute {', '.join(allowed)}; --criterion {criterion} is not one")
+    if args.method == "percentile" and args.unit != "neurons":
+        raise UsageError("--method percentile thresholds channel scores: use it with "
+                         "--unit neurons")
+    if args.target is None and args.rounds is None:
+        raise UsageError("give --target (e.g. 'val_accuracy>=0.99') or --rounds N")
+
+
+def _check_report(args: argparse.Namespace) -> None:
+    if args.run and not args.plots:
+        raise UsageError("--run draws into the --plots directory: give --plots DIR too")
+
+
+def _check_export(args: argparse.Namespace) -> None:
+    if not args.tflite and not args.saved_model:
+        raise UsageError("nothing to do: give --tflite FILE and/or --saved-model DIR")
+    if args.quantize and not args.tflite:
+        raise UsageError("--quantize applies to the TFLite file: give --tflite FILE too")
+    if args.quantize == "int8" and args.calibration_data is None:
+        raise UsageError("--quantize int8 quantization needs calibration_data: give "
+                         "--calibration-data, a .npy file of inputs or a dataset")
+
+
+# --------------------------------------------------------------------------- the parser
+
+# what TensorFlow's C++ runtime prints on stderr while it loads, whatever TF_CPP_MIN_LOG_LEVEL
+_STARTUP_NOISE = (
+    "WARNING: All log messages before absl::InitializeLog() is called",
+    "oneDNN custom operations are on",
+    "Could not find cuda drivers",
+    "cpu_feature_guard.cc",
+    "To enable the following instructions",
+)
+
+
+def _import_tensorflow_quietly() -> None:
+    """Import TensorFlow with its start-up lines filtered out of stderr.
+
+    Only with ``TF_CPP_MIN_LOG_LEVEL=3`` (what :func:`main` sets unless told otherwise);
+    every other line TensorFlow writes while loading (an error, a warning) is passed on.
+    """
+    if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3":
+        return
+    if importlib.util.find_spec("tensorflow") is None:
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no file descriptor 2 to redirect
+        return
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            for line in caught.read().decode(errors="replace").splitlines(keepends=True):
+                if not any(noise in line for noise in _STARTUP_NOISE):
+                    sys.stderr.write(line)
+
+
+@dataclass(frozen=True)
+class Command:
+    """A subcommand of ``kerasprune``.
+
+    Attributes:
+        name: the subcommand's name.
+        summary: its one line in ``kerasprune --help``.
+        arguments: adds its arguments to its parser (importing the registries it lists).
+        run: ``run(args) -> exit status``.
+        check: raises :class:`~kerasprune.errors.UsageError` for flags that do not go together.
+    """
+
+    name: str
+    summary: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+    check: Optional[Callable[[argparse.Namespace], None]] = None
+
+
+COMMANDS: Dict[str, Command] = {
+    c.name: c
+    for c in (
+        Command("train", "train a zoo model to get a baseline .keras file", _train_args,
+                cmd_train),
+        Command("prune", "gradual global pruning of a .keras file, round after round",
+                _prune_args, cmd_prune, _check_prune),
+        Command("soft", "soft filter pruning (GSFP) while training, then strip the masked "
+                "channels", _soft_args, cmd_soft),
+        Command("speedup", "one-shot pruning to a speed-up measured on this machine",
+                _speedup_args, cmd_speedup),
+        Command("analyze", "the channel groups of a .keras file, prunable or why not",
+                _analyze_args, cmd_analyze),
+        Command("report", "layer widths, parameters and FLOPs, before and after; plots",
+                _report_args, cmd_report, _check_report),
+        Command("export", "TFLite (checked against Keras) and SavedModel of a .keras file",
+                _export_args, cmd_export, _check_export),
+    )
+}
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors raise :class:`UsageError` instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        """Raise the argument error as a one-line :class:`UsageError`."""
+        raise UsageError(_one_line(message))
+
+
+class _CommandParser(_Parser):
+    """A subcommand's parser: empty until it parses, then its arguments are added."""
+
+    def __init__(self, *args: Any, command: Optional[Command] = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.command = command
+        self._filled = command is None
+
+    def fill(self) -> "_CommandParser":
+        """Add the subcommand's arguments (once); returns the parser."""
+        if not self._filled:
+            self._filled = True
+            _import_tensorflow_quietly()
+            self.command.arguments(self)
+            self.set_defaults(func=self.command.run)
+        return self
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Optional[Sequence[str]] = None, namespace: Optional[argparse.Namespace] = None
+    ) -> Tuple[argparse.Namespace, List[str]]:
+        """Fill the parser, parse, then check the flags that must go together."""
+        self.fill()
+        namespace, extras = super().parse_known_args(args, namespace)
+        if self.command is not None and self.command.check is not None and not extras:
+            try:
+                self.command.check(namespace)
+            except UsageError as exc:
+                self.error(str(exc))
+        return namespace, extras
+
+    def format_help(self) -> str:
+        """The help of the filled parser."""
+        self.fill()
+        return super().format_help()
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``kerasprune`` command."""
-    parser = argparse.ArgumentParser(prog="kerasprune", description="Structured pruning for Keras 3.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """The argument parser of the ``kerasprune`` command.
 
-    p = sub.add_parser("train", help="train a zoo model to get a baseline .keras file")
-    p.add_argument("--model", default="lenet5", help="zoo model name (lenet5, vgg16_bn, resnet20, ...)")
-    p.add_argument("--epochs", type=int, default=2)
-    p.add_argument("--out", required=True, help="where to write the trained .keras file")
-    _add_data_args(p)
-    p.set_defaults(func=cmd_train)
+    Building it imports nothing beyond the standard library: each subcommand adds its
+    arguments (and imports the registries its choices come from) when it is parsed, so
+    ``kerasprune --help`` is fast and ``kerasprune prune --help`` lists the criteria
+    registered at that moment, a user's own included.
 
-    p = sub.add_parser("prune", help="gradual global pruning of a .keras file")
-    p.add_argument("model", help="the trained .keras file")
-    p.add_argument("--dir", required=True, help="run directory for checkpoints and history")
-    p.add_argument("--target", default=None, help="keep pruning while it holds, e.g. 'val_accuracy>=0.99'")
-    p.add_argument("--rounds", type=int, default=None, help="at most this many rounds")
-    p.add_argument("--ratio", type=_fraction, default=0.05, help="fraction removed per round (default 0.05)")
-    p.add_argument("--rising", default=None, metavar="START,STEP,FINAL",
-                   help="rising cumulative percentile schedule instead of a constant ratio")
-    p.add_argument("--criterion", default=None,
-                   help="aaws (default), l1, l2, bn_gamma, mean_response, std_response, apoz, mean_gradient, "
-                        "taylor, gsfp (default with --accumulate and --soft)")
-    p.add_argument("--normalization", default="layer_mean", choices=["layer_mean", "l2", "none"])
-    p.add_argument("--scope", default="global", choices=["global", "layerwise", "hierarchical"])
-    p.add_argument("--unit", default="neurons", choices=["neurons", "params", "flops"],
-                   help="what --ratio counts (default neurons)")
-    p.add_argument("--hierarchy", default="channels", choices=["channels", "flops"],
-                   help="hierarchical scope: share each level's budget by channels or FLOPs")
-    p.add_argument("--method", default="count", choices=["count", "percentile"],
-                   help="remove the lowest --ratio (count) or all below that percentile of scores")
-    p.add_argument("--min-channels", type=int, default=1)
-    p.add_argument("--max-ratio", type=float, default=1.0)
-    p.add_argument("--round-to", type=int, default=1)
-    p.add_argument("--exclude", action="append",
-                   help="a group or producing layer to leave alone, fnmatch patterns allowed (repeatable)")
-    p.add_argument("--fine-tune-epochs", type=int, default=1)
-    p.add_argument("--score-batches", type=int, default=None, help="batches used by data-driven criteria")
-    p.add_argument("--resume", action="store_true", help="continue the run in --dir")
-    p.add_argument("--accumulate", action="store_true",
-                   help="score each round by the saliency (gsfp, mean_gradient or taylor) accumulated during "
-                        "the previous fine-tuning")
-    p.add_argument("--soft", action="store_true",
-                   help="globally soft filter pruning (GSFP) of Xu et al. (2018): mask --ratio of "
-                        "the filters at every epoch "
-                        "end of --soft-epochs of training, then strip the masked ones")
-    p.add_argument("--soft-epochs", type=int, default=10, help="training epochs of --soft (default 10)")
-    p.add_argument("--tensorboard", default=None, metavar="DIR",
-                   help="write TensorBoard scalars and saliency histograms per round (per epoch with --soft)")
-    _add_data_args(p)
-    p.set_defaults(func=cmd_prune)
+    Returns:
+        The parser; its errors raise :class:`~kerasprune.errors.UsageError` (one line)
+        instead of exiting.
+    """
+    from kerasprune import __version__
 
-    p = sub.add_parser("speedup", help="one-shot pruning to a speed-up measured on this machine")
-    p.add_argument("model", help="the trained .keras file")
-    p.add_argument("--to", type=float, required=True, help="the speed-up wanted, e.g. 2")
-    p.add_argument("--out", required=True, help="where to write the thin .keras file")
-    p.add_argument("--batch-size", type=int, default=1, help="batch the latency is measured at (default 1)")
-    p.add_argument("--criterion", default="aaws", help="a weight criterion: aaws (default), l1, l2, bn_gamma")
-    p.add_argument("--normalization", default="layer_mean", choices=["layer_mean", "l2", "none"])
-    p.add_argument("--scope", default="global", choices=["global", "layerwise", "hierarchical"])
-    p.add_argument("--min-channels", type=int, default=1)
-    p.add_argument("--round-to", type=int, default=1)
-    p.add_argument("--exclude", action="append",
-                   help="a group or producing layer to leave alone, fnmatch patterns allowed (repeatable)")
-    p.add_argument("--max-ratio-flops", type=_fraction, default=0.95,
-                   help="the largest fraction of FLOPs the search may remove (default 0.95)")
-    p.add_argument("--tolerance", type=float, default=0.01, help="stop when the bracket is this narrow")
-    p.add_argument("--samples", type=int, default=5, help="interleaved timing samples per trial")
-    p.set_defaults(func=cmd_speedup)
-
-    p = sub.add_parser("analyze", help="the channel groups of a .keras file, prunable or why not")
-    p.add_argument("model", help="a .keras file")
-    p.add_argument("--prunable-only", action="store_true", help="leave out the frozen groups")
-    p.set_defaults(func=cmd_analyze)
-
-    p = sub.add_parser("report", help="layer widths, parameters and FLOPs, before and after")
-    p.add_argument("before", help="a .keras file")
-    p.add_argument("after", nargs="?", default=None, help="a second .keras file to compare with")
-    p.add_argument("--sizes", action="store_true", help="also bytes as .keras, SavedModel and TFLite")
-    p.add_argument("--plots", default=None, metavar="DIR",
-                   help="write plots: pattern (with two models), saliency of the first, run curve (with --run)")
-    p.add_argument("--run", default=None, metavar="RUN_DIR", help="a gradual run directory to plot (history.json)")
-    p.add_argument("--metric", default="val_accuracy", help="metric of the run plot (default val_accuracy)")
-    p.add_argument("--target", default=None, help="target line of the run plot (default: the run's own target)")
-    p.add_argument("--normalization", default="layer_mean", choices=["layer_mean", "l2", "none"],
-                   help="normalization of the saliency plot's scores (default layer_mean)")
-    p.add_argument("--plot-format", default="png", choices=["png", "svg"])
-    p.set_defaults(func=cmd_report)
-
-    p = sub.add_parser("export", help="TFLite (checked against Keras) and SavedModel of a .keras file")
-    p.add_argument("model", help="a .keras file (a thin model)")
-    p.add_argument("--tflite", default=None, metavar="FILE", help="write a .tflite file")
-    p.add_argument("--saved-model", default=None, metavar="DIR", help="write a SavedModel directory")
-    p.add_argument("--quantize", choices=["float16", "int8"], default=None, help="TFLite quantization")
-    p.add_argument("--calibration-data", default=None, metavar="NPY_OR_DATASET",
-                   help="int8 calibration inputs: a .npy file of inputs, or a dataset name (mnist, cifar10)")
-    p.add_argument("--calibration-steps", type=int, default=100, help="calibration examples (default 100)")
-    p.add_argument("--data-dir", default=None, help="tfds data_dir for --calibration-data")
-    p.set_defaults(func=cmd_export)
+    parser = _Parser(
+        prog="kerasprune", description="Structured pruning for Keras 3.",
+        epilog="kerasprune COMMAND -h lists the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"kerasprune {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                title="commands", parser_class=_CommandParser)
+    for command in COMMANDS.values():
+        sub.add_parser(command.name, help=command.summary, description=command.summary,
+                       command=command)
     return parser
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Entry point of the ``kerasprune`` command; returns the exit status."""
+    """Entry point of the ``kerasprune`` command.
+
+    Args:
+        argv: the arguments (default ``sys.argv[1:]``).
+
+    Returns:
+        The exit status: 0, 1 after an error (one line on stderr), 130 when interrupted.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    parser = build_parser()
-    args = parser.parse_args(argv)
     try:
+        try:
+            args = build_parser().parse_args(argv)
+        except SystemExit as exc:  # --help and --version print, then exit
+            return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
         return args.func(args)
     except (KerasPruneError, ValueError, KeyError, FileNotFoundError) as exc:
         text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
-        print(f"kerasprune: error: {text}", file=sys.stderr)
+        print(f"kerasprune: error: {_one_line(text)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("kerasprune: interrupted", file=sys.stderr)

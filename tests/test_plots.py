@@ -270,7 +270,8 @@ def test_cli_soft_prune_tensorboard_option_reaches_the_callback(monkeypatch):
         raise Stop
 
     monkeypatch.setattr("kerasprune.callbacks.SoftFilterPruning", fake)
-    args = cli.build_parser().parse_args(["prune", "m.keras", "--dir", "d", "--soft", "--tensorboard", "tb"])
+    argv = ["soft", "m.keras", "--dir", "d", "--ratio", "0.5", "--tensorboard", "tb"]
+    args = cli.build_parser().parse_args(argv)
     with pytest.raises(Stop):
-        cli.cmd_prune(args)
+        cli.cmd_soft(args)
     assert seen["tensorboard_dir"] == "tb"
