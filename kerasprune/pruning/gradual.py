@@ -29,9 +29,8 @@ from kerasprune.runs.rundir import RunDirectory
 from kerasprune.pruning.schedules import RatioSchedule, get_schedule
 from kerasprune.runs.target import Target, parse_target
 from kerasprune.report.compare import model_stats
-from kerasprune.callbacks.saliency import CRITERIA as ACCUMULATED
 from kerasprune.callbacks.saliency import SaliencyAccumulator
-from kerasprune.importance import get_criterion
+from kerasprune.importance import accumulable_criteria, get_criterion
 from kerasprune.importance.normalize import check_method
 from kerasprune.selection import check_options, excluded_groups, select
 from kerasprune.surgery.rebuild import rebuild
@@ -73,8 +72,9 @@ class GradualPruner:
             :class:`~kerasprune.callbacks.SaliencyAccumulator` attached to the previous
             round's fine-tuning (the saliency of ``criterion`` added up over every
             training step of its last epoch, Xu et al. (2018), Eq. 6) instead of a separate
-            pass over the data. Needs a criterion that both the callback and
-            :func:`kerasprune.score` compute (``gsfp``, ``mean_gradient``, ``taylor``); the
+            pass over the data. Needs an accumulable criterion
+            (:func:`kerasprune.importance.accumulable_criteria`: ``gsfp``, ``grad_l1``,
+            ``taylor_weights``, ``mean_gradient``, ``taylor``, ...); the
             first round, which has no fine-tuning before it, and the first round after a
             resume score with a separate pass.
         score_batches: batches of the training data used by data-driven criteria.
@@ -123,10 +123,10 @@ class GradualPruner:
             raise ValueError(f"rounds must be >= 0, got {rounds}")
         get_criterion(criterion)
         check_method(normalization)
-        if accumulate and criterion not in ACCUMULATED:
+        if accumulate and get_criterion(criterion).accumulate is None:
             raise ValueError(
                 f"accumulate=True takes its scores from SaliencyAccumulator, which computes "
-                f"{', '.join(ACCUMULATED)}; criterion {criterion!r} is not one of them"
+                f"{', '.join(accumulable_criteria())}; criterion {criterion!r} is not one of them"
             )
         check_options(
             scope=scope, unit=unit, method=method, hierarchy=hierarchy,
