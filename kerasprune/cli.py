@@ -470,20 +470,12 @@ def _weight_criterion(text: str) -> str:
     return text
 
 
-def _accumulated_criteria() -> List[str]:
-    """The criteria that both the saliency callback accumulates and the registry scores."""
-    from kerasprune.callbacks import CRITERIA
-    from kerasprune.importance import available_criteria
+def _accumulable_criteria() -> List[str]:
+    """The criteria that can be accumulated inside ``fit`` (``soft --criterion``,
+    ``prune --accumulate``), from the registry."""
+    from kerasprune.importance import accumulable_criteria
 
-    known = set(available_criteria())
-    return [c for c in CRITERIA if c in known]
-
-
-def _accumulated_callback_criteria() -> List[str]:
-    """Every criterion the saliency callback accumulates (``soft --criterion``)."""
-    from kerasprune.callbacks import CRITERIA
-
-    return list(CRITERIA)
+    return accumulable_criteria()
 
 
 def _calibration_source(text: str) -> str:
@@ -610,7 +602,7 @@ def _prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --dir")
     p.add_argument("--accumulate", action="store_true",
                    help=_choices_help("score each round by the saliency accumulated during the "
-                                      "previous fine-tuning, for", _accumulated_criteria()))
+                                      "previous fine-tuning, for", _accumulable_criteria()))
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="write TensorBoard scalars and saliency histograms per round")
     p.add_argument("--soft", action=_Moved, nargs=0,
@@ -623,7 +615,7 @@ def _prune_args(p: argparse.ArgumentParser) -> None:
 
 
 def _soft_args(p: argparse.ArgumentParser) -> None:
-    criteria = _accumulated_callback_criteria()
+    criteria = _accumulable_criteria()
     p.add_argument("model", help="the trained .keras file")
     p.add_argument("--dir", required=True,
                    help="where to write pruned.keras (stripped) and masked.keras")
@@ -718,7 +710,7 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 
 def _check_prune(args: argparse.Namespace) -> None:
     if args.accumulate:
-        allowed = _accumulated_criteria()
+        allowed = _accumulable_criteria()
         criterion = args.criterion or "gsfp"
         if criterion not in allowed:
             raise UsageError(f"--accumulate takes its scores from the training steps, which "

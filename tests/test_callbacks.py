@@ -540,3 +540,69 @@ def test_feature_map_taps_left_by_an_interrupted_fit_are_replaced_not_stacked():
     for name in expected:
         assert_close(acc.raw[name], expected[name])  # each tapped once per step
     assert not any("call" in vars(layer) for layer in model.layers)
+
+
+# -- criteria of the one registry, users' own included ----------------------------------
+
+
+def test_a_user_registered_weight_gradient_criterion_is_accumulated_and_equals_its_score():
+    import kerasprune as kp
+    from kerasprune.importance import WeightGradients
+
+    rms = WeightGradients(lambda f: tf.sqrt(f.mean(lambda g, w: g * g)))
+    kp.importance.register_criterion("test_fit_grad_rms", accumulate=rms, overwrite=True)
+    assert "test_fit_grad_rms" in kp.importance.accumulable_criteria()
+    model = plain_residual_net()  # no BatchNormalization: training and inference agree
+    x, y = data(48)
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), LOSS)
+    # the reference: kerasprune.score's pass over the same batches with the same weights
+    expected = kp.importance.raw_scores(model, "test_fit_grad_rms", data=(x, y), batch_size=16)
+    acc = SaliencyAccumulator(criterion="test_fit_grad_rms", normalization="none")
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[acc])
+    assert acc.steps == 3
+    assert set(acc.raw) == set(expected) == {g.name for g in acc.graph.prunable}
+    for name in expected:
+        assert expected[name].max() > 0
+        assert_close(acc.raw[name], expected[name])
+    # and by hand, per batch from a GradientTape, for a single-producer group
+    kernel = model.get_layer("top").kernel
+    by_hand = 0.0
+    for start in range(0, 48, 16):
+        with tf.GradientTape() as tape:
+            loss = LOSS(y[start : start + 16], model(x[start : start + 16], training=True))
+        g = tape.gradient(loss, kernel.value).numpy().astype(np.float64).reshape(-1, 5)
+        by_hand = by_hand + np.sqrt((g * g).mean(axis=0))
+    assert_close(acc.raw["top"], by_hand)
+
+
+def test_a_user_feature_gradient_criterion_sees_each_examples_own_gradient_in_fit():
+    import kerasprune as kp
+    from kerasprune.importance import FeatureGradients
+
+    # squared: not linear in the gradient, so the batch size must scale the gradient
+    # before the reduction, not its result
+    squared = FeatureGradients(lambda m: tf.square(m.channels(m.g)))
+    kp.importance.register_criterion("test_fit_mg_squared", accumulate=squared, overwrite=True)
+    model = plain_residual_net()
+    x, y = data(48)
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), LOSS)
+    expected = kp.importance.raw_scores(model, "test_fit_mg_squared", data=(x, y), batch_size=16)
+    acc = SaliencyAccumulator(criterion="test_fit_mg_squared", normalization="none")
+    model.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0, callbacks=[acc])
+    for name in expected:
+        assert expected[name].max() > 0
+        assert_close(acc.raw[name], expected[name])
+
+
+def test_the_callbacks_take_their_criteria_from_the_registry():
+    import kerasprune as kp
+
+    kp.importance.register_criterion("test_not_accumulable", lambda ctx: {}, overwrite=True)
+    with pytest.raises(CallbackError, match="cannot be accumulated") as info:
+        SaliencyAccumulator(criterion="test_not_accumulable")
+    for name in kp.importance.accumulable_criteria():
+        assert name in str(info.value)
+    with pytest.raises(CallbackError, match="'nope' is not a registered criterion.*gsfp"):
+        SoftFilterPruning(ratio=0.5, criterion="nope")
+    for name in ("gsfp", "taylor_weights", "grad_l1", "mean_gradient", "taylor"):
+        assert SaliencyAccumulator(criterion=name).criterion == name

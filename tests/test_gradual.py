@@ -270,3 +270,18 @@ def test_accumulate_scores_each_round_from_the_previous_fine_tuning(tmp_path, mo
         np.testing.assert_array_equal(seen[1][name], first_fit[name])
     with pytest.raises(ValueError, match="accumulate=True"):
         GradualPruner(tmp_path / "other", rounds=1, criterion="aaws", accumulate=True)
+
+
+def test_accumulate_takes_any_accumulable_criterion_of_the_registry(tmp_path):
+    import tensorflow as tf
+
+    import kerasprune as kp
+    from kerasprune.importance import WeightGradients
+
+    rms = WeightGradients(lambda f: tf.sqrt(f.mean(lambda g, w: g * g)))
+    kp.importance.register_criterion("test_gradual_grad_rms", accumulate=rms, overwrite=True)
+    for criterion in ("grad_l1", "taylor_weights", "test_gradual_grad_rms"):
+        pruner = GradualPruner(tmp_path / criterion, rounds=1, criterion=criterion, accumulate=True)
+        assert pruner.accumulate
+    with pytest.raises(ValueError, match="accumulate=True.*test_gradual_grad_rms"):
+        GradualPruner(tmp_path / "weights", rounds=1, criterion="l1", accumulate=True)

@@ -414,3 +414,147 @@ def test_progress_bar_when_verbose(capsys):
     x = images(model, 8)
     score(model, "apoz", data=x, batch_size=4, verbose=1)
     assert "2/2" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- accumulable criteria
+
+
+def weight_gradient_reference(model, producers, x, y, loss_obj, batch_size, per_filter):
+    """``per_filter(w, g)`` (columns = output channels) per batch from the gradient of the
+    batch's loss with respect to the kernels, summed over the batches."""
+    total = {name: 0.0 for name in producers}
+    for start in range(0, len(x), batch_size):
+        xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        kernels = [model.get_layer(n).kernel for n in producers]
+        with tf.GradientTape() as tape:
+            loss = loss_obj(yb, model(xb, training=False))
+        grads = tape.gradient(loss, kernels)
+        for name, k, g in zip(producers, kernels, grads):
+            k = np.asarray(k.numpy(), np.float64)
+            w = k.reshape(-1, k.shape[-1])
+            g = np.asarray(g.numpy(), np.float64).reshape(w.shape)
+            total[name] = total[name] + per_filter(w, g)
+    return total
+
+
+WEIGHT_GRADIENT_REFS = {
+    "grad_l1": lambda w, g: np.abs(g).sum(0) / g.shape[0],
+    "taylor_weights": lambda w, g: np.abs((w * g).sum(0)),
+}
+
+
+def close_to_scale(a, b, rtol=1e-4):
+    """|a - b| within ``rtol`` of b's largest entry (|sum w*g| cancels: float32 rounding)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    assert np.max(np.abs(a - b)) <= rtol * max(float(np.max(np.abs(b))), 1e-12), (a, b)
+
+
+@pytest.mark.parametrize("criterion", ["grad_l1", "taylor_weights"])
+def test_accumulable_weight_criteria_are_one_shot_criteria_too(criterion):
+    per_filter = WEIGHT_GRADIENT_REFS[criterion]
+    model = chain_net()
+    x = images(model, 11)
+    y = np.random.default_rng(4).integers(0, 3, size=11)
+    s = raw_scores(model, criterion, data=(x, y), batch_size=4)  # 3 batches, last of 3
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    ref = weight_gradient_reference(model, ["c1", "c2", "fc"], x, y, loss, 4, per_filter)
+    for name in ("c1", "c2", "fc"):
+        assert s[name].max() > 0
+        close_to_scale(s[name], ref[name])
+    # a residual group: the mean of its producers' values
+    model = residual_net()
+    x = images(model, 6)
+    y = np.random.default_rng(5).normal(size=(6, 5)).astype("float32")
+    s = kp.score(model, criterion, data=(x, y), loss="mse", batch_size=3, normalization="none")
+    producers = ["b2_proj", "b2_conv2", "b1_conv1"]
+    mse = keras.losses.MeanSquaredError()
+    ref = weight_gradient_reference(model, producers, x, y, mse, 3, per_filter)
+    close_to_scale(s["b2_proj+b2_conv2"], (ref["b2_proj"] + ref["b2_conv2"]) / 2)
+    close_to_scale(s["b1_conv1"], ref["b1_conv1"])
+    with pytest.raises(ImportanceError, match="pass data="):
+        kp.score(model, criterion)
+
+
+def test_one_registry_says_which_criteria_accumulate_and_from_what():
+    from kerasprune.importance import (
+        FEATURE_GRADIENTS,
+        WEIGHT_GRADIENTS,
+        accumulable_criteria,
+        get_criterion,
+    )
+
+    assert accumulable_criteria(WEIGHT_GRADIENTS)[:3] == ["gsfp", "taylor_weights", "grad_l1"]
+    assert accumulable_criteria(FEATURE_GRADIENTS)[:2] == ["mean_gradient", "taylor"]
+    built_in = {"gsfp", "taylor_weights", "grad_l1", "mean_gradient", "taylor"}
+    assert set(accumulable_criteria()) >= built_in
+    names = available_criteria()
+    assert set(accumulable_criteria()) <= set(names)
+    for name in ("aaws", "l2", "bn_gamma", "mean_response", "apoz"):
+        assert get_criterion(name).accumulate is None and get_criterion(name).kind is None
+        assert name not in accumulable_criteria()
+    for name in accumulable_criteria():
+        assert get_criterion(name).needs == "labels"
+    assert get_criterion("grad_l1").kind == WEIGHT_GRADIENTS
+    assert get_criterion("taylor").kind == FEATURE_GRADIENTS
+
+
+def test_a_user_criterion_declared_accumulable_is_scored_by_its_reduction():
+    from kerasprune.importance import (
+        FeatureGradients,
+        WeightGradients,
+        accumulable_criteria,
+        get_criterion,
+    )
+
+    rms = WeightGradients(lambda f: tf.sqrt(f.mean(lambda g, w: g * g)))
+    register_criterion("test_grad_rms", accumulate=rms, description="rms of dL/dw", overwrite=True)
+    crit = get_criterion("test_grad_rms")
+    assert crit.accumulate is rms and crit.needs == "labels" and crit.description == "rms of dL/dw"
+    assert "test_grad_rms" in accumulable_criteria()
+    model = chain_net()
+    x = images(model, 8)
+    y = np.random.default_rng(3).integers(0, 3, size=8)
+    s = raw_scores(model, "test_grad_rms", data=(x, y), batch_size=4)
+    loss = keras.losses.SparseCategoricalCrossentropy()
+    by_hand = lambda w, g: np.sqrt((g * g).mean(0))  # noqa: E731
+    ref = weight_gradient_reference(model, ["c1", "fc"], x, y, loss, 4, by_hand)
+    close(s["c1"], ref["c1"], rtol=1e-4)
+    close(s["fc"], ref["fc"], rtol=1e-4)
+    with pytest.raises(ImportanceError, match="already registered"):
+        register_criterion("test_grad_rms", accumulate=rms)
+
+    # the decorator form: the decorated function is the one-shot criterion
+    @register_criterion("test_grad_rms_twice", accumulate=rms, overwrite=True)
+    def twice(ctx):
+        """Twice the rms."""
+        return {k: 2 * v for k, v in rms.scores(ctx).items()}
+
+    assert get_criterion("test_grad_rms_twice").fn is twice
+    assert get_criterion("test_grad_rms_twice").description == "Twice the rms."
+    close(raw_scores(model, "test_grad_rms_twice", data=(x, y), batch_size=4)["c1"], 2 * s["c1"])
+
+    # a feature-map reduction that is not linear in the gradient
+    squared = FeatureGradients(lambda m: tf.square(m.channels(m.g)))
+    register_criterion("test_mean_gradient_squared", accumulate=squared, overwrite=True)
+    s = raw_scores(model, "test_mean_gradient_squared", data=(x, y), batch_size=4)
+    mg = per_example_reference(model, "c2", x, y, keras.losses.sparse_categorical_crossentropy)
+    assert s["c2"].shape == mg.shape and np.all(s["c2"] > 0)
+    with pytest.raises(ImportanceError, match="accumulate="):
+        register_criterion("test_bad", lambda ctx: {}, accumulate=lambda f: f)
+    with pytest.raises(ImportanceError, match="needs 'labels'"):
+        register_criterion("test_bad", accumulate=rms, needs="weights")
+
+
+def test_one_relative_norm_for_numpy_and_tensors():
+    from kerasprune.importance import relative_norm
+
+    v = np.array([1.0, 3.0, 0.0, 4.0])
+    held = np.array([True, True, False, True])
+    close(relative_norm(v, held), [3 * 1 / 8, 3 * 3 / 8, 0.0, 3 * 4 / 8])
+    close(relative_norm(v), v / v.mean())
+    close(normalize({"g": v}, "layer_mean")["g"], relative_norm(v))
+    t = relative_norm(tf.constant(v, tf.float32), tf.constant(held))
+    assert isinstance(t, tf.Tensor)
+    close(t.numpy(), relative_norm(v, held), rtol=1e-6)
+    close(relative_norm(np.zeros(3)), np.zeros(3))  # a dead layer: 0, not NaN
+    assert np.array_equal(relative_norm(tf.zeros([3])).numpy(), np.zeros(3))

@@ -11,7 +11,9 @@
 
 - :class:`SaliencyAccumulator`: per-channel gradient saliency added up over the training
   steps of each epoch, reusing the train step's own gradients (of the weights, or of the
-  feature maps, tapped inside the step's backward pass);
+  feature maps, tapped inside the step's backward pass), for every criterion of the
+  registry that declares an accumulation
+  (:func:`kerasprune.importance.accumulable_criteria`);
 - :class:`SoftFilterPruning`: at each epoch end, masks the lowest channels (zeroes them
   everywhere they live); masked channels keep training;
 - :func:`strip`: the thin model without the channels that carry nothing.
@@ -23,7 +25,7 @@ References:
   Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
 """
 
-from kerasprune.callbacks.saliency import CRITERIA, CallbackError, SaliencyAccumulator
+from kerasprune.callbacks.saliency import SOURCES, CallbackError, SaliencyAccumulator
 from kerasprune.callbacks.soft import SoftFilterPruning
 from kerasprune.callbacks.strip import dead_channels, strip
 
@@ -33,5 +35,5 @@ __all__ = [
     "strip",
     "dead_channels",
     "CallbackError",
-    "CRITERIA",
+    "SOURCES",
 ]

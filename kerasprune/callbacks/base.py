@@ -4,10 +4,13 @@ of a saliency *source* (the part that knows what one training step adds).
 A source is built at ``on_train_begin`` for the groups to score, may patch the model
 (:meth:`SaliencySource.install`), adds each applied training step into its accumulators
 from inside the optimizer's ``apply`` (:meth:`SaliencySource.step`), and is read at epoch
-end. Two sources exist: :class:`~kerasprune.callbacks.weight_saliency.WeightGradientSaliency`
-(criteria of the weights' gradients) and
-:class:`~kerasprune.callbacks.feature_saliency.FeatureMapSaliency` (criteria of the
-feature maps' gradients).
+end. Two sources exist, one per accumulation kind of the criterion registry
+(:data:`kerasprune.callbacks.saliency.SOURCES`):
+:class:`~kerasprune.callbacks.weight_saliency.WeightGradientSaliency` (criteria of the
+weights' gradients) and :class:`~kerasprune.callbacks.feature_saliency.FeatureMapSaliency`
+(criteria of the feature maps' gradients). A source is made as
+``source(criterion, model, graph, groups, mirrored)`` from the registered
+:class:`~kerasprune.importance.Criterion`, whose declared reduction it runs at every step.
 """
 
 from __future__ import annotations

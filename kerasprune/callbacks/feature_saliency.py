@@ -1,29 +1,33 @@
 """Saliency from the gradients of the feature maps, tapped inside the train step's backward pass.
 
-The criteria of :mod:`kerasprune.importance.gradients`, computed from the training steps
-of ``fit`` instead of a separate pass over data:
-
-- ``mean_gradient`` (Liu and Wu (2019)): per example, ``|mean over positions of dC/dx_k|`` at
-  the group's observed feature map ``x`` (where
-  :class:`~kerasprune.importance.observe.ObservationPlan` observes it: the tensor the
-  next layers read), then the mean over the examples of the epoch;
-- ``taylor``: per example ``|mean over positions of x_k * dC/dx_k|``, then the mean.
+The source of every criterion declared with
+:class:`~kerasprune.importance.gradients.FeatureGradients` (``mean_gradient`` of Liu and Wu
+(2019), ``taylor``, and any registered by a user), computed from the training steps of
+``fit`` instead of a separate pass over data: each observed feature map ``x`` (where
+:class:`~kerasprune.importance.observe.ObservationPlan` observes it: the tensor the next
+layers read) and its per-example gradient are handed to the criterion's own reduction as a
+:class:`~kerasprune.importance.gradients.FeatureMapStep` (the formulas live in
+:mod:`kerasprune.importance.gradients`, where :func:`kerasprune.score` runs the same
+reduction over batches of data), and the per-channel sums over the batch's examples are
+averaged over the examples of the epoch.
 
 **How, without a second pass.** At ``install`` the operation that produces each observed
 tensor gets its ``call`` wrapped so that the tensor passes through an identity with a
 custom gradient. In the backward pass of the compiled train step, that gradient function
 receives ``dL/dx`` for the whole batch, reduces it to per-channel sums of the per-example
-values (a spatial mean, a gather, an absolute value and a sum over the batch: a few
-element-wise operations per feature map) and writes them into a per-step buffer; the
+values (for the built-in criteria a spatial mean, a gather, an absolute value and a sum
+over the batch: a few element-wise operations per feature map) and writes them into a
+per-step buffer; the
 optimizer hook then adds the buffer of each *applied* step into the accumulators. The
 forward pass is unchanged and no gradient is computed twice.
 
 **Scale.** The training loss is a mean over the batch (Keras's default reduction), so
-``dL/dx_m`` is ``1/B`` of example ``m``'s own gradient: the buffer is multiplied by the
-global batch size ``B`` (under ``MirroredStrategy``, where each replica's loss is scaled
-by 1/replicas, by the local batch size times the replicas). Under mixed precision the
-buffer is divided by the step's loss scale, and a step the ``LossScaleOptimizer`` skips
-for non-finite gradients is not counted. Sample and class weights act through the loss,
+``dL/dx_m`` is ``1/B`` of example ``m``'s own gradient: the gradient is multiplied by the
+global batch size ``B`` before the reduction (under ``MirroredStrategy``, where each
+replica's loss is scaled by 1/replicas, by the local batch size times the replicas). Under
+mixed precision it is divided by the step's loss scale there too (the reduction may be any
+function of the gradient), and a step the ``LossScaleOptimizer`` skips for non-finite
+gradients is not counted. Sample and class weights act through the loss,
 as in :func:`kerasprune.score`.
 
 **Training mode.** The gradients are those of the training step: BatchNormalization uses
@@ -56,12 +60,16 @@ from kerasprune.callbacks.base import CallbackError, SaliencySource, accumulator
 from kerasprune.errors import ImportanceError
 from kerasprune.graph.groups import ChannelGroup, PruningGraph
 from kerasprune.graph.keras_graph import iter_nodes, producer, upstream_tensors
-from kerasprune.importance.base import ScoringContext
+from kerasprune.importance.base import (
+    WEIGHT_GRADIENTS,
+    Criterion,
+    ScoringContext,
+    accumulable_criteria,
+)
+from kerasprune.importance.gradients import FeatureMapStep, feature_step_sums, tf_variable
 from kerasprune.importance.observe import ObservationPlan, Site
 
-__all__ = ["FeatureMapSaliency", "FEATURE_CRITERIA"]
-
-FEATURE_CRITERIA = ("mean_gradient", "taylor")
+__all__ = ["FeatureMapSaliency"]
 
 
 def _producer(kt) -> Tuple[object, int]:
@@ -108,7 +116,8 @@ class FeatureMapSaliency(SaliencySource):
     """Feature-map gradient saliency of ``groups`` (see the module documentation).
 
     Args:
-        criterion: ``mean_gradient`` or ``taylor``.
+        criterion: a registered criterion declared with
+            :class:`~kerasprune.importance.gradients.FeatureGradients`.
         model: the model being trained (functional or Sequential).
         graph: its :func:`~kerasprune.analyze` result.
         groups: the groups to score.
@@ -121,12 +130,22 @@ class FeatureMapSaliency(SaliencySource):
     """
 
     def __init__(
-        self, criterion: str, model: keras.Model, graph: PruningGraph, groups: List[ChannelGroup], mirrored: bool
+        self,
+        criterion: Criterion,
+        model: keras.Model,
+        graph: PruningGraph,
+        groups: List[ChannelGroup],
+        mirrored: bool,
     ) -> None:
+        self._reduce = criterion.accumulate.reduce
+        criterion = criterion.name
         self.criterion = criterion
-        self.taylor = criterion == "taylor"
         self.groups = list(groups)
         self.mirrored = mirrored
+        # the gradients the taps receive are of the scaled loss under mixed precision
+        optimizer = getattr(model, "optimizer", None)
+        scaled = getattr(optimizer, "inner_optimizer", None) is not None
+        self._scaler = optimizer if scaled else None
         ctx = ScoringContext(model=model, graph=graph, groups=self.groups, criterion=criterion)
         try:
             self.plan = ObservationPlan(ctx)
@@ -148,8 +167,8 @@ class FeatureMapSaliency(SaliencySource):
                 raise CallbackError(
                     f"criterion {criterion!r} observes {what}, but that operation is called "
                     f"{calls.get(id(op), 0)} times in the model, so its calls cannot be told apart; "
-                    "use a weight-gradient criterion (gsfp, taylor_weights, grad_l1) or exclude "
-                    "those groups"
+                    "use a weight-gradient criterion "
+                    f"({', '.join(accumulable_criteria(WEIGHT_GRADIENTS))}) or exclude those groups"
                 )
             if not _trainable_upstream(kt):
                 raise CallbackError(
@@ -166,16 +185,18 @@ class FeatureMapSaliency(SaliencySource):
 
     def _record(self, point: _Point, x: tf.Tensor, dy: tf.Tensor) -> tf.Operation:
         """Write the batch's per-channel sums of per-example values into the point's buffer."""
-        value = tf.cast(dy, tf.float32)
-        if self.taylor:
-            value = tf.cast(x, tf.float32) * value
-        per_position = ObservationPlan.spatial_mean(value)
-        cols = [ObservationPlan.site_values(per_position, s) for _, s in point.sites]
-        sums = tf.reduce_sum(tf.abs(tf.cast(tf.concat(cols, axis=1), tf.float64)), axis=0)
         batch = tf.cast(tf.shape(dy)[0], tf.float64)
         replica = replica_context(self.mirrored)
         replicas = float(replica.num_replicas_in_sync) if replica is not None else 1.0
-        updates = [point.pending.assign(sums * batch * replicas)]
+        # dy is 1/(B * replicas) of each example's own gradient (times the loss scale)
+        scale = tf.cast(batch, tf.float32) * replicas
+        if self._scaler is not None:  # the scale this step's loss was multiplied by
+            opt = self._scaler
+            loss_scale = tf_variable(opt.dynamic_scale) if opt.built else opt.initial_scale
+            scale = scale / tf.cast(tf.convert_to_tensor(loss_scale), tf.float32)
+        g = tf.cast(dy, tf.float32) * scale
+        view = FeatureMapStep(tf.cast(x, tf.float32), g, [s for _, s in point.sites])
+        updates = [point.pending.assign(feature_step_sums(view, self._reduce))]
         if point.index == 0:
             updates.append(self._count_pending.assign(batch))
         return tf.group(updates)
@@ -233,11 +254,9 @@ class FeatureMapSaliency(SaliencySource):
     # -- per step -----------------------------------------------------------------------
 
     def step(self, grads: Sequence, variables: Sequence, loss_scale: Optional[tf.Tensor]) -> None:
-        """Add the step's buffers (written by the taps of its backward pass), then clear them."""
+        """Add the step's buffers (written by the taps of its backward pass, already divided
+        by the loss scale), then clear them."""
         values = [p.pending.read_value() for p in self._points]
-        if loss_scale is not None:
-            inv = 1.0 / tf.cast(loss_scale, tf.float64)
-            values = [v * inv for v in values]
         count = self._count_pending.read_value()
         replica = replica_context(self.mirrored)
         if replica is not None:

@@ -11,16 +11,23 @@ the original ``apply``. Then it forces Keras to retrace its train function
 step, with ``steps_per_execution > 1`` and ``jit_compile=True`` too. At ``on_train_end``
 the optimizer (and the model) are restored and the train function rebuilt again.
 
-Criteria:
+Criteria: every criterion of the registry (:mod:`kerasprune.importance`) that declares
+how it is accumulated (its ``accumulate``, :func:`kerasprune.importance.accumulable_criteria`);
+the declaration's kind chooses the source (:data:`SOURCES`):
 
-- from the gradients of the filters' weights (``gsfp`` of Xu et al. (2018), ``taylor_weights``,
-  ``grad_l1``): :mod:`~kerasprune.callbacks.weight_saliency`. The weights the hook reads
-  are the ones the step's forward pass used (they are read before the update). Summed
-  over the steps of the epoch.
-- from the gradients of the feature maps (``mean_gradient`` of Liu and Wu (2019), ``taylor``):
-  :mod:`~kerasprune.callbacks.feature_saliency`. The feature maps are tapped by an
-  identity with a custom gradient inside the step's own backward pass. Averaged over the
-  examples of the epoch.
+- from the gradients of the filters' weights
+  (:class:`~kerasprune.importance.gradients.WeightGradients`: ``gsfp`` of Xu et al. (2018),
+  ``taylor_weights``, ``grad_l1``): :mod:`~kerasprune.callbacks.weight_saliency`. The
+  weights the hook reads are the ones the step's forward pass used (they are read before
+  the update). Summed over the steps of the epoch.
+- from the gradients of the feature maps
+  (:class:`~kerasprune.importance.gradients.FeatureGradients`: ``mean_gradient`` of Liu and
+  Wu (2019), ``taylor``): :mod:`~kerasprune.callbacks.feature_saliency`. The feature maps
+  are tapped by an identity with a custom gradient inside the step's own backward pass.
+  Averaged over the examples of the epoch.
+
+The per-step formulas are the criteria's own reductions, which :func:`kerasprune.score`
+runs over batches of data.
 
 Each epoch's values are then normalized per group (:func:`kerasprune.importance.normalize`).
 
@@ -51,23 +58,59 @@ References:
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterable, List, Optional
+from typing import Dict, Iterable, List, Optional, Type
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from kerasprune.callbacks.base import CallbackError, SaliencySource, accumulator
-from kerasprune.callbacks.feature_saliency import FEATURE_CRITERIA, FeatureMapSaliency
-from kerasprune.callbacks.weight_saliency import WEIGHT_CRITERIA, WeightGradientSaliency
+from kerasprune.callbacks.feature_saliency import FeatureMapSaliency
+from kerasprune.callbacks.weight_saliency import WeightGradientSaliency
 from kerasprune.errors import KerasPruneError
 from kerasprune.graph.analysis import analyze
 from kerasprune.graph.groups import ChannelGroup, PruningGraph
+from kerasprune.importance.base import (
+    FEATURE_GRADIENTS,
+    WEIGHT_GRADIENTS,
+    Criterion,
+    accumulable_criteria,
+    available_criteria,
+    get_criterion,
+)
 from kerasprune.importance.normalize import check_method, normalize
 
-__all__ = ["SaliencyAccumulator", "CallbackError", "CRITERIA"]
+__all__ = ["SaliencyAccumulator", "CallbackError", "SOURCES", "accumulable_criterion"]
 
-CRITERIA = WEIGHT_CRITERIA + FEATURE_CRITERIA
+#: accumulation kind -> the saliency source that adds up one training step of it
+SOURCES: Dict[str, Type[SaliencySource]] = {
+    WEIGHT_GRADIENTS: WeightGradientSaliency,
+    FEATURE_GRADIENTS: FeatureMapSaliency,
+}
+
+
+def accumulable_criterion(name: str, who: str = "SaliencyAccumulator") -> Criterion:
+    """The registered criterion ``name``, if it can be accumulated inside ``fit``.
+
+    Args:
+        name: a criterion name.
+        who: the caller, for the error message.
+
+    Raises:
+        CallbackError: ``name`` is not registered, declares no accumulation, or one of a
+            kind no saliency source handles; the message lists the criteria that can.
+    """
+    crit = get_criterion(name) if isinstance(name, str) and name in available_criteria() else None
+    if crit is None or crit.accumulate is None or crit.accumulate.kind not in SOURCES:
+        usable = [c for c in accumulable_criteria() if get_criterion(c).accumulate.kind in SOURCES]
+        why = "is not a registered criterion" if crit is None else "cannot be accumulated in fit"
+        raise CallbackError(
+            f"criterion {name!r} {why}, so {who} cannot use it; use one of "
+            f"{', '.join(usable)} (the criteria computed from the gradients the train step "
+            "already has; register your own with "
+            "kerasprune.importance.register_criterion(..., accumulate=...))"
+        )
+    return crit
 
 
 class SaliencyAccumulator(keras.callbacks.Callback):
@@ -77,11 +120,13 @@ class SaliencyAccumulator(keras.callbacks.Callback):
     reused (see the module documentation for the mechanism).
 
     Args:
-        criterion: from the weights' gradients, summed over the epoch's steps: ``gsfp``
-            (Xu et al. (2018), Eq. 5/6), ``taylor_weights`` (``|sum w*g|`` per filter) or
-            ``grad_l1`` (size-normalized L1 norm of the filter's gradient); from the
-            feature maps' gradients, averaged over the epoch's examples:
-            ``mean_gradient`` (Liu and Wu (2019)) or ``taylor`` (``|mean x*dL/dx|``).
+        criterion: a criterion of the registry that declares an accumulation
+            (:func:`kerasprune.importance.accumulable_criteria`). Built in: from the
+            weights' gradients, summed over the epoch's steps: ``gsfp`` (Xu et al. (2018),
+            Eq. 5/6), ``taylor_weights`` (``|sum w*g|`` per filter) or ``grad_l1``
+            (size-normalized L1 norm of the filter's gradient); from the feature maps'
+            gradients, averaged over the epoch's examples: ``mean_gradient`` (Liu and Wu
+            (2019)) or ``taylor`` (``|mean x*dL/dx|``).
         normalization: per-group normalization of the epoch's values: ``layer_mean``,
             ``l2`` or ``none`` (as :func:`kerasprune.importance.normalize`).
         reset_each_epoch: start every epoch from zero (default); False accumulates over
@@ -120,12 +165,7 @@ class SaliencyAccumulator(keras.callbacks.Callback):
         tensorboard_dir: Optional[str] = None,
     ) -> None:
         super().__init__()
-        if criterion not in CRITERIA:
-            raise CallbackError(
-                f"unknown criterion {criterion!r} for SaliencyAccumulator; use one of "
-                f"{', '.join(CRITERIA)} (the criteria computed from the gradients the "
-                "train step already has)"
-            )
+        self._criterion = accumulable_criterion(criterion, type(self).__name__)
         check_method(normalization)
         self.criterion = criterion
         self.normalization = normalization
@@ -181,9 +221,12 @@ class SaliencyAccumulator(keras.callbacks.Callback):
                 f"model '{model.name}' has no prunable channel group to score"
                 + (f" once {list(self.exclude)} are excluded" if self.exclude else "")
             )
-        kind = WeightGradientSaliency if self.criterion in WEIGHT_CRITERIA else FeatureMapSaliency
+        # the registry's criterion of that name now (it may have been re-registered)
+        self._criterion = accumulable_criterion(self.criterion, type(self).__name__)
+        source = SOURCES[self._criterion.accumulate.kind]
         with scope:
-            self._source = kind(self.criterion, model, graph, self._groups, self._strategy is not None)
+            mirrored = self._strategy is not None
+            self._source = source(self._criterion, model, graph, self._groups, mirrored)
             self._step_count = accumulator(tf.constant(0, tf.int64), "kp_saliency_steps")
 
     def _install(self) -> None:

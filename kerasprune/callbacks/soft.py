@@ -54,8 +54,10 @@ class SoftFilterPruning(SaliencyAccumulator):
     Args:
         ratio: fraction of the scored ``unit`` to mask at each epoch end, in [0, 1); or a
             function ``epoch -> ratio`` (epochs count from 0), for a ramp.
-        criterion: saliency accumulated over the epoch (``gsfp``, ``taylor_weights``,
-            ``grad_l1``, ``mean_gradient`` or ``taylor``; see :class:`SaliencyAccumulator`).
+        criterion: saliency accumulated over the epoch: any accumulable criterion of the
+            registry (``gsfp``, ``taylor_weights``, ``grad_l1``, ``mean_gradient``,
+            ``taylor``, or one registered with ``accumulate=``; see
+            :class:`SaliencyAccumulator`).
         scope: ``global`` (as in Xu et al. (2018)), ``layerwise`` or ``hierarchical``.
         normalization: per-group normalization before the ranking (``layer_mean``, ``l2``
             or ``none``). Without it a global ranking can empty whole layers (Xu et al. (2018)).

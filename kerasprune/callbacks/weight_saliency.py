@@ -37,12 +37,11 @@ import tensorflow as tf
 
 from kerasprune.callbacks.base import CallbackError, SaliencySource, accumulator, replica_context
 from kerasprune.graph.groups import ChannelGroup, PruningGraph
+from kerasprune.importance.base import Criterion
 from kerasprune.importance.filters import combine_layers, filter_weights
-from kerasprune.importance.gradients import FilterBlocks, tf_variable
+from kerasprune.importance.gradients import FilterBlocks, filter_step_values, tf_variable
 
-__all__ = ["WeightGradientSaliency", "WEIGHT_CRITERIA"]
-
-WEIGHT_CRITERIA = ("gsfp", "taylor_weights", "grad_l1")
+__all__ = ["WeightGradientSaliency"]
 
 
 class _Producer:
@@ -58,7 +57,8 @@ class WeightGradientSaliency(SaliencySource):
     """Weight-gradient saliency of ``groups`` (see the module documentation).
 
     Args:
-        criterion: ``gsfp``, ``taylor_weights`` or ``grad_l1``.
+        criterion: a registered criterion declared with
+            :class:`~kerasprune.importance.gradients.WeightGradients`.
         model: the model being trained.
         graph: its :func:`~kerasprune.analyze` result.
         groups: the groups to score.
@@ -70,9 +70,15 @@ class WeightGradientSaliency(SaliencySource):
     """
 
     def __init__(
-        self, criterion: str, model: keras.Model, graph: PruningGraph, groups: List[ChannelGroup], mirrored: bool
+        self,
+        criterion: Criterion,
+        model: keras.Model,
+        graph: PruningGraph,
+        groups: List[ChannelGroup],
+        mirrored: bool,
     ) -> None:
-        self.criterion = criterion
+        self.criterion = criterion.name
+        self._reduce = criterion.accumulate.reduce
         self.groups = list(groups)
         self.mirrored = mirrored
         trainable = list(model.trainable_weights)
@@ -143,23 +149,11 @@ class WeightGradientSaliency(SaliencySource):
                 flat_g[i], flat_w[i] = g, w
             return flat_g[i], flat_w[i]
 
-        def grad(i: int) -> tf.Tensor:
-            return flats(i)[0]
-
-        def weight(i: int) -> tf.Tensor:
-            return flats(i)[1]
-
-        for p in self._producers:
-            fb = p.blocks
-            if self.criterion == "taylor_weights":
-                value = tf.abs(fb.channel_sum(lambda i: weight(i) * grad(i))) * fb.held_f
-            else:
-                g_n = fb.channel_sum(lambda i: tf.abs(grad(i))) * fb.inv
-                if self.criterion == "grad_l1":
-                    value = g_n * fb.held_f
-                else:
-                    w_n = tf.sqrt(fb.channel_sum(lambda i: tf.square(weight(i))) * fb.inv)
-                    value = fb.relative(g_n) * fb.relative(w_n)
+        blocks = [p.blocks for p in self._producers]
+        values = filter_step_values(
+            blocks, self._reduce, lambda i: flats(i)[0], lambda i: flats(i)[1]
+        )
+        for p, value in zip(self._producers, values):
             p.acc.assign_add(tf.cast(value, tf.float64))
 
     def read(self) -> Tuple[Dict[str, np.ndarray], None]:

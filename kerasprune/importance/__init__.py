@@ -11,8 +11,14 @@
 
 Criteria (``available_criteria()``): ``aaws``, ``l1``, ``l2``, ``bn_gamma``, ``aaws_out``,
 ``aaws_dense_out`` (weights); ``mean_response``, ``std_response``, ``apoz`` (activations
-over data); ``mean_gradient``, ``taylor``, ``gsfp`` (gradients over labelled data). Add
-your own with :func:`register_criterion`.
+over data); ``mean_gradient``, ``taylor``, ``gsfp``, ``taylor_weights``, ``grad_l1``
+(gradients over labelled data). Add your own with :func:`register_criterion`.
+
+The gradient criteria are also *accumulable* (``accumulable_criteria()``): each declares,
+as its ``accumulate`` (a :class:`WeightGradients` or :class:`FeatureGradients`), the
+per-step reduction that :func:`score` runs over batches of data and
+:class:`~kerasprune.callbacks.SaliencyAccumulator` runs inside the training steps of
+``model.fit``. A criterion registered with ``accumulate=`` is accumulable too.
 
 Documented choices:
 
@@ -35,8 +41,12 @@ References:
 
 from kerasprune.errors import ImportanceError
 from kerasprune.importance.base import (
+    FEATURE_GRADIENTS,
+    WEIGHT_GRADIENTS,
+    Accumulation,
     Criterion,
     ScoringContext,
+    accumulable_criteria,
     available_criteria,
     get_criterion,
     raw_scores,
@@ -44,22 +54,37 @@ from kerasprune.importance.base import (
     score,
 )
 from kerasprune.importance.filters import ChannelWeights, combine_layers
-from kerasprune.importance.normalize import available_normalizations, normalize
+from kerasprune.importance.normalize import available_normalizations, normalize, relative_norm
 
 # the built-in criteria register themselves on import, in this order
 from kerasprune.importance import weights as _weights  # noqa: E402,F401  isort: skip
 from kerasprune.importance import activations as _activations  # noqa: E402,F401  isort: skip
 from kerasprune.importance import gradients as _gradients  # noqa: E402,F401  isort: skip
+from kerasprune.importance.gradients import (  # noqa: E402  isort: skip
+    FeatureGradients,
+    FeatureMapStep,
+    FilterStep,
+    WeightGradients,
+)
 
 __all__ = [
     "score",
     "raw_scores",
     "normalize",
     "available_criteria",
+    "accumulable_criteria",
     "available_normalizations",
     "register_criterion",
     "get_criterion",
     "Criterion",
+    "Accumulation",
+    "WeightGradients",
+    "FeatureGradients",
+    "FilterStep",
+    "FeatureMapStep",
+    "WEIGHT_GRADIENTS",
+    "FEATURE_GRADIENTS",
+    "relative_norm",
     "ScoringContext",
     "ChannelWeights",
     "combine_layers",

@@ -7,6 +7,18 @@ themselves from :mod:`~kerasprune.importance.weights`,
 :mod:`~kerasprune.importance.activations` and :mod:`~kerasprune.importance.gradients`;
 users add their own with :func:`register_criterion`.
 
+This is the only registry of criteria: a criterion that can also be added up inside
+``model.fit`` (by :class:`~kerasprune.callbacks.SaliencyAccumulator`, from the gradients the
+train step computes anyway) says so with an :class:`Accumulation` declaration, its
+``accumulate`` field. The declaration names the *kind* of per-step quantity it is computed
+from (:data:`WEIGHT_GRADIENTS`: the gradients of the filters' weights;
+:data:`FEATURE_GRADIENTS`: the gradients of the feature maps) and holds the reduction that
+turns one step's (or one batch's) tensors into per-channel sums. The same reduction is what
+:func:`score` runs over batches of data, so each formula exists once. The declarations of
+the two kinds are :class:`~kerasprune.importance.gradients.WeightGradients` and
+:class:`~kerasprune.importance.gradients.FeatureGradients`; :func:`accumulable_criteria`
+lists the criteria that have one.
+
 References:
 
 - Wang et al. (2017), gradually global pruning (GGP): Zhengtao Wang, Ce Zhu, Zhiqiang Xia,
@@ -25,7 +37,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional
+from typing import Any, Callable, ClassVar, Dict, Iterable, Iterator, List, Mapping, Optional
 
 import keras
 import numpy as np
@@ -39,15 +51,50 @@ from kerasprune.importance.stream import Batch, count_batches, iter_batches
 
 __all__ = [
     "Criterion",
+    "Accumulation",
     "ScoringContext",
+    "WEIGHT_GRADIENTS",
+    "FEATURE_GRADIENTS",
     "register_criterion",
     "available_criteria",
+    "accumulable_criteria",
     "get_criterion",
     "score",
     "raw_scores",
 ]
 
 _NEEDS = ("weights", "data", "labels")
+
+#: kind of an :class:`Accumulation` computed from the gradients of the filters' weights
+WEIGHT_GRADIENTS = "weight_gradients"
+#: kind of an :class:`Accumulation` computed from the gradients of the feature maps
+FEATURE_GRADIENTS = "feature_gradients"
+
+
+@dataclass(frozen=True)
+class Accumulation:
+    """How a criterion is added up over training steps (in ``fit``) or batches (in :func:`score`).
+
+    A subclass fixes the ``kind`` of per-step quantity the reduction reads and the one-shot
+    pass over data that computes the same thing without training
+    (:class:`~kerasprune.importance.gradients.WeightGradients`,
+    :class:`~kerasprune.importance.gradients.FeatureGradients`).
+
+    Attributes:
+        reduce: the per-step reduction: receives one step's view of its tensors (the
+            subclass says which) and returns per-channel values, which are summed over
+            the steps.
+        kind: :data:`WEIGHT_GRADIENTS` or :data:`FEATURE_GRADIENTS` (a class attribute).
+        needs: what the one-shot pass reads (``"labels"`` for both gradient kinds).
+    """
+
+    reduce: Callable[[Any], Any]
+    kind: ClassVar[str] = ""
+    needs: ClassVar[str] = "labels"
+
+    def scores(self, ctx: "ScoringContext") -> Dict[str, np.ndarray]:
+        """The one-shot scores: ``reduce`` run over the batches of ``ctx.data``, per group."""
+        raise NotImplementedError
 
 
 @dataclass(frozen=True)
@@ -60,12 +107,21 @@ class Criterion:
         needs: ``"weights"`` (weights only), ``"data"`` (inputs) or ``"labels"`` (inputs,
             labels and a loss).
         description: one line for :func:`available_criteria` listings and errors.
+        accumulate: how the criterion is added up inside ``model.fit``
+            (an :class:`Accumulation`), or None: it cannot be (weight criteria need no
+            training, forward statistics have no tap).
     """
 
     name: str
     fn: Callable[["ScoringContext"], Mapping[str, np.ndarray]]
     needs: str = "weights"
     description: str = ""
+    accumulate: Optional[Accumulation] = None
+
+    @property
+    def kind(self) -> Optional[str]:
+        """The accumulation kind (``accumulate.kind``), or None when not accumulable."""
+        return None if self.accumulate is None else self.accumulate.kind
 
 
 _REGISTRY: Dict[str, Criterion] = {}
@@ -147,10 +203,11 @@ def register_criterion(
     name: str,
     fn: Optional[Callable[[ScoringContext], Mapping[str, np.ndarray]]] = None,
     *,
-    needs: str = "weights",
+    needs: Optional[str] = None,
     description: str = "",
+    accumulate: Optional[Accumulation] = None,
     overwrite: bool = False,
-):
+) -> Callable:
     """Register an importance criterion under ``name``; usable as a decorator.
 
     The function receives a :class:`ScoringContext` and returns ``{group name: scores}``
@@ -168,35 +225,101 @@ def register_criterion(
                 out[group.name] = kp.importance.combine_layers(per_layer)
             return out
 
+    A criterion computed from gradients can also be added up inside ``model.fit`` by
+    :class:`~kerasprune.callbacks.SaliencyAccumulator`: declare how with ``accumulate``
+    (its one-shot function is then ``accumulate.scores``, the same reduction run over
+    batches of data, unless ``fn`` is given)::
+
+        from kerasprune.importance import WeightGradients
+
+        kp.importance.register_criterion(
+            "grad_rms", accumulate=WeightGradients(lambda f: tf.sqrt(f.mean(lambda g, w: g * g)))
+        )
+
     Args:
         name: the criterion's name.
-        fn: the criterion function (omit to use as a decorator).
+        fn: the criterion function (omit to use as a decorator; with ``accumulate``, the
+            call registers ``accumulate.scores`` at once, and decorating a function
+            replaces it by that function).
         needs: ``"weights"``, ``"data"`` (inputs needed) or ``"labels"`` (inputs and
             labels needed); :func:`score` raises a clear error when they are missing.
-        description: one line describing the criterion.
+            Default: ``accumulate.needs`` with ``accumulate``, else ``"weights"``.
+        description: one line describing the criterion (default: the first line of the
+            function's docstring, or of the reduction's).
+        accumulate: an :class:`Accumulation` (a
+            :class:`~kerasprune.importance.gradients.WeightGradients` or
+            :class:`~kerasprune.importance.gradients.FeatureGradients`), or None: the
+            criterion cannot be accumulated in ``fit``.
         overwrite: allow replacing an existing criterion of that name.
 
     Returns:
         ``fn`` (or the decorator).
+
+    Raises:
+        ImportanceError: a bad ``needs`` or ``accumulate``, a function that is not callable,
+            or a name already registered (without ``overwrite``).
     """
+    if accumulate is not None:
+        if not isinstance(accumulate, Accumulation) or not accumulate.kind:
+            raise ImportanceError(
+                f"accumulate= of criterion {name!r} must be a declaration such as "
+                f"kerasprune.importance.WeightGradients(reduce), got {accumulate!r}"
+            )
+        if not callable(accumulate.reduce):
+            raise ImportanceError(f"the reduction of criterion {name!r} must be callable")
+        if needs is not None and needs != accumulate.needs:
+            raise ImportanceError(
+                f"criterion {name!r} is accumulated from {accumulate.kind}, so it needs "
+                f"{accumulate.needs!r}, not {needs!r}"
+            )
+        needs = accumulate.needs
+    needs = "weights" if needs is None else needs
     if needs not in _NEEDS:
         raise ImportanceError(f"needs must be one of {', '.join(_NEEDS)}, got {needs!r}")
+    registered: List[Callable] = []  # the function this call registered, if any
 
-    def add(f):
+    def add(f, derived: bool = False):
         if not callable(f):
             raise ImportanceError(f"criterion {name!r} must be callable, got {type(f).__name__}")
-        if name in _REGISTRY and not overwrite:
+        current = _REGISTRY.get(name)
+        mine = bool(registered) and current is not None and current.fn is registered[0]
+        if name in _REGISTRY and not (overwrite or mine):
             raise ImportanceError(f"a criterion named {name!r} is already registered (pass overwrite=True)")
-        doc = description or (f.__doc__ or "").strip().split("\n")[0]
-        _REGISTRY[name] = Criterion(name=name, fn=f, needs=needs, description=doc)
+        source = accumulate.reduce if derived else f
+        doc = description or (getattr(source, "__doc__", None) or "").strip().split("\n")[0]
+        _REGISTRY[name] = Criterion(
+            name=name, fn=f, needs=needs, description=doc, accumulate=accumulate
+        )
+        registered[:] = [f]
         return f
 
-    return add if fn is None else add(fn)
+    if fn is not None:
+        return add(fn)
+    if accumulate is not None:
+        add(accumulate.scores, derived=True)
+    return add
 
 
 def available_criteria() -> List[str]:
     """The names of every registered criterion, in registration order."""
     return list(_REGISTRY)
+
+
+def accumulable_criteria(kind: Optional[str] = None) -> List[str]:
+    """The registered criteria that can be accumulated inside ``model.fit``.
+
+    Args:
+        kind: only those of this accumulation kind (:data:`WEIGHT_GRADIENTS` or
+            :data:`FEATURE_GRADIENTS`); None: every kind.
+
+    Returns:
+        Their names, in registration order.
+    """
+    return [
+        c.name
+        for c in _REGISTRY.values()
+        if c.accumulate is not None and (kind is None or c.accumulate.kind == kind)
+    ]
 
 
 def get_criterion(name: str) -> Criterion:
@@ -310,7 +433,10 @@ def score(
       (scored ``1 - APoZ``, so mostly-zero channels are pruned first);
     - from gradients over labelled ``data``: ``mean_gradient`` (Liu and Wu (2019)), ``taylor``
       (first-order Taylor, |mean of x * dL/dx|), ``gsfp`` (Xu et al. (2018), Eq. 5, summed over
-      batches, Eq. 6).
+      batches, Eq. 6), ``taylor_weights`` (|sum of w * dL/dw| per filter, summed over
+      batches), ``grad_l1`` (mean |dL/dw| per filter, summed over batches). These are the
+      accumulable criteria (:func:`accumulable_criteria`): the same per-step formulas are
+      added up inside ``model.fit`` by :class:`~kerasprune.callbacks.SaliencyAccumulator`.
 
     A channel made by several layers (a residual group) gets the mean of its producers'
     scores; a channel observed at several feature maps gets the mean over those maps.

@@ -1,5 +1,12 @@
 """Criteria from gradients of the loss over labelled data (Liu and Wu (2019), Xu et al. (2018)).
 
+Every criterion here is *accumulable*: its formula is a per-step reduction, declared with
+:class:`WeightGradients` (from the gradients of the filters' weights) or
+:class:`FeatureGradients` (from the gradients of the feature maps), that
+:func:`kerasprune.score` runs over batches of data (below) and
+:class:`~kerasprune.callbacks.SaliencyAccumulator` runs inside the training steps of
+``model.fit`` (the same function, fed with the train step's own gradients).
+
 The loss is the model's compiled loss, or ``loss=`` (a name such as
 ``"sparse_categorical_crossentropy"``, a ``keras.losses.Loss``, or a function of
 ``(y_true, y_pred)`` returning per-example losses; a function returning a scalar is taken
@@ -22,7 +29,14 @@ statistics, dropout is off).
   ``G_n = sum |g| / n`` over the filter's ``n`` weights (``g``: gradient of the batch's
   mean loss with respect to the kernel) and ``W_n = sqrt(sum w^2 / n)``; ``S_n`` is
   summed over the batches read (Eq. 6). A layer whose gradient (or weights) are all
-  zero contributes 0 instead of NaN. Several producers: the mean of their ``S``.
+  zero contributes 0 instead of NaN (:func:`~kerasprune.importance.normalize.relative_norm`).
+- ``taylor_weights``: per batch ``|sum over the filter of w * g|`` (first-order Taylor on
+  the weights), summed over the batches.
+- ``grad_l1``: per batch ``G_n = sum |g| / n`` (the size-normalized L1 norm of the
+  filter's gradient), summed over the batches.
+
+Weight-gradient criteria with several producers (a residual group) get the mean of their
+producers' values.
 
 References:
 
@@ -36,7 +50,8 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, List
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Dict, List, Sequence
 
 import keras
 import numpy as np
@@ -44,11 +59,35 @@ import tensorflow as tf
 
 from kerasprune.errors import ImportanceError
 from kerasprune.graph.keras_graph import functional_of, producer_name
-from kerasprune.importance.base import ScoringContext, register_criterion
+from kerasprune.importance.base import (
+    FEATURE_GRADIENTS,
+    WEIGHT_GRADIENTS,
+    Accumulation,
+    ScoringContext,
+    register_criterion,
+)
 from kerasprune.importance.filters import ChannelWeights, combine_layers
-from kerasprune.importance.observe import ObservationPlan, as_list, stream_sums
+from kerasprune.importance.normalize import relative_norm
+from kerasprune.importance.observe import ObservationPlan, Site, as_list, stream_sums
 
-__all__ = ["mean_gradient", "taylor", "gsfp", "per_example_loss", "tf_variable", "FilterBlocks"]
+__all__ = [
+    "mean_gradient",
+    "taylor",
+    "gsfp",
+    "taylor_weights",
+    "grad_l1",
+    "WeightGradients",
+    "FeatureGradients",
+    "FilterStep",
+    "FeatureMapStep",
+    "FilterBlocks",
+    "weight_gradient_scores",
+    "feature_gradient_scores",
+    "filter_step_values",
+    "feature_step_sums",
+    "per_example_loss",
+    "tf_variable",
+]
 
 LossFn = Callable[[Any, List[tf.Tensor]], tf.Tensor]
 
@@ -170,42 +209,6 @@ def _watch_everything(tape: tf.GradientTape, model: keras.Model, x) -> None:
     tape.watch([tf_variable(v) for v in model.weights if tf.as_dtype(v.dtype).is_floating])
 
 
-def _feature_map_gradients(ctx: ScoringContext, taylor_: bool) -> Dict[str, np.ndarray]:
-    plan = ObservationPlan(ctx)
-    probe, k = plan.probe(with_outputs=True)
-    loss_fn = per_example_loss(ctx.model, ctx.loss, ctx.criterion)
-    model = ctx.model
-
-    def batch_sums(x, y, sw):
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            _watch_everything(tape, model, x)
-            outs = as_list(probe(x, training=False))
-            observed, preds = outs[:k], outs[k:]
-            total = tf.reduce_sum(_weighted(loss_fn(y, preds), sw))
-        grads = tape.gradient(total, observed)
-        per_tensor = []
-        for t, g in zip(observed, grads):
-            g = tf.zeros_like(t, tf.float32) if g is None else tf.cast(g, tf.float32)
-            per_tensor.append(plan.spatial_mean(tf.cast(t, tf.float32) * g if taylor_ else g))
-        values = tf.abs(tf.cast(plan.channel_values(per_tensor), tf.float64))
-        return tf.reduce_sum(values, axis=0), tf.cast(tf.shape(values)[0], tf.float64)
-
-    sums, n = stream_sums(ctx, plan.width, batch_sums, needs_labels=True)
-    return plan.combine(sums / n)
-
-
-@register_criterion("mean_gradient", needs="labels")
-def mean_gradient(ctx: ScoringContext) -> Dict[str, np.ndarray]:
-    """Mean over examples of |spatial mean of dLoss/dx| per channel (Liu and Wu (2019))."""
-    return _feature_map_gradients(ctx, taylor_=False)
-
-
-@register_criterion("taylor", needs="labels")
-def taylor(ctx: ScoringContext) -> Dict[str, np.ndarray]:
-    """Mean over examples of |spatial mean of x * dLoss/dx| per channel (first-order Taylor)."""
-    return _feature_map_gradients(ctx, taylor_=True)
-
-
 class FilterBlocks:
     """One producer's filters (a :class:`ChannelWeights`) laid out for per-channel sums in
     TensorFlow, over flat views of its weight arrays.
@@ -234,7 +237,7 @@ class FilterBlocks:
         inv[self.held] = 1.0 / counts[self.held]
         self.inv = tf.constant(inv)
         self.held_f = tf.constant(self.held.astype(np.float32))
-        self._n_held = float(self.held.sum())
+        self._held_b = tf.constant(self.held)
         self._blocks = []  # (variable index, flat ids or None for a whole kernel, channel ids)
         for e, v in zip(cw.entries, cw.variables):
             i = var_index(v)
@@ -257,23 +260,119 @@ class FilterBlocks:
         return total
 
     def relative(self, values: tf.Tensor) -> tf.Tensor:
-        """``N * v_n / sum_j v_j`` over the ``N`` held channels (Xu et al. (2018), Eq. 5 factors),
-        0 where not held and where the sum is 0."""
-        return tf.math.divide_no_nan(values * self._n_held, tf.reduce_sum(values * self.held_f)) * self.held_f
+        """``N * v_n / sum_j v_j`` over the ``N`` held channels (Xu et al. (2018), Eq. 5
+        factors; :func:`~kerasprune.importance.normalize.relative_norm`), 0 where not held
+        and where the sum is 0."""
+        return relative_norm(values, self._held_b)
 
 
-def _normalized(values: np.ndarray) -> np.ndarray:
-    """``N * v_n / sum_j v_j`` over the held channels (NaN elsewhere); 0 when the sum is 0."""
-    held = ~np.isnan(values)
-    out = np.full(values.shape, np.nan)
-    mean = float(values[held].mean()) if held.any() else 0.0
-    out[held] = values[held] / mean if mean > 0 else 0.0
-    return out
+# ----------------------------------------------------------------- weight-gradient kind
 
 
-@register_criterion("gsfp", needs="labels")
-def gsfp(ctx: ScoringContext) -> Dict[str, np.ndarray]:
-    """Cumulative normalized saliency of globally soft filter pruning, Xu et al. (2018) Eq. 5, 6."""
+class FilterStep:
+    """One producer's filters at one training step (in ``fit``) or one batch (in
+    :func:`kerasprune.score`): what a :class:`WeightGradients` reduction reads.
+
+    The reduction returns one float32 value per channel of the group (``size``); channels
+    the producer does not hold are set to 0 after it.
+
+    Args:
+        blocks: the producer's :class:`FilterBlocks`.
+        grad: variable index -> the flat float32 gradient of the step's (mean) loss with
+            respect to that weight.
+        weight: variable index -> the flat float32 values of that weight (those the
+            step's forward pass used).
+    """
+
+    def __init__(
+        self,
+        blocks: FilterBlocks,
+        grad: Callable[[int], tf.Tensor],
+        weight: Callable[[int], tf.Tensor],
+    ) -> None:
+        self.blocks = blocks
+        self._grad = grad
+        self._weight = weight
+
+    @property
+    def size(self) -> int:
+        """Channels of the group."""
+        return self.blocks.size
+
+    @property
+    def held(self) -> tf.Tensor:
+        """1.0 for the channels the producer holds, 0.0 elsewhere (float32)."""
+        return self.blocks.held_f
+
+    def sum(self, fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]) -> tf.Tensor:
+        """Per channel, the sum over its filter's entries of ``fn(g, w)`` (element-wise
+        in the gradients ``g`` and the weights ``w``, flat float32 tensors)."""
+        return self.blocks.channel_sum(lambda i: fn(self._grad(i), self._weight(i)))
+
+    def mean(self, fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]) -> tf.Tensor:
+        """:meth:`sum` divided by the entries of each channel's filter (``n``)."""
+        return self.sum(fn) * self.blocks.inv
+
+    def relative(self, values: tf.Tensor) -> tf.Tensor:
+        """``N * v_n / sum_j v_j`` over the producer's ``N`` held channels (Xu et al.
+        (2018), Eq. 5)."""
+        return self.blocks.relative(values)
+
+
+def _flat(t: Any, like: tf.Variable) -> tf.Tensor:
+    """A gradient or weight as a flat float32 vector (zeros for a missing gradient)."""
+    if t is None:
+        return tf.zeros([int(np.prod(like.shape))], tf.float32)
+    if isinstance(t, tf.IndexedSlices):
+        t = tf.convert_to_tensor(t)
+    return tf.reshape(tf.cast(t, tf.float32), [-1])
+
+
+def filter_step_values(
+    blocks: Sequence[FilterBlocks],
+    reduce: Callable[[FilterStep], tf.Tensor],
+    grad: Callable[[int], tf.Tensor],
+    weight: Callable[[int], tf.Tensor],
+) -> List[tf.Tensor]:
+    """``reduce`` of every producer at one step: float32 per-channel values, 0 where not held.
+
+    Args:
+        blocks: the producers.
+        reduce: the criterion's per-step reduction.
+        grad, weight: as :class:`FilterStep` takes them (shared by the producers).
+    """
+    plain = tf.autograph.experimental.do_not_convert(reduce)  # tensor code, traced as is
+    return [tf.cast(plain(FilterStep(fb, grad, weight)), tf.float32) * fb.held_f for fb in blocks]
+
+
+@dataclass(frozen=True)
+class WeightGradients(Accumulation):
+    """Accumulated from the gradients of the filters' weights.
+
+    ``reduce(f: FilterStep) -> per-channel values`` is run at every step (``fit``) or batch
+    (:func:`kerasprune.score`) for every producer of every group, with the gradient of
+    that step's mean loss; the values are summed over the steps (no averaging), and a
+    group made by several producers gets the mean of theirs. For example ``grad_l1``::
+
+        WeightGradients(lambda f: f.mean(lambda g, w: tf.abs(g)))
+
+    Attributes:
+        reduce: the per-step reduction, traced into TensorFlow functions as plain Python
+            (no AutoGraph: tensor operations, no Python branching on tensor values).
+    """
+
+    kind: ClassVar[str] = WEIGHT_GRADIENTS
+
+    def scores(self, ctx: ScoringContext) -> Dict[str, np.ndarray]:
+        """``reduce`` over the batches of ``ctx.data`` (gradients of each batch's mean loss,
+        inference mode), summed; per group the mean over its producers."""
+        return weight_gradient_scores(ctx, self.reduce)
+
+
+def weight_gradient_scores(
+    ctx: ScoringContext, reduce: Callable[[FilterStep], tf.Tensor]
+) -> Dict[str, np.ndarray]:
+    """The one-shot pass of a :class:`WeightGradients` criterion (see there)."""
     loss_fn = per_example_loss(ctx.model, ctx.loss, ctx.criterion)
     model = ctx.model
     producers: List[ChannelWeights] = []
@@ -292,7 +391,7 @@ def gsfp(ctx: ScoringContext) -> Dict[str, np.ndarray]:
                 index[id(v)] = len(variables)
                 variables.append(v)
     tf_vars = [tf_variable(v) for v in variables]
-    plans = [FilterBlocks(cw, lambda v: index[id(v)]) for cw in producers]
+    blocks = [FilterBlocks(cw, lambda v: index[id(v)]) for cw in producers]
     width = sum(cw.size for cw in producers)
 
     def batch_sums(x, y, sw):
@@ -301,19 +400,187 @@ def gsfp(ctx: ScoringContext) -> Dict[str, np.ndarray]:
             preds = as_list(model(x, training=False))
             per_ex = _weighted(loss_fn(y, preds), sw)
             batch_loss = tf.reduce_sum(per_ex) / tf.cast(tf.shape(per_ex)[0], per_ex.dtype)
-        grads = tape.gradient(batch_loss, tf_vars)
-        flat = [tf.zeros([int(np.prod(v.shape))], tf.float32) if g is None else tf.reshape(tf.cast(g, tf.float32), [-1])
-                for v, g in zip(tf_vars, grads)]
-        factors = [fb.relative(fb.channel_sum(lambda i: tf.abs(flat[i])) * fb.inv) for fb in plans]
-        vec = tf.cast(tf.concat(factors, axis=0), tf.float64)
-        return vec, tf.constant(1.0, tf.float64)
+        grads = [_flat(g, v) for g, v in zip(tape.gradient(batch_loss, tf_vars), tf_vars)]
+        weights = [_flat(tf.convert_to_tensor(v), v) for v in tf_vars]
+        values = filter_step_values(blocks, reduce, grads.__getitem__, weights.__getitem__)
+        return tf.cast(tf.concat(values, axis=0), tf.float64), tf.constant(1.0, tf.float64)
 
     sums, _ = stream_sums(ctx, width, batch_sums, needs_labels=True)
     per_group: Dict[str, List[np.ndarray]] = {g.name: [] for g in ctx.groups}
     offset = 0
-    for cw, name in zip(producers, owner):
-        w_factor = _normalized(np.sqrt(cw.reduce(np.square, "mean")))
-        g_cum = sums[offset : offset + cw.size]
-        offset += cw.size
-        per_group[name].append(np.where(np.isnan(w_factor), np.nan, g_cum * np.nan_to_num(w_factor)))
+    for fb, name in zip(blocks, owner):
+        part = sums[offset : offset + fb.size]
+        offset += fb.size
+        per_group[name].append(np.where(fb.held, part, np.nan))
     return {name: combine_layers(parts) for name, parts in per_group.items()}
+
+
+# ----------------------------------------------------------------- feature-gradient kind
+
+
+class FeatureMapStep:
+    """One observed feature map at one training step (in ``fit``) or one batch (in
+    :func:`kerasprune.score`): what a :class:`FeatureGradients` reduction reads.
+
+    Attributes:
+        x: the feature map, ``(batch, ..., P)`` float32 (where the groups are observed,
+            see :mod:`~kerasprune.importance.observe`).
+        g: per example, the gradient of that example's own loss with respect to its
+            feature map, same shape, float32.
+        sites: the groups' channels on this feature map.
+        width: the total channels of the sites (the columns :meth:`channels` returns).
+    """
+
+    def __init__(self, x: tf.Tensor, g: tf.Tensor, sites: Sequence[Site]) -> None:
+        self.x = x
+        self.g = g
+        self.sites = list(sites)
+        self.width = sum(s.size for s in self.sites)
+
+    def channels(self, values: tf.Tensor) -> tf.Tensor:
+        """``(batch, ..., P) -> (batch, width)``: per example and channel, the mean of
+        ``values`` over the spatial positions and the positions carrying the channel."""
+        per_position = ObservationPlan.spatial_mean(values)
+        return tf.concat([ObservationPlan.site_values(per_position, s) for s in self.sites], axis=1)
+
+
+def feature_step_sums(
+    step: FeatureMapStep, reduce: Callable[[FeatureMapStep], tf.Tensor]
+) -> tf.Tensor:
+    """``reduce(step)`` summed over the batch's examples: ``(width,)`` float64."""
+    plain = tf.autograph.experimental.do_not_convert(reduce)  # tensor code, traced as is
+    return tf.reduce_sum(tf.cast(plain(step), tf.float64), axis=0)
+
+
+@dataclass(frozen=True)
+class FeatureGradients(Accumulation):
+    """Accumulated from the gradients of the feature maps.
+
+    ``reduce(m: FeatureMapStep) -> (batch, m.width)`` per-example channel values, run at
+    every step (``fit``) or batch (:func:`kerasprune.score`) for every observed feature
+    map; the values are summed over the examples and divided by their number (a mean
+    over examples). A group observed at several feature maps gets the mean over them.
+    For example ``mean_gradient`` (Liu and Wu (2019))::
+
+        FeatureGradients(lambda m: tf.abs(m.channels(m.g)))
+
+    Attributes:
+        reduce: the per-step reduction, traced into TensorFlow functions as plain Python
+            (no AutoGraph: tensor operations, no Python branching on tensor values).
+    """
+
+    kind: ClassVar[str] = FEATURE_GRADIENTS
+
+    def scores(self, ctx: ScoringContext) -> Dict[str, np.ndarray]:
+        """``reduce`` over the batches of ``ctx.data`` (inference mode), per example, averaged;
+        per group the mean over its feature maps."""
+        return feature_gradient_scores(ctx, self.reduce)
+
+
+def feature_gradient_scores(
+    ctx: ScoringContext, reduce: Callable[[FeatureMapStep], tf.Tensor]
+) -> Dict[str, np.ndarray]:
+    """The one-shot pass of a :class:`FeatureGradients` criterion (see there).
+
+    In inference mode examples do not interact, so the gradient of the *sum* of the
+    per-example losses with respect to the batch's feature map holds every example's own
+    gradient: one backward pass per batch.
+    """
+    plan = ObservationPlan(ctx)
+    probe, k = plan.probe(with_outputs=True)
+    loss_fn = per_example_loss(ctx.model, ctx.loss, ctx.criterion)
+    model = ctx.model
+    on_tensor: List[List[Site]] = [[] for _ in range(k)]
+    for sites in plan.sites.values():
+        for s in sites:
+            on_tensor[s.tensor].append(s)
+    # the columns come tensor by tensor; put them back in the plan's layout
+    order = np.concatenate(
+        [np.arange(s.offset, s.offset + s.size) for sites in on_tensor for s in sites]
+    )
+    layout = tf.constant(np.argsort(order), tf.int32)
+
+    def batch_sums(x, y, sw):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            _watch_everything(tape, model, x)
+            outs = as_list(probe(x, training=False))
+            observed, preds = outs[:k], outs[k:]
+            total = tf.reduce_sum(_weighted(loss_fn(y, preds), sw))
+        grads = tape.gradient(total, observed)
+        columns = []
+        for t, g, sites in zip(observed, grads, on_tensor):
+            t = tf.cast(t, tf.float32)
+            g = tf.zeros_like(t) if g is None else tf.cast(g, tf.float32)
+            columns.append(feature_step_sums(FeatureMapStep(t, g, sites), reduce))
+        count = tf.cast(tf.shape(observed[0])[0], tf.float64)
+        return tf.gather(tf.concat(columns, axis=0), layout), count
+
+    sums, n = stream_sums(ctx, plan.width, batch_sums, needs_labels=True)
+    return plan.combine(sums / n)
+
+
+# ----------------------------------------------------------------- the criteria
+
+
+def _mean_gradient_step(m: FeatureMapStep) -> tf.Tensor:
+    """|Spatial mean of dLoss/dx| per example and channel (Liu and Wu (2019))."""
+    return tf.abs(m.channels(m.g))
+
+
+def _taylor_step(m: FeatureMapStep) -> tf.Tensor:
+    """|Spatial mean of x * dLoss/dx| per example and channel (first-order Taylor)."""
+    return tf.abs(m.channels(m.x * m.g))
+
+
+def _gsfp_step(f: FilterStep) -> tf.Tensor:
+    """Eq. 5 of Xu et al. (2018): relative gradient L1 times relative weight L2 of each filter."""
+    g_n = f.mean(lambda g, w: tf.abs(g))
+    w_n = tf.sqrt(f.mean(lambda g, w: tf.square(w)))
+    return f.relative(g_n) * f.relative(w_n)
+
+
+def _taylor_weights_step(f: FilterStep) -> tf.Tensor:
+    """|sum over the filter of w * g| (first-order Taylor on the weights)."""
+    return tf.abs(f.sum(lambda g, w: w * g))
+
+
+def _grad_l1_step(f: FilterStep) -> tf.Tensor:
+    """sum |g| / n over the filter's n weights (size-normalized L1 norm of its gradient)."""
+    return f.mean(lambda g, w: tf.abs(g))
+
+
+MEAN_GRADIENT = FeatureGradients(_mean_gradient_step)
+TAYLOR = FeatureGradients(_taylor_step)
+GSFP = WeightGradients(_gsfp_step)
+TAYLOR_WEIGHTS = WeightGradients(_taylor_weights_step)
+GRAD_L1 = WeightGradients(_grad_l1_step)
+
+
+@register_criterion("mean_gradient", accumulate=MEAN_GRADIENT)
+def mean_gradient(ctx: ScoringContext) -> Dict[str, np.ndarray]:
+    """Mean over examples of |spatial mean of dLoss/dx| per channel (Liu and Wu (2019))."""
+    return MEAN_GRADIENT.scores(ctx)
+
+
+@register_criterion("taylor", accumulate=TAYLOR)
+def taylor(ctx: ScoringContext) -> Dict[str, np.ndarray]:
+    """Mean over examples of |spatial mean of x * dLoss/dx| per channel (first-order Taylor)."""
+    return TAYLOR.scores(ctx)
+
+
+@register_criterion("gsfp", accumulate=GSFP)
+def gsfp(ctx: ScoringContext) -> Dict[str, np.ndarray]:
+    """Cumulative normalized saliency of globally soft filter pruning, Xu et al. (2018) Eq. 5, 6."""
+    return GSFP.scores(ctx)
+
+
+@register_criterion("taylor_weights", accumulate=TAYLOR_WEIGHTS)
+def taylor_weights(ctx: ScoringContext) -> Dict[str, np.ndarray]:
+    """|sum of w * dLoss/dw| over each filter, summed over batches (Taylor on the weights)."""
+    return TAYLOR_WEIGHTS.scores(ctx)
+
+
+@register_criterion("grad_l1", accumulate=GRAD_L1)
+def grad_l1(ctx: ScoringContext) -> Dict[str, np.ndarray]:
+    """Mean |dLoss/dw| over each filter, summed over batches (size-normalized gradient L1)."""
+    return GRAD_L1.scores(ctx)

@@ -5,7 +5,9 @@ by orders of magnitude (early layers respond more strongly, late layers have sma
 weights). Each group's scores are therefore divided by a per-group scale:
 
 - ``layer_mean`` (Wang et al. (2017), Eq. 2): ``s'_i = s_i / mean_j s_j``; the group's mean
-  becomes 1.
+  becomes 1. It is the per-layer relative norm ``N_l * x_n / sum_j x_j`` of the two factors
+  of Xu et al. (2018), Eq. 5, and both are :func:`relative_norm`, the one implementation
+  (for numpy arrays here, for TensorFlow tensors inside the ``gsfp`` step).
 - ``l2`` (Liu and Wu (2019), Eq. 4): ``s'_i = s_i / sqrt(sum_j s_j^2)``; the group's vector gets
   unit Euclidean length.
 - ``none``: the raw scores (as float64 copies).
@@ -21,23 +23,56 @@ References:
 - Liu and Wu (2019), mean gradient and hierarchical global pruning: Congcong Liu and
   Huaming Wu, "Channel pruning based on mean gradient for accelerating Convolutional
   Neural Networks", Signal Processing 156, 84-91, 2019; doi:10.1016/j.sigpro.2018.10.019.
+- Xu et al. (2018), globally soft filter pruning (GSFP): Ke Xu, Xiaoyun Wang, Qun Jia,
+  Jianjing An and Dong Wang, "Globally Soft Filter Pruning For Efficient Convolutional
+  Neural Networks", submitted to ICLR 2019, OpenReview id H1fevoAcKX, 2018.
 """
 
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Dict, List, Mapping
+from typing import Any, Callable, Dict, List, Mapping
 
+import keras
 import numpy as np
 
 from kerasprune.errors import ImportanceError
 
-__all__ = ["normalize", "normalize_group", "available_normalizations"]
+__all__ = ["normalize", "normalize_group", "available_normalizations", "relative_norm"]
+
+
+def relative_norm(values: Any, held: Any = None) -> Any:
+    """The per-layer relative norm ``N * x_n / sum_j x_j`` over the ``N`` held channels.
+
+    The normalization of both factors of Xu et al. (2018), Eq. 5, and the ``layer_mean``
+    of Wang et al. (2017), Eq. 2 (``x_n / mean_j x_j``): one implementation for numpy
+    arrays (computed with numpy) and for backend tensors (with ``keras.ops``, so that it
+    traces into a compiled train step).
+
+    Args:
+        values: a 1-D numpy array or tensor of per-channel values.
+        held: which channels count (a boolean array or tensor of the same length); None:
+            all of them.
+
+    Returns:
+        The same kind of array as ``values``: the relative norm where held, 0 elsewhere.
+        Where the held values sum to 0 (every value 0, for non-negative scores) or to a
+        non-finite number, the held values are returned as they are.
+    """
+    xp = np if isinstance(values, np.ndarray) else keras.ops
+    zero, one = xp.zeros_like(values), xp.ones_like(values)
+    if held is None:
+        held = xp.ones_like(values, dtype="bool")
+    kept = xp.where(held, values, zero)
+    count = xp.sum(xp.where(held, one, zero))
+    total = xp.sum(kept)
+    usable = xp.logical_and(xp.isfinite(total), xp.not_equal(total, 0))
+    unit = xp.ones_like(total)
+    return kept * xp.where(usable, count / xp.where(usable, total, unit), unit)
 
 
 def _layer_mean(s: np.ndarray) -> np.ndarray:
-    scale = float(np.mean(s)) if s.size else 0.0
-    return s / scale if scale != 0.0 and np.isfinite(scale) else s.copy()
+    return relative_norm(s)
 
 
 def _l2(s: np.ndarray) -> np.ndarray:

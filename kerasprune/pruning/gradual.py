@@ -21,11 +21,17 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import keras
 import tensorflow as tf
 
-from kerasprune.callbacks.saliency import CRITERIA as ACCUMULATED
 from kerasprune.callbacks.saliency import SaliencyAccumulator
-from kerasprune.errors import KerasPruneError, ScheduleError, SelectionError, TargetError, TargetNotMetError
+from kerasprune.errors import (
+    ImportanceError,
+    KerasPruneError,
+    ScheduleError,
+    SelectionError,
+    TargetError,
+    TargetNotMetError,
+)
 from kerasprune.graph.analysis import analyze
-from kerasprune.importance import get_criterion, score
+from kerasprune.importance import accumulable_criteria, get_criterion, score
 from kerasprune.importance.normalize import check_method
 from kerasprune.pruning.schedules import RatioSchedule, get_schedule
 from kerasprune.report.compare import model_stats
@@ -89,8 +95,9 @@ class GradualPruner:
             :class:`~kerasprune.callbacks.SaliencyAccumulator` attached to the previous
             round's fine-tuning (the saliency of ``criterion`` added up over every
             training step of its last epoch, Xu et al. (2018), Eq. 6) instead of a separate
-            pass over the data. Needs a criterion that both the callback and
-            :func:`kerasprune.score` compute (``gsfp``, ``mean_gradient``, ``taylor``); the
+            pass over the data. Needs an accumulable criterion
+            (:func:`kerasprune.importance.accumulable_criteria`: ``gsfp``, ``grad_l1``,
+            ``taylor_weights``, ``mean_gradient``, ``taylor``, ...); the
             first round, which has no fine-tuning before it, and the first round after a
             resume score with a separate pass.
         score_batches: batches of the training data used by data-driven criteria.
@@ -161,10 +168,10 @@ class GradualPruner:
             raise ScheduleError(f"rounds must be >= 0, got {rounds}")
         get_criterion(criterion)
         check_method(normalization)
-        if accumulate and criterion not in ACCUMULATED:
-            raise ValueError(
+        if accumulate and get_criterion(criterion).accumulate is None:
+            raise ImportanceError(
                 f"accumulate=True takes its scores from SaliencyAccumulator, which computes "
-                f"{', '.join(ACCUMULATED)}; criterion {criterion!r} is not one of them"
+                f"{', '.join(accumulable_criteria())}; criterion {criterion!r} is not one of them"
             )
         self.options = resolve_options(
             options, scope=scope, unit=unit, hierarchy=hierarchy, method=method,
