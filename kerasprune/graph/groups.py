@@ -245,7 +245,7 @@ class PruningGraph:
                 continue
             seen.add((m.layer, m.slot))
             rec = self._records[m.layer]
-            if not rec.layer.weights:
+            if not getattr(rec.layer, "weights", None):  # Keras operations have none
                 continue
             chan_of_pos = self.slot_channels(m.layer, m.slot, group)
             positions_of = self.weight_positions(m.layer, m.slot)

@@ -8,6 +8,7 @@ and nowhere else, so that a change in a Keras release is mended in one file.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import keras
@@ -25,6 +26,9 @@ __all__ = [
     "upstream_tensors",
     "readers",
     "graph_inputs",
+    "is_operation",
+    "operation_name",
+    "describe_call",
 ]
 
 
@@ -155,3 +159,41 @@ def graph_inputs(fn: keras.Model) -> Any:
     """The inputs of functional graph ``fn`` in the structure the model was built with
     (a dict stays a dict), for building another model on the same inputs."""
     return fn._inputs_struct
+
+
+def is_operation(obj: object) -> bool:
+    """Whether ``obj`` is a Keras operation that is not a layer (``x + 3.0`` leaves a
+    ``keras.src.ops.numpy.Add`` in the graph, ``keras.ops.relu(x)`` a ``Relu``)."""
+    return isinstance(obj, keras.Operation) and not isinstance(obj, keras.layers.Layer)
+
+
+_OPS_MODULE = "keras.src.ops."
+
+
+def operation_name(op: object) -> str:
+    """The public name of an operation's function: ``keras.ops.add`` for ``Add``,
+    ``keras.ops.hard_silu`` for ``HardSilu``, ``keras.ops.image.resize`` for ``Resize``.
+
+    The function is found by the class name in snake case, in ``keras.ops`` or in the
+    ``keras.ops`` submodule named like the class's module; an operation of another
+    module (a user's own) is named by its module and class.
+    """
+    cls = type(op)
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", cls.__name__)
+    snake = snake.lower()
+    module = getattr(cls, "__module__", "") or ""
+    if module.startswith(_OPS_MODULE):
+        sub = module[len(_OPS_MODULE):].split(".")[0]
+        if callable(getattr(keras.ops, snake, None)):
+            return f"keras.ops.{snake}"
+        if callable(getattr(getattr(keras.ops, sub, None), snake, None)):
+            return f"keras.ops.{sub}.{snake}"
+    return f"{module}.{cls.__name__}"
+
+
+def describe_call(obj: object, path: str) -> str:
+    """How messages name a graph node: ``layer 'conv' (Conv2D)`` or
+    ``operation 'add_3' (keras.ops.add)``."""
+    if is_operation(obj):
+        return f"operation '{path}' ({operation_name(obj)})"
+    return f"layer '{path}' ({type(obj).__name__})"
