@@ -5,6 +5,7 @@ from kerasprune.graph.handlers import (  # noqa: F401
     dense,
     merge,
     normalization,
+    ops,
     passthrough,
     reshape,
 )
