@@ -39,7 +39,7 @@ import numpy as np  # noqa: E402
 from common import machine, print_table, versions  # noqa: E402
 
 import kerasprune  # noqa: E402
-from kerasprune.graph.keras_graph import iter_layers  # noqa: E402
+from kerasprune.graph.composite import iter_layers  # noqa: E402
 from kerasprune.models import cifar_resnet  # noqa: E402
 
 PRUNE_FRACTION = 0.3

@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from kerasprune.graph.keras_graph import iter_layers
+from kerasprune.graph.composite import iter_layers
 from kerasprune.surgery.keep import keep_masks
 
 # gate block of a recurrent cell that writes the candidate state: with its columns and

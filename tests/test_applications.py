@@ -173,47 +173,16 @@ def test_keras_ops_named_like_layers_do_not_break_the_rebuild(tmp_path) -> None:
     x = L.Multiply(name="gate")([x, gate])
     x = L.Conv2D(5, 1, name="c3")(x)
     model = keras.Model(inp, L.Dense(2, name="head")(L.GlobalAveragePooling2D(name="gap")(x)))
-    graph = kp.analyze(model, warn=False)
-    # the operations have no handler: the channels through them are frozen, and say so
-    assert "passes through layer 'add'" in graph.group_of("c1").reason
-    keep = {"c3": [0, 2, 4]}
+    graph = kp.analyze(model)
+    # the operations have handlers (tests/test_ops.py): the gate prunes with the block
+    group = graph.group_of("c1")
+    assert group.prunable and group is graph.group_of("c2")
+    keep = {group.name: [1, 3], "c3": [0, 2, 4]}
     thin = kp.rebuild(model, keep, graph=graph)
     x = np.random.default_rng(0).normal(size=(2, 6, 6, 3)).astype("float32")
     assert_close(thin(x), cut_off(model, graph, keep)(x))
     thin.save(tmp_path / "ops.keras")
     np.testing.assert_array_equal(keras.models.load_model(tmp_path / "ops.keras")(x), thin(x))
-
-
-@pytest.mark.filterwarnings("ignore:.*input_shape.*")
-def test_mobilenet_v3_prunes_around_its_op_built_hard_sigmoid_gates(batch, tmp_path) -> None:
-    """MobileNetV3Small's squeeze-and-excitation gates are ``ReLU(6)(x + 3) * (1/6)``,
-    built from ``keras.ops`` operations kerasprune has no handler for: the channels the
-    gates touch are frozen with that reason; every other group prunes exactly.
-    """
-    model = perturb_statistics(
-        A.MobileNetV3Small(input_shape=(32, 32, 3), weights=None, classes=5, classifier_activation=None)
-    )
-    graph = kp.analyze(model, warn=False)
-    unsupported = {path for path, _ in graph.unsupported}
-    modules = {type(rec.layer).__module__ for rec in graph.records if rec.path in unsupported}
-    assert modules == {"keras.src.ops.numpy"}  # nothing but the gates' operations
-    for grp in graph.frozen:
-        assert all(
-            r.startswith("fed by model input")
-            or r.startswith("reaches model output")
-            or "which kerasprune cannot slice" in r
-            for r in grp.reasons
-        ), grp.reasons
-    assert "cannot slice" in graph.group_of("expanded_conv_squeeze_excite_conv_1").reason
-    assert len(graph.prunable) >= 15
-    keep = random_keep(graph, np.random.default_rng(1), fraction=0.7)
-    thin = kp.rebuild(model, keep, graph=graph)
-    x = batch[32]
-    out = np.asarray(thin(x, training=False))
-    assert_close(out, cut_off(model, graph, keep)(x, training=False))
-    thin.save(tmp_path / "mnv3.keras")
-    loaded = keras.models.load_model(tmp_path / "mnv3.keras")
-    np.testing.assert_array_equal(np.asarray(loaded(x, training=False)), out)
 
 
 def test_inception_resnet_v2_scaled_residuals_are_prunable_and_exact() -> None:

@@ -12,7 +12,7 @@ from models import randomize
 from reference import assert_close, cut_off, random_keep
 
 import kerasprune as kp
-from kerasprune.graph.keras_graph import is_composite, iter_layers
+from kerasprune.graph.composite import is_composite, iter_layers
 
 
 @keras.saving.register_keras_serializable(package="kptest")

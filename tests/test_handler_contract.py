@@ -29,8 +29,8 @@ from models import L, randomize
 from reference import assert_close, assert_positions_agree, cut_off
 
 import kerasprune as kp
+from kerasprune.graph.composite import iter_layers
 from kerasprune.graph.entries import AxisPositions, derive_positions
-from kerasprune.graph.keras_graph import iter_layers
 from kerasprune.graph.registry import registered_handlers
 
 # the Masking model's Conv1D drops the mask, and says so

@@ -34,7 +34,7 @@ from models import L, randomize
 from reference import assert_close, cut_off
 
 import kerasprune as kp
-from kerasprune.graph.keras_graph import iter_layers
+from kerasprune.graph.composite import iter_layers
 
 Spec = Tuple[int, Tuple[tuple, ...], tuple]
 

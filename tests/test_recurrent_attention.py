@@ -22,7 +22,7 @@ from models import L, randomize
 from reference import _zero_out, assert_close, random_keep
 
 import kerasprune as kp
-from kerasprune.graph.keras_graph import iter_layers
+from kerasprune.graph.composite import iter_layers
 from kerasprune.surgery.keep import keep_masks
 
 # --------------------------------------------------------------------------- reference

@@ -25,8 +25,8 @@ import keras
 import numpy as np
 
 from kerasprune.graph.analysis import analyze
+from kerasprune.graph.composite import iter_layers
 from kerasprune.graph.groups import PruningGraph, check_graph
-from kerasprune.graph.keras_graph import iter_layers
 from kerasprune.surgery.rebuild import rebuild
 
 __all__ = ["strip", "dead_channels"]

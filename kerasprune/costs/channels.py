@@ -40,9 +40,9 @@ import keras
 import numpy as np
 
 from kerasprune.costs.counting import count_flops
+from kerasprune.graph.composite import iter_calls
 from kerasprune.graph.entries import AxisPositions
 from kerasprune.graph.groups import ChannelGroup, PruningGraph, check_graph
-from kerasprune.graph.keras_graph import iter_calls
 
 __all__ = ["ChannelCosts", "channel_costs", "RemovalMeter"]
 
@@ -172,7 +172,7 @@ class RemovalMeter:
             for slot, mask in slots.items():
                 alive_share *= float(mask.mean())
             flops += self.macs.get(path, 0) * (1.0 - alive_share)
-            for w, var in enumerate(rec.layer.weights):
+            for w, var in enumerate(getattr(rec.layer, "weights", None) or []):  # ops: none
                 alive = None
                 for slot, mask in slots.items():
                     pos = self.graph.weight_positions(path, slot)[w]

@@ -8,7 +8,7 @@ from typing import Dict, List
 import keras
 import numpy as np
 
-from kerasprune.graph.keras_graph import is_container, iter_calls, iter_layers
+from kerasprune.graph.composite import is_container, iter_calls, iter_layers
 from kerasprune.graph.registry import handler_for
 
 __all__ = ["count_params", "count_flops", "ParamCount", "FlopCount"]

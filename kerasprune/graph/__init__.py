@@ -36,6 +36,9 @@ The phases of :func:`analyze`:
    :mod:`~kerasprune.graph.registry`) turns its inputs' layouts into its outputs'
    layouts, creates sources for what it produces, binds the slots its weights read, and
    couples (unifies) or freezes layouts. Coupled sources are merged with a union-find.
+   Keras operations in the graph (``x + 3.0``, ``keras.ops.relu(x)``, ``x[:, 0]``) are
+   calls like layer calls, with handlers of their own
+   (:mod:`~kerasprune.graph.handlers.ops`).
 3. *Freeze the outputs*: channels that reach a model output are frozen.
 4. *Group* (:mod:`~kerasprune.graph.groups`): each class of merged sources becomes a
    :class:`ChannelGroup` with its members, blocks and frozen reasons, in a
@@ -47,10 +50,11 @@ from each handler's own slicing.
 
 from kerasprune.graph import handlers  # noqa: F401  (registers the built-in families)
 from kerasprune.graph.analysis import analyze
+from kerasprune.graph.composite import iter_calls, iter_layers
 from kerasprune.graph.groups import ChannelGroup, Member, PruningGraph, check_graph
 from kerasprune.graph.handler import LayerHandler, LayerRecord, NodeContext, SlotMasks
 from kerasprune.graph.handlers import PassThroughHandler, PerChannelHandler
-from kerasprune.graph.keras_graph import functional_of, iter_calls, iter_layers
+from kerasprune.graph.keras_graph import functional_of
 from kerasprune.graph.layout import Layout
 from kerasprune.graph.registry import handler_for, register_handler, registered_handlers
 

@@ -18,16 +18,17 @@ import keras
 import numpy as np
 
 from kerasprune.errors import HandlerError, KerasPruneError, UnsupportedModelError, handler_failure
+from kerasprune.graph.composite import is_composite, trace_composite
 from kerasprune.graph.groups import ChannelGroup, Member, PruningGraph
 from kerasprune.graph.handler import LayerRecord, NodeContext
 from kerasprune.graph.keras_graph import (
     functional_of,
-    is_composite,
     is_graph_model,
+    is_operation,
     iter_nodes,
+    operation_name,
     producer,
     producer_name,
-    trace_composite,
 )
 from kerasprune.graph.layout import Layout
 from kerasprune.graph.registry import handler_for
@@ -210,10 +211,14 @@ class _Analyzer:
         key = type(layer)
         if self.warn and key not in self._warned:
             self._warned.add(key)
+            if is_operation(layer):
+                what = f"operation {operation_name(layer)} ('{path}')"
+            else:
+                what = f"layer '{path}' of class {type(layer).__name__}"
             warnings.warn(
-                f"kerasprune: layer '{path}' of class {type(layer).__name__} has no "
-                "pruning handler; the channels that pass through it are frozen. "
-                "Register one with kerasprune.register_handler if it can be sliced.",
+                f"kerasprune: {what} has no pruning handler; the channels that pass "
+                "through it are frozen. Register one with kerasprune.register_handler "
+                "if it can be sliced.",
                 stacklevel=4,
             )
 

@@ -120,7 +120,7 @@ class PruningGraph:
         observed: ``(keras_tensor, layout)`` of every top-level tensor that a layer's
             weights read.
         composites: path -> the traced functional graph of each composite layer the
-            walk entered (see :func:`kerasprune.graph.keras_graph.trace_composite`).
+            walk entered (see :func:`kerasprune.graph.composite.trace_composite`).
     """
 
     def __init__(
@@ -319,7 +319,7 @@ class PruningGraph:
                 continue
             seen.add((m.layer, m.slot))
             rec = self._records[m.layer]
-            if not rec.layer.weights:
+            if not getattr(rec.layer, "weights", None):  # Keras operations have none
                 continue
             chan_of_pos = self.slot_channels(m.layer, m.slot, group)
             positions_of = self.weight_positions(m.layer, m.slot)

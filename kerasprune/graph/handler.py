@@ -26,6 +26,7 @@ from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Set, 
 import keras
 import numpy as np
 
+from kerasprune.graph.keras_graph import describe_call
 from kerasprune.graph.layout import Layout
 
 __all__ = ["LayerHandler", "NodeContext", "LayerRecord", "SlotMasks", "Masks", "WalkState"]
@@ -106,6 +107,11 @@ class NodeContext:
         self.input_shapes: List[Tuple[Optional[int], ...]] = [tuple(t.shape) for t in input_kts]
         self.output_shapes: List[Tuple[Optional[int], ...]] = [tuple(t.shape) for t in node.outputs]
         self.top_level = "/" not in record.path
+
+    def describe(self) -> str:
+        """How reasons name this node: ``layer 'conv' (Conv2D)``, or for a Keras
+        operation ``operation 'add_3' (keras.ops.add)``."""
+        return describe_call(self.layer, self.path)
 
     # -- looking at inputs
 
@@ -215,8 +221,11 @@ class NodeContext:
 class LayerHandler:
     """Base class of the per-family handlers.
 
-    The base class is what kerasprune does with a layer it does not know: every channel
-    that enters it is frozen, and each output gets a fresh frozen source.
+    The base class is what kerasprune does with a layer (or Keras operation) it does
+    not know: every channel that enters it is frozen, and each output gets a fresh
+    frozen source. Operations (``keras.ops`` calls in a functional graph) have handlers
+    like layers; they hold no weights, so only ``analyze`` (and ``edit_config`` where
+    their config encodes a width) matters for them.
 
     Attributes:
         exact: False for layers whose output on the kept channels changes when other
@@ -229,10 +238,7 @@ class LayerHandler:
 
     def analyze(self, ctx: "NodeContext") -> Sequence[Optional["Layout"]]:
         """Record one call of the layer; returns the layouts of its outputs."""
-        reason = (
-            f"passes through layer '{ctx.path}' ({type(ctx.layer).__name__}), "
-            "which kerasprune cannot slice"
-        )
+        reason = f"passes through {ctx.describe()}, which kerasprune cannot slice"
         ctx.warn_unsupported()
         for layout in ctx.inputs:
             ctx.freeze(layout, reason)

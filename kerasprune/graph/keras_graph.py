@@ -4,41 +4,30 @@ Keras 3 has no public API for walking a functional model node by node, so kerasp
 reads a few private attributes (``_nodes_by_depth``, ``_keras_history``,
 ``_inbound_nodes``, ``_inputs_struct``, ``Sequential._functional``). They are read here
 and nowhere else, so that a change in a Keras release is mended in one file.
-
-It also sees inside **composite layers**: a layer without a pruning handler of its own
-whose weights all belong to sublayers (a residual block, a transformer block written as a
-``keras.layers.Layer`` subclass). :func:`trace_composite` calls its ``call`` on symbolic
-inputs, so that its sublayers and ``keras.ops`` operations record a functional graph of
-their own, which the walk enters like a nested model. :func:`iter_layers` and
-:func:`iter_calls` walk into composite layers too, with paths ``block/sublayer``.
 """
 
 from __future__ import annotations
 
-import weakref
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+import re
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import keras
 
 from kerasprune.errors import UnsupportedModelError
-from kerasprune.graph.registry import has_handler
 
 __all__ = [
     "functional_of",
     "is_graph_model",
-    "is_composite",
-    "is_container",
     "sublayers",
-    "trace_composite",
-    "TraceFailure",
-    "iter_layers",
     "iter_nodes",
-    "iter_calls",
     "producer",
     "producer_name",
     "upstream_tensors",
     "readers",
     "graph_inputs",
+    "is_operation",
+    "operation_name",
+    "describe_call",
 ]
 
 
@@ -91,119 +80,6 @@ def sublayers(layer: keras.layers.Layer) -> List[keras.layers.Layer]:
     return list(layer._flatten_layers(include_self=False, recursive=False))
 
 
-def is_composite(layer: object) -> bool:
-    """Whether ``layer`` is a composite layer that kerasprune walks inside.
-
-    True for a layer that is not a graph model, has no pruning handler of its own, has
-    sublayers, and holds no weight of its own beyond theirs (a weight the layer creates
-    itself would be read by its ``call`` in a way only a handler can tell).
-    """
-    if not isinstance(layer, keras.layers.Layer) or is_graph_model(layer):
-        return False
-    if isinstance(layer, keras.Model) or has_handler(layer):
-        return False
-    children = sublayers(layer)
-    if not children:
-        return False
-    owned = {id(v) for child in children for v in child.weights}
-    return all(id(v) in owned for v in layer.weights)
-
-
-def is_container(layer: object) -> bool:
-    """Whether ``layer`` only holds other layers: a nested model or a composite layer."""
-    return isinstance(layer, keras.Model) or is_composite(layer)
-
-
-def iter_layers(
-    model: keras.Model, prefix: str = ""
-) -> Iterator[Tuple[str, keras.layers.Layer]]:
-    """Yield ``(path, layer)`` for every layer of ``model``, nested models walked into.
-
-    A nested model or a composite layer yields itself, then its layers (paths
-    ``outer/inner``). Shared layers are yielded once.
-    """
-    seen = set()
-
-    def walk(children, pre):
-        for layer in children:
-            if id(layer) in seen:
-                continue
-            seen.add(id(layer))
-            path = pre + layer.name
-            yield path, layer
-            if isinstance(layer, keras.Model):
-                yield from walk(layer.layers, path + "/")
-            elif is_composite(layer):
-                yield from walk(sublayers(layer), path + "/")
-
-    yield from walk(model.layers, prefix)
-
-
-class TraceFailure(str):
-    """Why a composite layer could not be traced (a reason to freeze its channels)."""
-
-
-# layer -> {id(node): traced model or failure}: each call of a composite is traced once
-_TRACES: "weakref.WeakKeyDictionary[Any, Dict[int, Union[keras.Model, TraceFailure]]]" = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def trace_composite(layer: keras.layers.Layer, node: Any) -> Union[keras.Model, TraceFailure]:
-    """The functional graph of one call of composite ``layer``, or why there is none.
-
-    The layer's ``call`` runs on fresh symbolic inputs shaped like the call's input
-    tensors (positional arguments only; other arguments as given), so every sublayer and
-    ``keras.ops`` operation it uses records a node; the result is a functional
-    ``keras.Model`` from those inputs to the call's outputs, named like the layer. Its
-    inputs are in the order of the call's input tensors. The trace adds one inbound
-    node to each sublayer it calls; it is made once per call and cached.
-    """
-    calls = _TRACES.setdefault(layer, {})
-    key = id(node)
-    if key not in calls:
-        calls[key] = _trace(layer, node)
-    return calls[key]
-
-
-def _trace(layer: keras.layers.Layer, node: Any) -> Union[keras.Model, TraceFailure]:
-    from keras import tree
-
-    what = f"composite layer '{layer.name}' ({type(layer).__name__})"
-    args, kwargs = node.arguments.args, node.arguments.kwargs
-    if any(isinstance(v, keras.KerasTensor) for v in tree.flatten(kwargs)):
-        return TraceFailure(
-            f"{what} is called with tensors as keyword arguments, which kerasprune cannot "
-            "walk inside yet"
-        )
-    fresh: Dict[int, Any] = {}
-    inputs: List[Any] = []
-
-    def replace(x):
-        if isinstance(x, keras.KerasTensor):
-            if id(x) not in fresh:
-                fresh[id(x)] = keras.Input(
-                    batch_shape=x.shape, dtype=x.dtype, name=f"{layer.name}_input_{len(inputs)}"
-                )
-                inputs.append(fresh[id(x)])
-            return fresh[id(x)]
-        return x
-
-    try:
-        symbolic_args = tree.map_structure(replace, args)
-        outputs = layer.call(*symbolic_args, **kwargs)
-        flat_outputs = tree.flatten(outputs)
-        traced = keras.Model(inputs, flat_outputs, name=layer.name)
-    except Exception as exc:  # noqa: BLE001  (whatever the layer's code raises)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return TraceFailure(f"{what} cannot be traced symbolically: {first[:200]}")
-    if len(traced.outputs) != len(node.outputs) or any(
-        tuple(a.shape) != tuple(b.shape) for a, b in zip(traced.outputs, node.outputs)
-    ):
-        return TraceFailure(f"{what} traces to outputs of other shapes than its call's")
-    return traced
-
-
 def iter_nodes(fn: keras.Model) -> Iterator[Any]:
     """Every call node of functional graph ``fn`` (input nodes left out), inputs first.
 
@@ -215,25 +91,6 @@ def iter_nodes(fn: keras.Model) -> Iterator[Any]:
             if node.operation is None or node.is_input:
                 continue
             yield node
-
-
-def iter_calls(model: keras.Model, prefix: str = "") -> Iterator[Tuple[str, object, object]]:
-    """Yield ``(path, layer, node)`` for each call of a leaf layer, in topological order.
-
-    Nested models and traceable composite layers are walked into.
-    """
-    for node in iter_nodes(functional_of(model)):
-        op = node.operation
-        path = prefix + op.name
-        if is_graph_model(op):
-            yield from iter_calls(op, path + "/")
-            continue
-        if is_composite(op):
-            traced = trace_composite(op, node)
-            if not isinstance(traced, TraceFailure):
-                yield from iter_calls(traced, path + "/")
-                continue
-        yield path, op, node
 
 
 def producer(tensor: Any) -> Tuple[Optional[object], int, int]:
@@ -273,3 +130,41 @@ def graph_inputs(fn: keras.Model) -> Any:
     """The inputs of functional graph ``fn`` in the structure the model was built with
     (a dict stays a dict), for building another model on the same inputs."""
     return fn._inputs_struct
+
+
+def is_operation(obj: object) -> bool:
+    """Whether ``obj`` is a Keras operation that is not a layer (``x + 3.0`` leaves a
+    ``keras.src.ops.numpy.Add`` in the graph, ``keras.ops.relu(x)`` a ``Relu``)."""
+    return isinstance(obj, keras.Operation) and not isinstance(obj, keras.layers.Layer)
+
+
+_OPS_MODULE = "keras.src.ops."
+
+
+def operation_name(op: object) -> str:
+    """The public name of an operation's function: ``keras.ops.add`` for ``Add``,
+    ``keras.ops.hard_silu`` for ``HardSilu``, ``keras.ops.image.resize`` for ``Resize``.
+
+    The function is found by the class name in snake case, in ``keras.ops`` or in the
+    ``keras.ops`` submodule named like the class's module; an operation of another
+    module (a user's own) is named by its module and class.
+    """
+    cls = type(op)
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "_", cls.__name__)
+    snake = snake.lower()
+    module = getattr(cls, "__module__", "") or ""
+    if module.startswith(_OPS_MODULE):
+        sub = module[len(_OPS_MODULE):].split(".")[0]
+        if callable(getattr(keras.ops, snake, None)):
+            return f"keras.ops.{snake}"
+        if callable(getattr(getattr(keras.ops, sub, None), snake, None)):
+            return f"keras.ops.{sub}.{snake}"
+    return f"{module}.{cls.__name__}"
+
+
+def describe_call(obj: object, path: str) -> str:
+    """How messages name a graph node: ``layer 'conv' (Conv2D)`` or
+    ``operation 'add_3' (keras.ops.add)``."""
+    if is_operation(obj):
+        return f"operation '{path}' ({operation_name(obj)})"
+    return f"layer '{path}' ({type(obj).__name__})"

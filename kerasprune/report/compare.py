@@ -17,7 +17,7 @@ import keras
 
 from kerasprune.costs.counting import _table, count_flops, count_params
 from kerasprune.graph.analysis import analyze
-from kerasprune.graph.keras_graph import is_container, iter_layers
+from kerasprune.graph.composite import is_container, iter_layers
 
 __all__ = ["ModelStats", "model_stats", "layer_widths", "compare"]
 

@@ -21,8 +21,8 @@ import keras
 import numpy as np
 
 from kerasprune.graph.analysis import analyze
+from kerasprune.graph.composite import iter_layers
 from kerasprune.graph.groups import PruningGraph, check_graph
-from kerasprune.graph.keras_graph import iter_layers
 from kerasprune.surgery.keep import keep_masks
 
 __all__ = ["mask_weights", "masked_entries"]

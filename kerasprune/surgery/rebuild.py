@@ -11,8 +11,8 @@ import numpy as np
 
 from kerasprune.errors import HandlerError, KerasPruneError, RebuildError, handler_failure
 from kerasprune.graph.analysis import analyze
+from kerasprune.graph.composite import is_container, iter_layers
 from kerasprune.graph.groups import PruningGraph, check_graph
-from kerasprune.graph.keras_graph import is_container, iter_layers
 from kerasprune.surgery.keep import keep_masks
 from kerasprune.surgery.optimizer import carry_optimizer_state, compile_like
 

@@ -7,6 +7,7 @@ from kerasprune.graph.handlers import (  # noqa: F401
     dense,
     merge,
     normalization,
+    ops,
     passthrough,
     recurrent,
     reshape,

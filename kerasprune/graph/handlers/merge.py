@@ -20,9 +20,14 @@ class ElementwiseMergeHandler(LayerHandler):
     shape ``(1, 1, C)``) are coupled like any other.
     """
 
+    def where(self, ctx) -> str:
+        """How reasons name the merge (the element-wise operations name themselves)."""
+        return f"merge '{ctx.path}'"
+
     def analyze(self, ctx):
         out_shape = ctx.output_shapes[0]
         rank_out = len(out_shape)
+        where = self.where(ctx)
         joined, rel = [], None
         untracked = False
         for layout, shape in zip(ctx.inputs, ctx.input_shapes):
@@ -35,7 +40,7 @@ class ElementwiseMergeHandler(LayerHandler):
             if rel is None:
                 rel = r
             elif r != rel:
-                reason = f"merge '{ctx.path}' joins tensors whose channels run along different axes"
+                reason = f"{where} joins tensors whose channels run along different axes"
                 for l in ctx.inputs:
                     ctx.freeze(l, reason)
                 return ctx.opaque_outputs(reason)
@@ -43,10 +48,10 @@ class ElementwiseMergeHandler(LayerHandler):
         if not joined:
             return [None]
         if untracked:
-            reason = f"merge '{ctx.path}' joins these channels with untracked ones"
+            reason = f"{where} joins these channels with untracked ones"
             for l in joined:
                 ctx.freeze(l, reason)
-        ctx.unify(joined, f"merge '{ctx.path}'")
+        ctx.unify(joined, where)
         return [joined[0].moved(rank_out + rel)]
 
 
