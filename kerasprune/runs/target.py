@@ -6,6 +6,7 @@ import operator
 import re
 from dataclasses import dataclass
 from typing import Mapping, Union
+
 from kerasprune.errors import TargetError
 
 __all__ = ["Target", "parse_target"]
