@@ -171,7 +171,12 @@ def cut_off(model: keras.Model, graph, keep, cut_inputs: bool = False) -> keras.
     (and, with ``cut_inputs``, wherever a consumer reads them)."""
     ref = keras.models.clone_model(model)
     ref.set_weights(model.get_weights())
-    layers = dict(iter_layers(ref))
+    # paired by position: a clone of a model whose class builds its graph in its
+    # constructor gives the layers Keras named automatically new numbers
+    layers = {}
+    for (path, layer), (_, twin) in zip(iter_layers(model), iter_layers(ref)):
+        assert type(twin) is type(layer), (path, type(layer), type(twin))
+        layers[path] = twin
     masks = graph.slot_masks(keep_masks(graph, keep))
     for path, slots in masks.items():
         for slot, mask in slots.items():
