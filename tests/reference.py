@@ -166,17 +166,21 @@ def _zero_inputs(layer, removed: np.ndarray):
         raise NotImplementedError(f"reference cannot zero the inputs of {type(layer).__name__}")
 
 
+def _classes(model: keras.Model) -> list:
+    return [type(layer) for _, layer in iter_layers(model)]
+
+
 def cut_off(model: keras.Model, graph, keep, cut_inputs: bool = False) -> keras.Model:
     """A copy of ``model`` whose removed channels are zero wherever they are created
     (and, with ``cut_inputs``, wherever a consumer reads them)."""
     ref = keras.models.clone_model(model)
+    if _classes(ref) != _classes(model):  # a keras-hub Task clones into another graph
+        ref = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    assert _classes(ref) == _classes(model)
     ref.set_weights(model.get_weights())
-    # paired by position: a clone of a model whose class builds its graph in its
+    # paired by position: a copy of a model whose class builds its graph in its
     # constructor gives the layers Keras named automatically new numbers
-    layers = {}
-    for (path, layer), (_, twin) in zip(iter_layers(model), iter_layers(ref)):
-        assert type(twin) is type(layer), (path, type(layer), type(twin))
-        layers[path] = twin
+    layers = {path: twin for (path, _), (_, twin) in zip(iter_layers(model), iter_layers(ref))}
     masks = graph.slot_masks(keep_masks(graph, keep))
     for path, slots in masks.items():
         for slot, mask in slots.items():

@@ -113,6 +113,7 @@ def test_non_uniform_keep_set_gives_a_plain_functional_model_and_a_warning(keep,
     thin, warned = rebuild_and_warnings(model, keep, graph)
     assert type(thin).__name__ == "Functional"
     assert len(warned) == 1 and "'width_net' (WidthNet)" in warned[0] and PLAIN in warned[0]
+    assert "no change of WidthNet's integer arguments gives exactly the new widths" in warned[0]
     assert [lay.name for lay in thin.layers] == [lay.name for lay in model.layers]
     assert thin.name == model.name
     check_thin(model, graph, keep, thin, tmp_path, rng)
@@ -174,6 +175,26 @@ def test_a_nested_subclass_keeps_its_class_where_the_change_is_uniform(uniform, 
     check_thin(model, graph, keep, thin, tmp_path, rng)
 
 
+class HoldsAnObject(keras.Model):
+    """Built functionally around an argument Keras cannot serialize: its config cannot
+    build it again."""
+
+    def __init__(self, thing: object, **kwargs):
+        inp = keras.Input((6,))
+        x = L.Dense(5, activation="relu", name="d1")(inp)
+        super().__init__(inp, L.Dense(2, name="head")(x), **kwargs)
+        self.thing = thing
+
+
+def test_a_subclass_its_config_cannot_build_becomes_functional(tmp_path, rng):
+    model = randomize(HoldsAnObject(object()))
+    graph = kp.analyze(model)
+    thin, warned = rebuild_and_warnings(model, {"d1": [0, 2, 3]}, graph)
+    assert type(thin).__name__ == "Functional" and len(warned) == 1
+    assert "HoldsAnObject.from_config(its own get_config()) fails" in warned[0]
+    check_thin(model, graph, {"d1": [0, 2, 3]}, thin, tmp_path, rng)
+
+
 class Scale(keras.layers.Layer):
     """A per-channel scale, for a handler that breaks while editing the config."""
 
@@ -203,19 +224,22 @@ def test_a_failing_rebuild_is_a_rebuild_error_naming_the_layer_and_its_class(mon
         kp.rebuild(model, {"d": [0, 1]})
 
 
+def tiny_resnet_backbone():
+    keras_hub = pytest.importorskip("keras_hub")
+    return keras_hub.models.ResNetBackbone(  # random weights, no preset download
+        input_conv_filters=[8],
+        input_conv_kernel_sizes=[3],
+        stackwise_num_filters=[64, 4],  # the first stack must have 64
+        stackwise_num_blocks=[1, 1],
+        stackwise_num_strides=[1, 2],
+        block_type="bottleneck_block",
+        image_shape=(16, 16, 3),
+    )
+
+
 def test_keras_hub_resnet_backbone_keeps_its_class_or_becomes_functional(tmp_path, rng):
     keras_hub = pytest.importorskip("keras_hub")
-    model = randomize(
-        keras_hub.models.ResNetBackbone(  # random weights, no preset download
-            input_conv_filters=[8],
-            input_conv_kernel_sizes=[3],
-            stackwise_num_filters=[64, 4],  # the first stack must have 64
-            stackwise_num_blocks=[1, 1],
-            stackwise_num_strides=[1, 2],
-            block_type="bottleneck_block",
-            image_shape=(16, 16, 3),
-        )
-    )
+    model = randomize(tiny_resnet_backbone())
     graph = kp.analyze(model)
     # the stem's filters are the input_conv_filters argument: the same class
     keep = {"conv1_conv": [0, 3, 5, 6]}
@@ -231,3 +255,25 @@ def test_keras_hub_resnet_backbone_keeps_its_class_or_becomes_functional(tmp_pat
     assert len(warned) == 1 and "(ResNetBackbone)" in warned[0] and PLAIN in warned[0]
     (tmp_path / "plain").mkdir()
     check_thin(model, graph, keep, thin, tmp_path / "plain", rng)
+
+
+@pytest.mark.filterwarnings("ignore:`compile\\(\\)` was not called:UserWarning")  # loading a Task
+def test_keras_hub_task_keeps_its_class_and_its_backbone_class(tmp_path, rng):
+    keras_hub = pytest.importorskip("keras_hub")
+    model = randomize(
+        keras_hub.models.ImageClassifier(
+            backbone=tiny_resnet_backbone(), num_classes=3, preprocessor=None
+        )
+    )
+    graph = kp.analyze(model, warn=False)
+    keep = {"res_net_backbone/conv1_conv": [1, 2, 4, 7]}
+    thin, warned = rebuild_and_warnings(model, keep, graph)
+    assert type(thin) is keras_hub.models.ImageClassifier and not warned
+    assert type(thin.backbone) is keras_hub.models.ResNetBackbone
+    assert thin.backbone.get_config()["input_conv_filters"] == [4]
+    check_thin(model, graph, keep, thin, tmp_path, rng)
+    # a keep-set no argument gives: the task and its backbone both become plain models
+    thin, warned = rebuild_and_warnings(model, random_keep(graph, rng, 0.5), graph)
+    assert type(thin).__name__ == "Functional"
+    assert type(thin.get_layer("res_net_backbone")).__name__ == "Functional"
+    assert ["(ImageClassifier)" in warned[0], "(ResNetBackbone)" in warned[1]] == [True, True]

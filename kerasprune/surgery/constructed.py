@@ -159,12 +159,19 @@ def _configs_agree(candidate: keras.Model, want: Sequence[Optional[dict]]) -> bo
     return True
 
 
+def _leaf_name(path: LeafPath) -> str:
+    out = ""
+    for key in path:
+        out += f"[{key}]" if isinstance(key, int) else (f".{key}" if out else str(key))
+    return out
+
+
 def same_class_config(
     model: keras.Model,
     want: Shapes,
     want_configs: Sequence[Optional[dict]],
     custom_objects: Mapping[str, type],
-) -> Optional[Tuple[dict, keras.Model]]:
+) -> Union[Tuple[dict, keras.Model], str]:
     """The constructor arguments that build ``model``'s class with the thin widths.
 
     Args:
@@ -176,30 +183,28 @@ def same_class_config(
 
     Returns:
         ``(config, built)``: the changed config and the model it built, whose layers
-        have exactly the ``want`` shapes and configs; None when no change of integer
-        arguments gives them (a non-uniform keep-set, or a class that refuses the
-        values).
+        have exactly the ``want`` shapes and configs; or, when no change of integer
+        arguments gives them (a non-uniform keep-set, a class that refuses the values or
+        cannot be built from its config at all), why not, as a phrase.
     """
     cls, config = type(model), plain_config(model.get_config())
+    name = cls.__name__
     base = model_shapes(model)
-    if len(base) != len(want):
-        return None
+    paths = [path for path, _ in iter_layers(model)]
     changed = {}
     for i, ((_, have), (_, thin)) in enumerate(zip(base, want)):
-        if len(have) != len(thin):
-            return None
         for w, (a, b) in enumerate(zip(have, thin)):
-            if len(a) != len(b):
-                return None
             changed.update({(i, w, axis): y for axis, (x, y) in enumerate(zip(a, b)) if x != y})
 
     values: Dict[LeafPath, int] = {}
     uncovered = set(changed)
+    probed = False
     for path, value in _int_leaves(config) if uncovered else []:
         probe_value = value // 2 if value >= 2 else 2
         probe = _build(cls, _set_leaf(config, path, probe_value), custom_objects)
         if probe is None:
             continue
+        probed = True
         footprint = _footprint(base, model_shapes(probe), probe_value - value)
         del probe
         if not footprint or not (footprint.keys() & uncovered):
@@ -217,15 +222,26 @@ def same_class_config(
         uncovered -= footprint.keys()
         if not uncovered:
             break
+    cannot = f"{name}.from_config(its own get_config()) fails"
+    if uncovered and not probed and _build(cls, config, custom_objects) is None:
+        return cannot
     if uncovered:
-        return None
+        layers = sorted({paths[i] for i, _, _ in uncovered}, key=paths.index)
+        more = f" (and of {len(layers) - 1} more layers)" if len(layers) > 1 else ""
+        return (
+            f"no change of {name}'s integer arguments gives exactly the new widths of layer "
+            f"'{layers[0]}'{more}"
+        )
 
     new_config = config
     for path, value in values.items():
         new_config = _set_leaf(new_config, path, value)
     built = _build(cls, new_config, custom_objects)
-    if built is None or model_shapes(built) != list(want):
-        return None
-    if not _configs_agree(built, want_configs):
-        return None
+    if built is None and not values:
+        return cannot
+    changes = ", ".join(f"{_leaf_name(p)}={v}" for p, v in values.items())
+    if built is None:
+        return f"{name} refuses the arguments {changes}"
+    if model_shapes(built) != list(want) or not _configs_agree(built, want_configs):
+        return f"{name} built with {changes} has other layers than the thin model"
     return new_config, built

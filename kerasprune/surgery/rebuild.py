@@ -108,8 +108,8 @@ class _Plan:
         index: layer path -> its entry in the config (the layers of graph configs).
         same_class: path of each model rebuilt by its own constructor ('' for the top).
         built: path -> the model :func:`same_class_config` built and checked.
-        plain: ``(path, class name)`` of each model rebuilt as a plain functional model
-            (the top model's path is '').
+        plain: ``(path, class name, why)`` of each model rebuilt as a plain functional
+            model (the top model's path is '').
     """
 
     def __init__(
@@ -128,34 +128,33 @@ class _Plan:
         self.index: Dict[str, dict] = {}
         self.same_class: List[str] = []
         self.built: Dict[str, keras.Model] = {}
-        self.plain: List[Tuple[str, str]] = []
+        self.plain: List[Tuple[str, str, str]] = []
 
     def model_config(self, model: keras.Model, path: str) -> Tuple[Optional[dict], dict]:
         """``(serialized plain model or None, config)`` to build ``model`` (at ``path``):
         the first is given when the model is rebuilt as a plain functional model."""
         try:
             config = model.get_config()
-        except Exception as exc:
-            raise RebuildError(
-                f"model {_describe(model)} has no config to rebuild it from: {exc}"
-            ) from exc
+        except Exception as exc:  # constructor arguments Keras cannot serialize
+            config, found = None, f"its get_config() fails ({type(exc).__name__}: {exc})"
         if has_graph_config(model, config):
             config = copy.deepcopy(config)
             self._enter(config, path)
             return None, config
-        found = same_class_config(model, *self._thin_layers(model, path), self.custom_objects)
-        if found is not None:
+        if config is not None:
+            found = same_class_config(model, *self._thin_layers(model, path), self.custom_objects)
+        if not isinstance(found, str):
             self.same_class.append(path)
             self.built[path] = found[1]
             return None, plain_config(found[0])
-        self.plain.append((path, type(model).__name__))
+        self.plain.append((path, type(model).__name__, found))
         try:
             serialized = keras.saving.serialize_keras_object(functional_copy(model))
         except Exception as exc:
             raise RebuildError(
-                f"model {_describe(model)} builds its graph in its constructor and the keep-set "
-                "is no change of its arguments, but its graph cannot be serialized as a plain "
-                f"functional model: {type(exc).__name__}: {exc}"
+                f"model {_describe(model)} builds its graph in its constructor, {found}, and "
+                "its graph cannot be serialized as a plain functional model either: "
+                f"{type(exc).__name__}: {exc}"
             ) from exc
         config = serialized["config"]
         config["trainable"] = model.trainable
@@ -254,7 +253,7 @@ def _pairs(model: keras.Model, new: keras.Model, plan: _Plan) -> List[Tuple[str,
         sub = prefix + "/" if prefix else ""
         for (p, _), (_, n) in zip(iter_layers(old_sub), iter_layers(new_sub)):
             by_position[sub + p] = n
-    plain = {path for path, _ in plan.plain}
+    plain = {path for path, _, _ in plan.plain}
     out = []
     for path, layer in iter_layers(model):
         new_layer = by_position.get(path) if plan.inside_same_class(path) else new_layers.get(path)
@@ -374,12 +373,11 @@ def rebuild(
                 f"could not rebuild model '{model.name}' ({type(model).__name__}) from its "
                 f"edited config{culprit}: {type(exc).__name__}: {exc}"
             ) from exc
-    for path, cls_name in plan.plain:
+    for path, cls_name, why in plan.plain:
         warnings.warn(
             f"kerasprune: model '{path or model.name}' ({cls_name}) builds its graph in its "
-            "constructor, and the keep-set changes widths that no change of {cls_name}'s integer "
-            "arguments gives; it is rebuilt as a plain functional keras.Model with the same "
-            f"layers and weights, without {cls_name}'s own methods and attributes",
+            f"constructor, and {why}: it is rebuilt as a plain functional keras.Model with "
+            f"the same layers and weights, without {cls_name}'s own methods and attributes",
             stacklevel=2,
         )
 
