@@ -3,9 +3,10 @@
 ``cut_off`` builds the *original* model with the removed channels cut off: each removed
 channel is zeroed where it is created (the producer's filter and bias, a recurrent
 unit's candidate gate, an attention head's values, the BatchNormalization's shift and
-mean, the Normalization's mean, a per-channel Rescaling offset, the depthwise bias), so
-it carries exactly zero to every consumer. Keras then runs the full-width graph itself. The zeroing rules below
-are this file's own knowledge of the layer classes, not kerasprune's handlers.
+mean, the Normalization's mean, a per-channel Rescaling offset, the depthwise bias, the
+filters of a removed group of a grouped convolution), so it carries exactly zero to every
+consumer. Keras then runs the full-width graph itself. The zeroing rules below are this
+file's own knowledge of the layer classes, not kerasprune's handlers.
 
 A layer between producer and consumer that turns a zero channel into something else (a
 softmax over time gives 1/T) needs ``cut_inputs=True``: the consumers' weights that read
@@ -140,6 +141,17 @@ def _zero_channels(layer, removed: np.ndarray):
     layer.set_weights([w[v.name] for v in layer.weights])
 
 
+def _zero_groups(layer, removed: np.ndarray):
+    """A grouped convolution that loses whole groups: group ``g`` computes filters
+    ``g * per_group .. (g + 1) * per_group - 1`` (``per_group = filters / groups``)."""
+    L = keras.layers
+    if not isinstance(layer, (L.Conv1D, L.Conv2D, L.Conv3D)) or layer.groups < 2:
+        raise NotImplementedError(f"reference cannot zero groups of {type(layer).__name__}")
+    per = layer.filters // layer.groups
+    filters = (removed[:, None] * per + np.arange(per)[None, :]).ravel()
+    _zero_out(layer, filters)
+
+
 _PRODUCED_SLOTS = ("out", "heads", "forward", "backward")
 
 
@@ -154,12 +166,21 @@ def _zero_inputs(layer, removed: np.ndarray):
         raise NotImplementedError(f"reference cannot zero the inputs of {type(layer).__name__}")
 
 
+def _classes(model: keras.Model) -> list:
+    return [type(layer) for _, layer in iter_layers(model)]
+
+
 def cut_off(model: keras.Model, graph, keep, cut_inputs: bool = False) -> keras.Model:
     """A copy of ``model`` whose removed channels are zero wherever they are created
     (and, with ``cut_inputs``, wherever a consumer reads them)."""
     ref = keras.models.clone_model(model)
+    if _classes(ref) != _classes(model):  # a keras-hub Task clones into another graph
+        ref = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
+    assert _classes(ref) == _classes(model)
     ref.set_weights(model.get_weights())
-    layers = dict(iter_layers(ref))
+    # paired by position: a copy of a model whose class builds its graph in its
+    # constructor gives the layers Keras named automatically new numbers
+    layers = {path: twin for (path, _), (_, twin) in zip(iter_layers(model), iter_layers(ref))}
     masks = graph.slot_masks(keep_masks(graph, keep))
     for path, slots in masks.items():
         if path not in layers and isinstance(graph.record(path).layer, keras.layers.InputLayer):
@@ -170,6 +191,8 @@ def cut_off(model: keras.Model, graph, keep, cut_inputs: bool = False) -> keras.
                 _zero_produced(layers[path], slot, removed)
             elif slot == "channels":
                 _zero_channels(layers[path], removed)
+            elif slot == "groups":
+                _zero_groups(layers[path], removed)
             elif slot == "in" and cut_inputs:
                 _zero_inputs(layers[path], removed)
     for layer in layers.values():

@@ -23,7 +23,10 @@ Words used throughout kerasprune:
 - **frozen reason**: why a group may not lose channels (it reaches a model output, it
   passes through a layer without a handler, ...); a group with none is *prunable*.
 - **blocks**: a group split into equal blocks that must keep the same number of
-  channels each (grouped convolutions, GroupNormalization).
+  channels each (grouped convolutions kept aligned, GroupNormalization). A grouped
+  convolution can instead lose whole groups (``analyze(model, grouped_conv="groups")``,
+  the default with one input channel per group): one channel of its group is then one
+  convolution group.
 - **FLOPs**: everywhere in kerasprune, multiply-adds (MACs): a convolution costs
   ``c_out * c_in * k^2 * h_out * w_out`` per example.
 

@@ -12,12 +12,18 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
 
-from kerasprune.errors import HandlerError, KerasPruneError, UnsupportedModelError, handler_failure
+from kerasprune.errors import (
+    HandlerError,
+    KerasPruneError,
+    OptionError,
+    UnsupportedModelError,
+    handler_failure,
+)
 from kerasprune.graph.composite import is_composite, trace_composite
 from kerasprune.graph.groups import ChannelGroup, Member, PruningGraph
 from kerasprune.graph.handler import LayerRecord, NodeContext
@@ -33,7 +39,10 @@ from kerasprune.graph.keras_graph import (
 from kerasprune.graph.layout import Layout
 from kerasprune.graph.registry import handler_for
 
-__all__ = ["analyze"]
+__all__ = ["analyze", "GROUPED_CONV_MODES"]
+
+#: The values of :func:`analyze`'s ``grouped_conv`` option (see ``ConvHandler``).
+GROUPED_CONV_MODES = ("auto", "aligned", "groups")
 
 
 @dataclass
@@ -76,9 +85,12 @@ class _UnionFind:
 
 
 class _Analyzer:
-    def __init__(self, model: keras.Model, warn: bool = True) -> None:
+    def __init__(
+        self, model: keras.Model, warn: bool = True, options: Optional[Mapping[str, Any]] = None
+    ) -> None:
         self.model = model
         self.warn = warn
+        self.options: Dict[str, Any] = dict(options or {})
         self.uf = _UnionFind()
         self.sources: List[_Source] = []
         self.records: Dict[int, LayerRecord] = {}
@@ -130,21 +142,50 @@ class _Analyzer:
     def add_consumer_input(self, tensor: Any, layout: Layout) -> None:
         self.consumer_inputs.append((tensor, layout))
 
+    def _repeats(self, layout: Layout) -> Optional[Tuple[int, int]]:
+        """``(source id, times)`` when ``layout`` is one whole source in order, each
+        channel repeated ``times`` times in place (``times`` 1: the source itself)."""
+        srcs = layout.sources()
+        if len(srcs) != 1 or len(layout) == 0:
+            return None
+        size = self.sources[int(srcs[0])].size
+        if len(layout) % size:
+            return None
+        times = len(layout) // size
+        if not np.array_equal(layout.idx, np.repeat(np.arange(size), times)):
+            return None
+        return int(srcs[0]), times
+
     def require_blocks(self, layout: Layout, blocks: int) -> bool:
         # a source coupled to a concatenation or a repeated layout is only a view of it
-        # (see _alias); the blocks must line up with what it is a view of
+        # (see _alias); the blocks must line up with what it is a view of. A source
+        # repeated in place (a depthwise multiplier) lines up when no channel straddles
+        # two blocks.
         layout = self.resolve(layout)
-        srcs = layout.sources()
-        if (
-            len(srcs) == 1
-            and self.sources[int(srcs[0])].size == len(layout)
-            and np.array_equal(layout.idx, np.arange(len(layout)))
-            and len(layout) % blocks == 0
-        ):
-            src = self.sources[int(srcs[0])]
-            src.blocks = src.blocks * blocks // math.gcd(src.blocks, blocks)
-            return True
-        return False
+        found = self._repeats(layout)
+        if found is None or len(layout) % blocks or (len(layout) // blocks) % found[1]:
+            return False
+        src = self.sources[found[0]]
+        src.blocks = src.blocks * blocks // math.gcd(src.blocks, blocks)
+        return True
+
+    def _coarsen(self, a: Layout, b: Layout) -> bool:
+        """Couple two layouts that repeat whole sources in place, ``A`` each channel
+        ``ka`` times and ``B`` ``kb`` times, ``kb`` a multiple of ``ka``: position ``p``
+        holds ``A[p // ka]`` and ``B[p // kb]``, so ``A`` becomes a view of ``B``
+        repeated ``kb / ka`` times (a grouped convolution whose groups each read several
+        groups of the one before it)."""
+        found_a, found_b = self._repeats(a), self._repeats(b)
+        if found_a is None or found_b is None or found_a[0] == found_b[0]:
+            return False
+        if found_a[1] > found_b[1]:
+            (found_a, a), (found_b, b) = (found_b, b), (found_a, a)
+        (sa, ka), (sb, kb) = found_a, found_b
+        if kb % ka:
+            return False
+        view = Layout.of_source(sa, len(a) // ka, a.axis)
+        target = Layout.of_source(sb, len(b) // kb, a.axis).repeated(kb // ka, a.axis)
+        return self._alias(view, target)
 
     def freeze_layout(self, layout: Layout, reason: str) -> None:
         for sid in self.resolve(layout).sources():
@@ -190,6 +231,8 @@ class _Analyzer:
                 continue
             if len(other) == len(first) and not np.array_equal(other.idx, first.idx):
                 if self._alias(other, first) or self._alias(first, other):
+                    continue
+                if self._coarsen(first, other):
                     continue
             if len(other) != len(first) or not np.array_equal(other.idx, first.idx):
                 reason = f"{where} joins channels that are laid out differently"
@@ -392,13 +435,45 @@ def _group_name(producers: Sequence[str]) -> str:
     return f"{producers[0]}+{producers[1]}+...+{producers[-1]}"
 
 
-def analyze(model: keras.Model, *, warn: bool = True) -> PruningGraph:
+def _check_grouped_conv(value: Any) -> Union[str, Dict[str, str]]:
+    pairs = [("", value)] if isinstance(value, str) else None
+    if pairs is None and isinstance(value, Mapping):
+        pairs = list(value.items())
+    if pairs is None or any(
+        not isinstance(k, str) or not isinstance(m, str) or m not in GROUPED_CONV_MODES
+        for k, m in pairs
+    ):
+        raise OptionError(
+            f"grouped_conv must be one of {', '.join(repr(m) for m in GROUPED_CONV_MODES)}, "
+            "or a mapping from layer paths (fnmatch patterns) to one of them; got "
+            f"{value!r}"
+        )
+    return value if isinstance(value, str) else dict(value)
+
+
+def analyze(
+    model: keras.Model,
+    *,
+    warn: bool = True,
+    grouped_conv: Union[str, Mapping[str, str]] = "auto",
+) -> PruningGraph:
     """Find the channel groups of a Keras 3 functional or Sequential model.
 
     Args:
         model: a built functional model or Sequential model; nested models and shared
             layers are supported.
         warn: emit a warning for each layer class without a pruning handler.
+        grouped_conv: how convolutions with ``groups > 1`` are pruned. ``"aligned"``:
+            the groups stay, each of the ``groups`` blocks of the input and of the
+            filters keeps the same number of channels. ``"groups"``: whole groups are
+            removed (``groups`` shrinks): the channels of one group (its input
+            channels and its filters) are one channel of a group of kerasprune's.
+            ``"auto"`` (the default): ``"groups"`` for a convolution with one input
+            channel per group (a depthwise convolution written as
+            ``Conv2D(groups=C)``, as in ConvNeXt), ``"aligned"`` otherwise. A mapping
+            gives a mode per layer path (``fnmatch`` patterns, the first match wins;
+            ``"auto"`` for layers no pattern matches). Functions that analyze the model
+            themselves use ``"auto"``; pass them ``graph=`` for another mode.
 
     Returns:
         The :class:`PruningGraph`: its groups with names, sizes, members and whether
@@ -406,9 +481,11 @@ def analyze(model: keras.Model, *, warn: bool = True) -> PruningGraph:
 
     Raises:
         UnsupportedModelError: the model is subclassed or not built.
+        OptionError: ``grouped_conv`` is not one of the modes above.
     """
     if not isinstance(model, keras.Model):
         raise UnsupportedModelError(
             f"kerasprune.analyze() takes a keras.Model, got {type(model).__name__}"
         )
-    return _Analyzer(model, warn=warn).run()
+    options = {"grouped_conv": _check_grouped_conv(grouped_conv)}
+    return _Analyzer(model, warn=warn, options=options).run()

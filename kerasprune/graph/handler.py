@@ -64,6 +64,8 @@ class LayerRecord:
 class WalkState(Protocol):
     """What the analyzer offers a :class:`NodeContext` (implemented by the walk)."""
 
+    options: Mapping[str, Any]
+
     def new_source(self, name: str, size: int, frozen: Optional[str] = None) -> int:
         """A new set of ``size`` channels (frozen with reason ``frozen`` if given)."""
 
@@ -112,6 +114,11 @@ class NodeContext:
         """How reasons name this node: ``layer 'conv' (Conv2D)``, or for a Keras
         operation ``operation 'add_3' (keras.ops.add)``."""
         return describe_call(self.layer, self.path)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """The value of analysis option ``name`` (an argument of :func:`kerasprune.analyze`,
+        such as ``grouped_conv``), or ``default`` when it was not given."""
+        return self._an.options.get(name, default)
 
     # -- looking at inputs
 
@@ -163,17 +170,24 @@ class NodeContext:
         """
         if layout is None:
             return None
-        if self.top_level:
-            for kt, seen in zip(self.input_tensors, self.inputs):
-                if seen is layout:
-                    self._an.add_consumer_input(kt, layout)
-                    break
+        self.observe(layout)
         existing = self.record.slots.get(slot)
         if existing is None:
             self.record.slots[slot] = layout
             return layout
         self.unify([existing, layout], f"shared layer '{self.path}'")
         return existing
+
+    def observe(self, layout: Optional[Layout]) -> None:
+        """Record that the layer's weights read the channels of input ``layout`` (a feature
+        map where they can be observed as activations) without binding them to a slot;
+        :meth:`bind` does this itself."""
+        if layout is None or not self.top_level:
+            return
+        for kt, seen in zip(self.input_tensors, self.inputs):
+            if seen is layout:
+                self._an.add_consumer_input(kt, layout)
+                break
 
     def unify(self, layouts: Sequence[Optional[Layout]], where: str) -> None:
         """Couple tensors whose channels meet position by position (``Add``, shared weights)."""

@@ -28,6 +28,8 @@ __all__ = [
     "is_operation",
     "operation_name",
     "describe_call",
+    "has_graph_config",
+    "functional_copy",
 ]
 
 
@@ -168,3 +170,26 @@ def describe_call(obj: object, path: str) -> str:
     if is_operation(obj):
         return f"operation '{path}' ({operation_name(obj)})"
     return f"layer '{path}' ({type(obj).__name__})"
+
+
+def has_graph_config(model: keras.Model, config: Any) -> bool:
+    """Whether ``config`` (``model.get_config()``) describes ``model``'s graph layer by
+    layer (a Functional or Sequential config), rather than holding the constructor
+    arguments of a class that builds its graph in ``__init__`` (keras-hub models, a
+    ``keras.Model`` subclass calling ``super().__init__(inputs, outputs)``)."""
+    if not isinstance(config, dict) or not isinstance(config.get("layers"), list):
+        return False
+    if isinstance(model, keras.Sequential):
+        return True
+    return "input_layers" in config and "output_layers" in config
+
+
+def functional_copy(model: keras.Model) -> keras.Model:
+    """A plain functional ``keras.Model`` over the graph of graph model ``model``: the
+    same layer objects, inputs and outputs (in their structure), and name.
+
+    Its ``get_config()`` is a functional config, layer by layer, also where ``model``'s
+    own class has a config of constructor arguments. Nothing of ``model`` changes.
+    """
+    fn = functional_of(model)
+    return keras.Model(fn._inputs_struct, fn._outputs_struct, name=model.name)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Dict, List, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import keras
 import numpy as np
@@ -37,10 +37,29 @@ def _slot_owner(name: str, prefixes: List[Tuple[str, Tuple[str, int]]]):
     return None, None
 
 
+def _renamer(renames: Mapping[str, str]) -> Callable[[str], str]:
+    """Optimizer variable name -> the name it has for the rebuilt model's variables."""
+    def sanitized(path: str) -> str:
+        return path.replace("/", "_") + "_"
+
+    pairs = sorted(
+        ((sanitized(old), sanitized(new)) for old, new in renames.items()), key=lambda p: -len(p[0])
+    )
+
+    def rename(name: str) -> str:
+        for old, new in pairs:
+            if name.startswith(old):
+                return new + name[len(old):]
+        return name
+
+    return rename
+
+
 def carry_optimizer_state(
     old: keras.Model,
     new: keras.Model,
     weights_of: Dict[str, Tuple[list, Callable[[list], list]]],
+    renames: Optional[Mapping[str, str]] = None,
 ) -> int:
     """Copy ``old.optimizer``'s variables into ``new.optimizer``, sliced like the weights.
 
@@ -49,6 +68,9 @@ def carry_optimizer_state(
         new: the rebuilt model, compiled with an optimizer of the same kind.
         weights_of: layer path -> (the layer's original weight variables, a function that
             slices a list of arrays shaped like them the way the layer's weights were).
+        renames: original variable path -> the path of its counterpart in ``new``, for
+            variables whose layer got another name (layers named automatically, rebuilt
+            by their model's constructor).
 
     Returns:
         The number of optimizer variables carried over. Slots whose shape neither matches
@@ -60,6 +82,7 @@ def carry_optimizer_state(
     if not getattr(new_opt, "built", False):
         new_opt.build(new.trainable_variables)
     new_vars = {v.name: v for v in new_opt.variables}
+    rename = _renamer(renames or {})
     # sanitized variable path -> (layer path, weight position); longest first
     prefixes = []
     for path, (variables, _) in weights_of.items():
@@ -70,7 +93,7 @@ def carry_optimizer_state(
     carried, skipped = 0, []
     pending: Dict[Tuple[str, str], Dict[int, np.ndarray]] = {}
     for v in old_opt.variables:
-        target = new_vars.get(v.name)
+        target = new_vars.get(rename(v.name))
         if target is None:
             skipped.append(v.name)
             continue
@@ -88,7 +111,7 @@ def carry_optimizer_state(
         sliced = slicer(arrays)
         for i in slots:
             name = variables[i].path.replace("/", "_") + "_" + suffix
-            target = new_vars.get(name)
+            target = new_vars.get(rename(name))
             if target is None or tuple(target.shape) != tuple(np.shape(sliced[i])):
                 skipped.append(name)
                 continue

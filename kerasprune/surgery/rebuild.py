@@ -1,33 +1,33 @@
-"""The rebuilder: a new, thinner keras.Model with the kept channels only."""
+"""The rebuilder: a new, thinner keras.Model with the kept channels only.
+
+The new model is built from the original's config with the changed widths edited in,
+then given the original's weights, sliced. A model (or nested model) whose class builds
+its graph in its constructor has no layers in its config, only constructor arguments:
+it is rebuilt as the same class with other arguments where the keep-set is a change of
+them (:mod:`kerasprune.surgery.constructed`), and otherwise as a plain functional
+``keras.Model`` over the same layers, with a warning.
+"""
 
 from __future__ import annotations
 
 import copy
 import warnings
-from typing import Dict, Iterable, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 import keras
 import numpy as np
 
-from kerasprune.errors import HandlerError, KerasPruneError, RebuildError, handler_failure
+from kerasprune.errors import HandlerError, KerasPruneError, RebuildError
 from kerasprune.graph.analysis import analyze
 from kerasprune.graph.composite import is_container, iter_layers
 from kerasprune.graph.groups import PruningGraph, check_graph
+from kerasprune.graph.handler import SlotMasks
+from kerasprune.graph.keras_graph import functional_copy, has_graph_config, is_graph_model
+from kerasprune.surgery.constructed import model_shapes, plain_config, same_class_config
 from kerasprune.surgery.keep import keep_masks
 from kerasprune.surgery.optimizer import carry_optimizer_state, compile_like
 
 __all__ = ["rebuild"]
-
-
-def _index_config(config: dict, prefix: str, index: Dict[str, dict]) -> None:
-    """Map layer path -> the layer's entry in a (nested) model config."""
-    for entry in config.get("layers", []):
-        cfg = entry.get("config", {})
-        name = cfg.get("name", entry.get("name"))
-        path = prefix + name
-        index[path] = entry
-        if isinstance(cfg, dict) and "layers" in cfg:
-            _index_config(cfg, path + "/", index)
 
 
 def _is_keras_builtin(cls: type) -> bool:
@@ -54,7 +54,7 @@ def _skip_random_init(index: Dict[str, dict], layers: Dict[str, keras.layers.Lay
     swapped: Dict[str, Dict[str, object]] = {}
     for path, entry in index.items():
         layer = layers.get(path)
-        if layer is None or is_container(layer) or not layer.weights:
+        if layer is None or isinstance(layer, keras.Model) or not layer.weights:
             continue
         if not _is_keras_builtin(type(layer)):
             continue
@@ -86,31 +86,116 @@ def _custom_objects(model: keras.Model) -> Dict[str, type]:
     return objs
 
 
-def _replace_changed_composites(
-    graph: PruningGraph, slot_masks: Mapping[str, object], index: Dict[str, dict]
-) -> None:
-    """Give every composite layer with changed sublayers a functional config of its own.
+def _describe(layer: Any) -> str:
+    return f"'{getattr(layer, 'name', layer)}' ({type(layer).__name__})"
 
-    A composite layer's config holds its constructor arguments, not its sublayers, so the
-    new widths of its sublayers cannot be written into it. It is replaced, in the edited
-    config, by the functional model its call traced to (same name, same inbound calls),
-    whose sublayer entries are then edited like those of any nested model. Outer
-    composites first, so that a composite inside another is found in its parent's new
-    config.
+
+class _Plan:
+    """The config the thin model is built from, and how its layers pair with the original's.
+
+    Args:
+        model: the original model.
+        graph: its analysis.
+        slot_masks: layer path -> the masks of its changed slots.
+        thin: layer path -> the sliced weights of each changed layer with weights.
+        custom_objects: the model's own classes, for deserializing.
+
+    Attributes:
+        index: layer path -> its entry in the config (the layers of graph configs).
+        same_class: path of each model rebuilt by its own constructor ('' for the top).
+        built: path -> the model :func:`same_class_config` built and checked.
+        plain: ``(path, class name, why)`` of each model rebuilt as a plain functional
+            model (the top model's path is '').
+        composites: path of each composite layer rebuilt as a functional model of its
+            sublayers.
     """
-    for path in sorted(graph.composites, key=lambda p: p.count("/")):
-        if not any(changed.startswith(path + "/") for changed in slot_masks):
-            continue
-        entry = index.get(path)
-        if entry is None:
-            raise RebuildError(f"composite layer '{path}' is missing from the model's config")
-        traced = graph.composites[path]
-        layer = graph.record(path).layer
+
+    def __init__(
+        self,
+        model: keras.Model,
+        graph: PruningGraph,
+        slot_masks: Mapping[str, SlotMasks],
+        thin: Mapping[str, list],
+        custom_objects: Mapping[str, type],
+    ) -> None:
+        self.graph = graph
+        self.slot_masks = slot_masks
+        self.thin = thin
+        self.custom_objects = custom_objects
+        self.layers = dict(iter_layers(model))
+        self.index: Dict[str, dict] = {}
+        self.same_class: List[str] = []
+        self.built: Dict[str, keras.Model] = {}
+        self.plain: List[Tuple[str, str, str]] = []
+        self.composites: List[str] = []
+
+    def model_config(self, model: keras.Model, path: str) -> Tuple[Optional[dict], dict]:
+        """``(serialized plain model or None, config)`` to build ``model`` (at ``path``):
+        the first is given when the model is rebuilt as a plain functional model."""
+        try:
+            config = model.get_config()
+        except Exception as exc:  # constructor arguments Keras cannot serialize
+            config, found = None, f"its get_config() fails ({type(exc).__name__}: {exc})"
+        if has_graph_config(model, config):
+            config = copy.deepcopy(config)
+            self._enter(config, path)
+            return None, config
+        if config is not None:
+            found = same_class_config(model, *self._thin_layers(model, path), self.custom_objects)
+        if not isinstance(found, str):
+            self.same_class.append(path)
+            self.built[path] = found[1]
+            return None, plain_config(found[0])
+        self.plain.append((path, type(model).__name__, found))
+        try:
+            serialized = keras.saving.serialize_keras_object(functional_copy(model))
+        except Exception as exc:
+            raise RebuildError(
+                f"model {_describe(model)} builds its graph in its constructor, {found}, and "
+                "its graph cannot be serialized as a plain functional model either: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        config = serialized["config"]
+        config["trainable"] = model.trainable
+        self._enter(config, path)
+        return serialized, config
+
+    def _enter(self, config: dict, path: str) -> None:
+        prefix = path + "/" if path else ""
+        for entry in config.get("layers", []):
+            cfg = entry.get("config", {})
+            layer_path = prefix + cfg.get("name", entry.get("name"))
+            self.index[layer_path] = entry
+            entry.pop("build_config", None)  # rebuilt layers are built by the graph calls
+            layer = self.layers.get(layer_path)
+            if layer_path in self.graph.composites and any(
+                changed.startswith(layer_path + "/") for changed in self.slot_masks
+            ):
+                self._as_functional(entry, layer_path)
+                self._enter(entry["config"], layer_path)
+                continue
+            if layer is None or not is_graph_model(layer):
+                continue
+            plain, entry["config"] = self.model_config(layer, layer_path)
+            if plain is not None:
+                for key in ("module", "class_name", "registered_name"):
+                    entry[key] = plain.get(key)
+
+    def _as_functional(self, entry: dict, path: str) -> None:
+        """Replace composite layer ``path``'s entry by the functional model its call
+        traced to (same name, same inbound calls).
+
+        A composite layer's config holds its constructor arguments, not its sublayers,
+        so the new widths of its sublayers cannot be written into it; the functional
+        model's sublayer entries are then edited like those of any nested model.
+        """
+        layer = self.graph.record(path).layer
+        self.composites.append(path)
         warnings.warn(
             f"kerasprune: composite layer '{path}' ({type(layer).__name__}) has thinner "
             "sublayers, which its constructor arguments cannot express; the thin model "
             "holds it as a functional model of the same sublayers instead",
-            stacklevel=3,
+            stacklevel=4,
         )
         inbound = entry.get("inbound_nodes", [])
         entry.clear()
@@ -118,13 +203,119 @@ def _replace_changed_composites(
             {
                 "module": "keras.src.models.functional",
                 "class_name": "Functional",
-                "config": copy.deepcopy(traced.get_config()),
+                "config": copy.deepcopy(self.graph.composites[path].get_config()),
                 "registered_name": "Functional",
                 "name": layer.name,
                 "inbound_nodes": inbound,
             }
         )
-        _index_config(entry["config"], path + "/", index)
+
+    def _thin_layers(self, model: keras.Model, path: str) -> Tuple[list, list]:
+        """The thin shapes and configs of ``model``'s layers, in ``iter_layers`` order."""
+        prefix = path + "/" if path else ""
+        shapes = model_shapes(model)
+        configs: List[Optional[dict]] = []
+        for i, (sub, layer) in enumerate(iter_layers(model)):
+            layer_path = prefix + sub
+            if layer_path in self.thin:
+                shapes[i] = (shapes[i][0], [tuple(np.shape(w)) for w in self.thin[layer_path]])
+            if isinstance(layer, keras.Model):
+                configs.append(None)
+                continue
+            try:
+                cfg = plain_config(layer.get_config())
+            except Exception:
+                configs.append(None)
+                continue
+            masks = self.slot_masks.get(layer_path)
+            if masks:
+                _edit_config(self.graph, layer_path, layer, cfg, masks)
+            configs.append(cfg)
+        return shapes, configs
+
+    def inside_same_class(self, path: str) -> bool:
+        """Whether the layer at ``path`` is built by a same-class model's constructor."""
+        return any(p == "" or path.startswith(p + "/") for p in self.same_class)
+
+
+def _edit_config(
+    graph: PruningGraph, path: str, layer: keras.layers.Layer, config: dict, masks: SlotMasks
+) -> None:
+    """The handler's ``edit_config``, its failures a RebuildError naming the layer."""
+    rec = graph.record(path)
+    try:
+        rec.handler.edit_config(layer, config, masks)
+    except KerasPruneError:
+        raise
+    except Exception as exc:
+        raise RebuildError(
+            f"the pruning handler {type(rec.handler).__name__} could not edit the config of "
+            f"layer '{path}' ({type(layer).__name__}): {type(exc).__name__}: {exc}"
+        ) from exc
+
+
+def _culprit(
+    index: Mapping[str, dict],
+    layers: Mapping[str, keras.layers.Layer],
+    custom_objects: Mapping[str, type],
+) -> str:
+    """' (layer ...)' naming the first layer whose edited entry does not deserialize."""
+    with keras.saving.custom_object_scope(dict(custom_objects)):
+        for path, entry in index.items():
+            if is_graph_model(layers.get(path)):
+                continue
+            try:
+                keras.saving.deserialize_keras_object(copy.deepcopy(entry))
+            except Exception as exc:
+                return f" (layer '{path}' ({type(layers.get(path)).__name__}): {exc})"
+    return ""
+
+
+def _pairs(model: keras.Model, new: keras.Model, plan: _Plan) -> List[Tuple[str, Any, Any]]:
+    """``(path, original layer, rebuilt layer)`` for every layer of ``model``.
+
+    Layers pair by path, except inside a model rebuilt by its own constructor, where
+    they pair by position (automatically named layers get new numbers there).
+    """
+    new_layers = dict(iter_layers(new))
+    by_position: Dict[str, Any] = {}
+    for prefix in plan.same_class:
+        old_sub = model if prefix == "" else plan.layers[prefix]
+        new_sub = new if prefix == "" else new_layers.get(prefix)
+        if new_sub is None:
+            continue
+        sub = prefix + "/" if prefix else ""
+        for (p, _), (_, n) in zip(iter_layers(old_sub), iter_layers(new_sub)):
+            by_position[sub + p] = n
+    plain = {path for path, _, _ in plan.plain} | set(plan.composites)
+    out = []
+    for path, layer in iter_layers(model):
+        new_layer = by_position.get(path) if plan.inside_same_class(path) else new_layers.get(path)
+        if path in plain and isinstance(new_layer, keras.Model):
+            pass  # a plain functional model now
+        elif new_layer is None and (not layer.weights or is_container(layer)):
+            continue  # a composite layer's sublayer that its call never uses
+        elif new_layer is None or type(new_layer) is not type(layer):
+            raise RebuildError(
+                f"layer '{path}' ({type(layer).__name__}) is missing from the rebuilt model"
+            )
+        out.append((path, layer, new_layer))
+    return out
+
+
+def _slice(graph: PruningGraph, path: str, layer: keras.layers.Layer, masks: SlotMasks) -> list:
+    """The layer's weights sliced by its handler, its failures a RebuildError."""
+    handler = graph.record(path).handler
+    weights = [np.asarray(w) for w in layer.get_weights()]
+    try:
+        return list(handler.slice_weights(layer, weights, masks))
+    except KerasPruneError:
+        raise
+    except Exception as exc:
+        raise RebuildError(
+            f"the pruning handler {type(handler).__name__} could not slice the weights of "
+            f"layer '{path}' ({type(layer).__name__}): {type(exc).__name__}: {exc}"
+        ) from exc
 
 
 def rebuild(
@@ -143,8 +334,20 @@ def rebuild(
     constraints are carried over through the layer configs. ``model`` itself is never
     modified, whether the rebuild succeeds or fails.
 
+    A model whose class builds its graph in its constructor (a ``keras.Model`` subclass
+    calling ``super().__init__(inputs, outputs)`` in ``__init__``, every keras-hub
+    Backbone and Task; also when nested in another model) has constructor arguments for
+    a config. When the keep-set changes exactly what other values of its integer
+    arguments change (all blocks' widths follow a ``filters`` or ``hidden_dim``
+    argument, and every changed width is one of them), the thin model is the same class
+    built with those values, with the sliced weights: it keeps its class, methods and
+    ``.keras`` registration (layers that Keras named automatically get new numbers).
+    Otherwise the thin model (or the nested model) is a plain functional
+    ``keras.Model`` with the same layers, names and weights, and a warning says so: the
+    class's own methods and attributes are not carried over.
+
     Args:
-        model: a functional or Sequential Keras 3 model.
+        model: a functional or Sequential Keras 3 model, or a subclass built functionally.
         keep: group name -> indices of the channels to keep (a boolean mask of the
             group's size is accepted too). Groups not listed keep every channel.
         graph: the result of ``analyze(model)``, if already computed.
@@ -155,76 +358,96 @@ def rebuild(
             weights, so fine-tuning continues instead of restarting.
 
     Returns:
-        The new ``keras.Model`` (of the same class as ``model``).
+        The new ``keras.Model``: of the same class as ``model``, or a plain functional
+        model for a class whose constructor cannot build the thin widths (see above).
 
     Raises:
         KeepSetError: the keep-set does not fit the model (see the message).
         FrozenGroupError: the keep-set removes channels of a frozen group.
         UnsupportedModelError: the model has no functional graph or is not built.
+        RebuildError: the thin model could not be built; the message names the layer
+            (or model) and its class, and the cause.
     """
     check_graph(graph, model, "rebuild")
     if graph is None:
         graph = analyze(model, warn=False)
     masks = keep_masks(graph, keep)
     slot_masks = graph.slot_masks(masks)
+    layers = dict(iter_layers(model))
+    thin = {
+        path: _slice(graph, path, layers[path], layer_masks)
+        for path, layer_masks in slot_masks.items()
+        if path in layers and not is_container(layers[path]) and layers[path].weights
+    }
 
-    config = copy.deepcopy(model.get_config())
-    index: Dict[str, dict] = {}
-    _index_config(config, "", index)
-    _replace_changed_composites(graph, slot_masks, index)
-    for entry in index.values():
-        entry.pop("build_config", None)  # rebuilt layers are built by the graph calls
+    custom_objects = _custom_objects(model)
+    plan = _Plan(model, graph, slot_masks, thin, custom_objects)
+    plain, config = plan.model_config(model, "")
     for path, layer_masks in slot_masks.items():
-        rec = graph.record(path)
-        try:
-            rec.handler.edit_config(rec.layer, index[path]["config"], layer_masks)
-        except KerasPruneError:
-            raise
-        except Exception as exc:  # a bug in the handler: name it, never a bare error
-            raise handler_failure(rec.handler, rec.layer, path, "edit_config", exc) from exc
-    swapped = _skip_random_init(index, dict(iter_layers(model)))
+        if plan.inside_same_class(path):
+            continue  # its width comes from the constructor arguments
+        entry = plan.index.get(path)
+        if entry is None or not isinstance(entry.get("config"), dict):
+            layer = layers.get(path)
+            raise RebuildError(
+                f"layer '{path}' ({type(layer).__name__}) has no entry in the config of "
+                f"model '{model.name}' ({type(model).__name__}) to edit its width in"
+            )
+        _edit_config(graph, path, graph.record(path).layer, entry["config"], layer_masks)
+    swapped = _skip_random_init(plan.index, layers)
 
-    try:
-        with keras.saving.custom_object_scope(_custom_objects(model)):
-            new = type(model).from_config(config)
-    except Exception as exc:  # surface which layer broke, not a deep traceback only
-        raise RebuildError(
-            f"could not rebuild model '{model.name}' from its edited config: {exc}"
-        ) from exc
+    if "" in plan.built:
+        new = plan.built[""]
+    else:
+        cls = type(model) if plain is None else keras.Model
+        try:
+            with keras.saving.custom_object_scope(custom_objects):
+                new = cls.from_config(config)
+        except Exception as exc:  # surface which layer broke, not a deep traceback only
+            culprit = _culprit(plan.index, layers, custom_objects)
+            raise RebuildError(
+                f"could not rebuild model '{model.name}' ({type(model).__name__}) from its "
+                f"edited config{culprit}: {type(exc).__name__}: {exc}"
+            ) from exc
+    for path, cls_name, why in plan.plain:
+        warnings.warn(
+            f"kerasprune: model '{path or model.name}' ({cls_name}) builds its graph in its "
+            f"constructor, and {why}: it is rebuilt as a plain functional keras.Model with "
+            f"the same layers and weights, without {cls_name}'s own methods and attributes",
+            stacklevel=2,
+        )
 
     new.trainable = model.trainable  # first: on a Model it cascades to every layer
     new_layers = dict(iter_layers(new))
     _restore_init(swapped, new_layers)
     sliced: Dict[str, tuple] = {}
-    for path, layer in iter_layers(model):
-        new_layer = new_layers.get(path)
-        if new_layer is None:
-            if not layer.weights or is_container(layer):
-                continue  # a composite layer's sublayer that its call never uses
-            raise RebuildError(
-                f"layer '{path}' ({type(layer).__name__}) is missing from the rebuilt model"
-            )
+    renames: Dict[str, str] = {}
+    for path, layer, new_layer in _pairs(model, new, plan):
         new_layer.trainable = layer.trainable
         if is_container(layer) or not layer.weights:
             continue
-        weights = [np.asarray(w) for w in layer.get_weights()]
-        layer_masks = slot_masks.get(path)
-        if layer_masks:
-            handler = graph.record(path).handler
-            try:
-                weights = handler.slice_weights(layer, weights, layer_masks)
-            except KerasPruneError:
-                raise
-            except Exception as exc:  # a bug in the handler: name it
-                raise handler_failure(handler, layer, path, "slice_weights", exc) from exc
+        # automatically named layers rebuilt by a constructor get new numbers
+        for a, b in zip(layer.weights, new_layer.weights):
+            if a.path != b.path:
+                renames[a.path] = b.path
+        if path in thin:
+            weights = thin[path]
+            handler, layer_masks = graph.record(path).handler, slot_masks[path]
 
             def slicer(arrays, _h=handler, _l=layer, _m=layer_masks):
                 return _h.slice_weights(_l, arrays, _m)
 
             sliced[path] = (list(layer.weights), slicer)
+        else:
+            weights = [np.asarray(w) for w in layer.get_weights()]
         try:
             new_layer.set_weights(weights)
         except ValueError as exc:
+            if path not in thin:
+                raise RebuildError(
+                    f"the rebuilt layer '{path}' ({type(layer).__name__}) does not take the "
+                    f"original's weights: {exc}"
+                ) from exc
             raise HandlerError(
                 f"the pruning handler {type(graph.record(path).handler).__name__} of layer "
                 f"'{path}' ({type(layer).__name__}) sliced weights that do not fit the "
@@ -235,5 +458,5 @@ def rebuild(
             finalize()  # their constants from the weights just set, as after loading
 
     if compile and compile_like(model, new) and carry_optimizer:
-        carry_optimizer_state(model, new, sliced)
+        carry_optimizer_state(model, new, sliced, renames)
     return new
