@@ -23,7 +23,9 @@ __all__ = [
     "ImportanceError",
     "SelectionError",
     "OptionError",
+    "NothingPrunableError",
     "ScheduleError",
+    "RunError",
     "TargetError",
     "TargetNotMetError",
     "SpeedupNotReachedError",
@@ -127,8 +129,18 @@ class OptionError(KerasPruneError, ValueError):
     negative width); the message names the argument and what it accepts."""
 
 
+class NothingPrunableError(KerasPruneError, ValueError):
+    """Pruning was asked of a model none of whose channel groups may lose a channel; the
+    message says why its groups are frozen."""
+
+
 class ScheduleError(KerasPruneError, ValueError):
     """A pruning ratio or schedule that cannot be used (outside ``(0, 1)``, not rising, ...)."""
+
+
+class RunError(KerasPruneError, ValueError):
+    """A gradual run that cannot start or resume as asked: a directory that already holds
+    a run (or none to resume), a model that cannot be fine-tuned."""
 
 
 class TargetError(KerasPruneError, ValueError):

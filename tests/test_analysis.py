@@ -257,3 +257,18 @@ def test_registering_a_second_handler_for_a_class_needs_replace():
         assert type(registry.handler_for(Scaled())) is kp.PerChannelHandler
     finally:
         registry._REGISTRY.pop(Scaled, None)
+
+
+def test_pruning_a_model_with_nothing_prunable_is_an_error_that_says_why(tmp_path):
+    inp = keras.Input((6,), name="inp")
+    x = L.Dense(4, activation="softmax", name="attn")(inp)  # a softmax across its units
+    model = keras.Model(inp, L.Dense(2, name="head")(x))
+    model.compile("sgd", "mse")
+    with pytest.raises(kp.NothingPrunableError, match="all 3 of its channel groups are frozen") as err:
+        kp.prune(model, 0.3)
+    assert "softmax" in str(err.value) and "reaches model output 'head'" in str(err.value)
+    pruner = kp.GradualPruner(tmp_path / "run", rounds=1)
+    data = (np.zeros((4, 6), "float32"), np.zeros((4, 2), "float32"))
+    with pytest.raises(kp.NothingPrunableError):
+        pruner.run(model, data, data)
+    assert not (tmp_path / "run").exists()  # refused before anything is written

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+from collections import Counter
 from dataclasses import dataclass
 from typing import (
     Any,
@@ -30,7 +31,7 @@ from typing import (
 import keras
 import numpy as np
 
-from kerasprune.errors import GraphMismatchError, GroupNotFoundError
+from kerasprune.errors import GraphMismatchError, GroupNotFoundError, NothingPrunableError
 from kerasprune.graph.entries import AxisPositions, Positions, WeightEntries, slot_positions
 from kerasprune.graph.handler import LayerRecord, SlotMasks
 from kerasprune.graph.layout import Layout
@@ -235,6 +236,24 @@ class PruningGraph:
     def frozen(self) -> List[ChannelGroup]:
         """The groups that may not lose channels, each with its reasons."""
         return [grp for grp in self.groups if not grp.prunable]
+
+    def require_prunable(self) -> None:
+        """Refuse to prune a model none of whose groups may lose a channel.
+
+        Raises:
+            NothingPrunableError: every group is frozen; the message gives the most
+                common reasons, with how many groups each one freezes.
+        """
+        if self.prunable:
+            return
+        counts = Counter(r for g in self.groups for r in g.reasons)
+        shown = [f"{r} ({n} group{'s' if n > 1 else ''})" for r, n in counts.most_common(6)]
+        more = f"; and {len(counts) - 6} other reasons" if len(counts) > 6 else ""
+        raise NothingPrunableError(
+            f"model '{self.model.name}' has nothing to prune: all {len(self.groups)} of its "
+            f"channel groups are frozen. Why: {'; '.join(shown)}{more}. "
+            "kerasprune.analyze(model).summary() lists every group"
+        )
 
     def record(self, layer: str) -> LayerRecord:
         """What the analysis learned about the layer at path ``layer``."""

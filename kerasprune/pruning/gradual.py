@@ -24,7 +24,7 @@ import tensorflow as tf
 from kerasprune.callbacks.saliency import SaliencyAccumulator
 from kerasprune.errors import (
     ImportanceError,
-    KerasPruneError,
+    RunError,
     ScheduleError,
     SelectionError,
     TargetError,
@@ -242,18 +242,19 @@ class GradualPruner:
         rd.clean_temporaries()
         rows = rd.history()
         if rows and not resume:
-            raise KerasPruneError(
+            raise RunError(
                 f"{rd.path} already holds a run ({len(rows)} rounds); resume it or use another directory"
             )
         if rows:
             model, rows = self._resume(rows, val_data)
         else:
             if model is None:
-                raise KerasPruneError(f"{rd.path} holds no run to resume: pass the model to prune")
+                raise RunError(f"{rd.path} holds no run to resume: pass the model to prune")
             if not getattr(model, "compiled", False):
-                raise KerasPruneError(
+                raise RunError(
                     "the model must be compiled (loss, optimizer, metrics) so it can be fine-tuned and measured"
                 )
+            analyze(model, warn=False).require_prunable()
             rows = [self._baseline(model, val_data)]
         first = rows[0]
         last = rows[-1]

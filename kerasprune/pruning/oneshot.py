@@ -94,6 +94,7 @@ def prune(
         round_to=round_to, exclude=exclude, hierarchy=hierarchy, method=method,
     )
     graph = analyze(model)
+    graph.require_prunable()
     scores = score(
         model, criterion, normalization=normalization, data=data, graph=graph, loss=loss,
         max_batches=max_batches, exclude=opts.exclude, verbose=verbose,

@@ -137,6 +137,7 @@ def prune_for_speedup(
     if measure is None:
         measure = LatencyMeter(batch_size=batch_size, samples=samples).speedup
     graph = analyze(model)
+    graph.require_prunable()
     scores = score(model, criterion, normalization=normalization, data=data, graph=graph, loss=loss,
                    exclude=opts.exclude)
     trials: List[Tuple[float, float]] = []
