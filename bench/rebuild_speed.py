@@ -52,6 +52,14 @@ MODELS: Dict[str, Callable[[], keras.Model]] = {
     "densenet121": lambda: keras.applications.DenseNet121(
         weights=None, input_shape=(32, 32, 3), classes=10
     ),
+    # hard-swish and its gates are keras.ops operations in the graph
+    "mobilenetv3small": lambda: keras.applications.MobileNetV3Small(
+        weights=None, input_shape=(32, 32, 3), classes=10
+    ),
+    # depthwise Conv2D(groups=C), LayerScale and ops additions
+    "convnexttiny": lambda: keras.applications.ConvNeXtTiny(
+        weights=None, input_shape=(32, 32, 3), classes=10
+    ),
 }
 
 
