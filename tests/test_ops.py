@@ -182,9 +182,23 @@ def splits_and_slices():
     }
 
 
+def channel_splits():
+    """Splits of the channel axis (CSPNet's cross stages): into equal sections the group
+    is kept in equal blocks (``c1`` in 2, ``c3`` in 3), at indices the indices follow the
+    kept channels (``c4``); a residual on one section couples its producer to that half."""
+    inp = keras.Input((6, 6, 3))
+    x = _c1(inp)
+    a, b = ops.split(x, 2, axis=-1)
+    y = L.Conv2D(3, 1, name="r")(a) + b  # 'r' runs on the second half of c1
+    p, q, r = ops.array_split(L.Conv2D(6, 1, name="c3")(y), 3, axis=-1)
+    u, v = ops.split(L.Conv2D(6, 1, name="c4")(x), [2], axis=-1)
+    z = ops.concatenate([a, p, q, r, u, L.Conv2D(2, 1, name="c5")(v), y], axis=-1)
+    return keras.Model(inp, _head(z)), False, {"Split", "ArraySplit"}
+
+
 FAMILIES = [
     scalar_arithmetic, unary_activations, coupled_tensors, moved_axes, joins, reductions,
-    contractions, splits_and_slices,
+    contractions, splits_and_slices, channel_splits,
 ]
 
 
@@ -236,12 +250,43 @@ def test_reshape_and_slice_configs_follow_the_kept_width():
     assert list(entry["config"]["shape"]) == [-1, 3, 2, 2]
 
 
+def test_channel_splits_keep_equal_sections_and_move_their_indices():
+    model = randomize(channel_splits()[0])
+    graph = kp.analyze(model)
+    assert graph.group_of("c1").blocks == 2 and graph.group_of("c3").blocks == 3
+    assert graph.group_of("r") is graph.group_of("c1")  # added to the second half
+    assert graph.group_of("c4").blocks == 1
+    with pytest.raises(kp.KeepSetError):
+        kp.rebuild(model, {"c1": [0, 1, 2, 3]}, graph=graph)  # 3 of one half, 1 of the other
+    keep = {"c1": [0, 2, 3, 5], "c3": [1, 3, 4], "c4": [1, 3, 5]}
+    thin = kp.rebuild(model, keep, graph=graph)
+    splits = {
+        e["class_name"]: e["config"]["indices_or_sections"]
+        for e in thin.get_config()["layers"] if "Split" in e["class_name"]
+    }
+    assert splits["ArraySplit"] == 3
+    indices = [
+        e["config"]["indices_or_sections"]
+        for e in thin.get_config()["layers"]
+        if e["class_name"] == "Split" and e["config"]["indices_or_sections"] != 2
+    ]
+    assert [list(i) for i in indices] == [[1]]  # c4 keeps 1 of its first 2 channels
+    x = np.random.default_rng(1).normal(size=(2, 6, 6, 3)).astype("float32")
+    assert_close(thin(x), cut_off(model, graph, keep)(x))
+
+
 # -- what stays frozen -------------------------------------------------------------------
 
 FROZEN = {
     "slice_of_the_channels": (lambda x: x[..., :3], "indexes or slices the channel axis"),
     "one_channel": (lambda x: x[:, :, :, 0:1] * x[:, :, :, 1:2], "indexes or slices"),
-    "split_of_the_channels": (lambda x: ops.split(x, 2, axis=-1)[0], "splits the channel axis"),
+    "unequal_split_of_the_channels": (
+        lambda x: ops.array_split(x, 4, axis=-1)[0], "splits the channel axis into unequal"
+    ),
+    "equal_split_of_a_concatenation": (
+        lambda x: ops.split(ops.concatenate([x, x], axis=-1), 3, axis=-1)[0],
+        "splits its channels into 3 blocks that do not line up",
+    ),
     "mean_over_channels": (lambda x: ops.mean(x, axis=-1, keepdims=True), "reduces the channel"),
     "softmax_over_channels": (lambda x: ops.softmax(x, axis=-1), "acts along the channel axis"),
     "reshape_splitting_channels": (

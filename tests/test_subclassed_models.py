@@ -175,6 +175,33 @@ def test_a_nested_subclass_keeps_its_class_where_the_change_is_uniform(uniform, 
     check_thin(model, graph, keep, thin, tmp_path, rng)
 
 
+@keras.saving.register_keras_serializable(package="kerasprune_tests")
+class NamelessConfig(WidthNet):
+    """A WidthNet whose get_config leaves out its name (as keras-hub's VGGBackbone's does)."""
+
+    def get_config(self):
+        return {"filters": self.filters, "hidden": self.hidden, "classes": self.classes}
+
+
+def test_a_subclass_whose_config_has_no_name_keeps_its_name(tmp_path, rng):
+    """Rebuilt by its constructor from a config without a name, the model would get a
+    new automatic one; nested, its parent's graph would then lose it (a RebuildError
+    "layer 'inner/stem' is missing"). The name is passed to the constructor."""
+    keep = {"stem+conv_b": [0, 2, 5], "conv_a": [1, 3, 4], "expand": every_other(12)}
+    model = randomize(NamelessConfig(name="nameless"))
+    thin, warned = rebuild_and_warnings(model, keep, kp.analyze(model))
+    assert type(thin) is NamelessConfig and not warned and thin.name == "nameless"
+    inp = keras.Input((8, 8, 3), name="x")
+    outer = randomize(keras.Model(inp, L.Dense(2, name="out")(NamelessConfig(name="inner")(inp))))
+    graph = kp.analyze(outer)
+    keep = {"inner/stem+inner/conv_b": [1, 2, 3], "inner/conv_a": [0, 4, 5],
+            "inner/expand": every_other(12)}
+    thin, warned = rebuild_and_warnings(outer, keep, graph)
+    inner = thin.get_layer("inner")
+    assert type(inner) is NamelessConfig and not warned and inner.filters == 3
+    check_thin(outer, graph, keep, thin, tmp_path, rng)
+
+
 class HoldsAnObject(keras.Model):
     """Built functionally around an argument Keras cannot serialize: its config cannot
     build it again."""

@@ -209,7 +209,7 @@ class NodeContext:
             return
         self.freeze(
             layout,
-            f"layer '{self.path}' splits its channels into {blocks} blocks that do not "
+            f"{self.describe()} splits its channels into {blocks} blocks that do not "
             "line up with a single group",
         )
 

@@ -183,7 +183,9 @@ def same_class_config(
 
     Returns:
         ``(config, built)``: the changed config and the model it built, whose layers
-        have exactly the ``want`` shapes and configs; or, when no change of integer
+        have exactly the ``want`` shapes and configs, and which has ``model``'s name
+        (added to a config that leaves it out, where the class takes it: a nested model
+        keeps the name its parent's graph calls it by); or, when no change of integer
         arguments gives them (a non-uniform keep-set, a class that refuses the values or
         cannot be built from its config at all), why not, as a phrase.
     """
@@ -236,7 +238,13 @@ def same_class_config(
     new_config = config
     for path, value in values.items():
         new_config = _set_leaf(new_config, path, value)
-    built = _build(cls, new_config, custom_objects)
+    built = None
+    if "name" not in new_config:  # a get_config without the name (keras-hub's VGGBackbone)
+        named = dict(new_config, name=model.name)
+        built = _build(cls, named, custom_objects)
+        new_config = named if built is not None else new_config
+    if built is None:
+        built = _build(cls, new_config, custom_objects)
     if built is None and not values:
         return cannot
     changes = ", ".join(f"{_leaf_name(p)}={v}" for p, v in values.items())

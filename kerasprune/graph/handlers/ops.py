@@ -20,8 +20,10 @@ encodes a width (``reshape``'s new shape, ``slice``'s shape) is edited. The fami
   channel axis is followed; a reshape may merge it with other axes (a flatten) but not
   split it;
 * **joins and splits**: concatenate (on the channel axis each input takes the next
-  slice; on another axis the inputs are coupled), stack (coupled), split, array_split
-  and unstack along another axis, ``x[...]`` (``get_item``) and ``slice`` that keep the
+  slice; on another axis the inputs are coupled), stack (coupled), split and
+  array_split (of the channel axis too: each piece takes its slice, equal sections
+  keep the input's group in equal blocks, split indices follow the kept channels),
+  unstack along another axis, ``x[...]`` (``get_item``) and ``slice`` that keep the
   whole channel axis, pad of other axes;
 * **contractions** (matmul, einsum): an axis carried to the output keeps its channels;
   a contracted channel axis couples the operands that meet along it (``q @ k^T``
@@ -46,7 +48,7 @@ from keras.src.ops import math as _math
 from keras.src.ops import nn as _nn
 from keras.src.ops import numpy as _numpy
 
-from kerasprune.graph.handler import LayerHandler
+from kerasprune.graph.handler import LayerHandler, NodeContext, SlotMasks
 from kerasprune.graph.handlers._common import call_arg, input_index, prod
 from kerasprune.graph.handlers.merge import ConcatenateHandler, ElementwiseMergeHandler
 from kerasprune.graph.layout import Layout
@@ -445,17 +447,52 @@ class StackOpHandler(LayerHandler):
 
 @register_handler(*_classes(_numpy, "Split ArraySplit"))
 class SplitOpHandler(LayerHandler):
-    """Split along another axis than the channels': every piece keeps all channels.
-    Splitting the channel axis itself is frozen."""
+    """``split`` and ``array_split``. Along another axis than the channels' every piece
+    keeps all channels. Along the channel axis each piece holds its slice of the input's
+    channels:
 
-    def analyze(self, ctx):
+    * into ``N`` equal sections (an integer; CSPNet's ``ops.split(x, 2, axis=-1)``), the
+      input's group is kept in ``N`` equal blocks, so the sections stay equal and ``N``
+      does not change; an input that is not one whole group in order, or that
+      ``array_split`` cuts into unequal sections, is frozen;
+    * at given indices, the indices (slot ``"indices"``) follow the kept channels before
+      them.
+    """
+
+    def analyze(self, ctx: NodeContext) -> List[Optional[Layout]]:
+        """The pieces' layouts: the whole input, or each its slice of the channels."""
         inp = ctx.inputs[0] if ctx.inputs else None
         n_out = len(ctx.output_shapes)
         if inp is None:
             return [None] * n_out
-        if int(ctx.layer.axis) % len(ctx.input_shapes[0]) == inp.axis:
-            return _frozen(ctx, f"{ctx.describe()} splits the channel axis")
-        return [inp] * n_out
+        if int(ctx.layer.axis) % len(ctx.input_shapes[0]) != inp.axis:
+            return [inp] * n_out
+        sections = ctx.layer.indices_or_sections
+        size = len(inp)
+        if _is_int(sections):
+            if size % int(sections):
+                return _frozen(
+                    ctx, f"{ctx.describe()} splits the channel axis into unequal sections"
+                )
+            ctx.require_blocks(inp, int(sections))
+            bounds = [size // int(sections) * k for k in range(int(sections) + 1)]
+        else:
+            cuts = [min(max(int(i) + (size if int(i) < 0 else 0), 0), size) for i in sections]
+            if cuts != sorted(cuts):
+                return _frozen(ctx, f"{ctx.describe()} splits the channel axis out of order")
+            ctx.bind("indices", inp)
+            bounds = [0] + cuts + [size]
+        outs = [Layout(inp.src[a:b], inp.idx[a:b], inp.axis) for a, b in zip(bounds, bounds[1:])]
+        return [layout if len(layout) else None for layout in outs]
+
+    def edit_config(self, layer: keras.Operation, config: dict, masks: SlotMasks) -> None:
+        """Split indices count the kept channels before them."""
+        mask = masks.get("indices")
+        if mask is None:
+            return
+        size = len(mask)
+        cuts = [int(i) + (size if int(i) < 0 else 0) for i in config["indices_or_sections"]]
+        config["indices_or_sections"] = [int(mask[: min(max(c, 0), size)].sum()) for c in cuts]
 
 
 @register_handler(*_classes(_core, "Unstack"))
