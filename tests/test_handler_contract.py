@@ -1,8 +1,10 @@
 """The contract of every registered layer handler, checked class by class.
 
-The parametrization comes from the handler registry itself: every layer class in
-``registered_handlers()`` needs a tiny model in ``MINIMAL_MODELS`` (or a reason in
-``EXEMPT``), or its tests fail and say so. For each class:
+The parametrization comes from the handler registry itself: every layer or operation
+class in ``registered_handlers()`` needs a tiny model in ``MINIMAL_MODELS`` (or a reason
+in ``EXEMPT``), or its tests fail and say so. The models of the Keras operations
+(``keras.ops.add``, ``relu``, ``mean``, ...) are generated from their handler families
+(``FAMILY_CALLS``, ``CALLS``). For each class:
 
 * the channels reaching the layer under test are prunable: some prunable group has a
   member on it, or, for a layer without weights or slots (Dropout, Add, ...), a prunable
@@ -12,25 +14,34 @@ The parametrization comes from the handler registry itself: every layer class in
 * the thin model survives a ``.keras`` round trip;
 * every weight position a handler states equals the one derived from its slicing.
 
-The layer under test is named ``under_test``. The cut-off reference lets a removed
-channel carry zero through the layers without channel slots, so their models use
+The layer or operation under test is named ``under_test``. The cut-off reference lets a
+removed channel carry zero through the layers without channel slots, so their models use
 activations that map 0 to 0 (relu, tanh); where a layer turns zero into something else
-(``CUT_INPUTS``) the reference also zeroes the consumer's weights that read the channel.
+(``CUT_INPUTS``), or an operation's call does (``exp``, ``x == y``: found by calling it on
+zeros, ``turns_zero_into_nonzero``), the reference also zeroes the consumer's weights
+that read the channel.
 """
 
 from __future__ import annotations
 
+import functools
+from typing import Callable, NamedTuple, Tuple
+
 import keras
 import numpy as np
 import pytest
+from keras import ops
 from keras.src.applications.convnext import LayerScale
 from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+from keras.src.ops import nn as knn
 from models import L, randomize
 from reference import assert_close, assert_positions_agree, cut_off
 
 import kerasprune as kp
 from kerasprune.graph.composite import iter_layers
 from kerasprune.graph.entries import AxisPositions, derive_positions
+from kerasprune.graph.handlers import ops as op_handlers
+from kerasprune.graph.keras_graph import is_operation, operation_name, producer
 from kerasprune.graph.registry import registered_handlers
 
 # the Masking model's Conv1D drops the mask, and says so
@@ -175,7 +186,7 @@ MINIMAL_MODELS = {
     L.ActivityRegularization: lambda: sandwich(L.ActivityRegularization(l1=0.1, name=UT)),
     L.Identity: lambda: sandwich(L.Identity(name=UT)),
     # the Conv1D after it drops the mask: a mask read downstream is computed by NotEqual
-    # and Any ops, which freeze the channels (see the xfail test at the end)
+    # and Any ops, and Any reduces the channels, which freezes them (see the xfail test)
     L.Masking: lambda: _seq(L.Masking(0.0, name=UT)),
     L.MaxPooling1D: lambda: _seq(L.MaxPooling1D(2, name=UT)),
     L.MaxPooling2D: lambda: sandwich(L.MaxPooling2D(2, name=UT)),
@@ -224,11 +235,16 @@ MINIMAL_MODELS = {
     CustomScaleLayer: lambda: merge(CustomScaleLayer, scale=0.2),
 }
 
-# layer class -> why it has no minimal model of its own
-EXEMPT: dict = {}
+# layer or operation class -> why it has no minimal model of its own
+EXEMPT = {
+    knn.AdaptiveMaxPool: "Keras cannot load it from a .keras file (compute_output_spec adds the saved "
+    "output_size, a list, to a tuple); test_adaptive_pooling_contract_but_the_round_trip checks the rest",
+    knn.AdaptiveAveragePool: "as AdaptiveMaxPool",
+}
 
-# classes whose minimal model turns a removed (zero) channel into something non-zero
-# before the consumer reads it: the reference zeroes the consumer's weights too
+# layer classes whose minimal model turns a removed (zero) channel into something non-zero
+# before the consumer reads it: the reference zeroes the consumer's weights too (for the
+# operations, turns_zero_into_nonzero tells)
 CUT_INPUTS = {L.Softmax: "a softmax over time gives a zero channel 1/T at every step"}
 
 # (predicate on (record, slot), reason): stated weight positions that slicing cannot derive
@@ -243,6 +259,179 @@ STATED_ONLY = [
 ]
 
 
+# -- Keras operations -----------------------------------------------------------------------
+# The operation classes (``keras.src.ops.numpy.Add``, ``nn.Relu``, ...: what ``x + y`` and
+# ``keras.ops.relu(x)`` leave in a graph) get their minimal models generated, not written
+# out: each calls the operation's public ``keras.ops`` function (``operation_name``) the
+# way its handler's family takes arguments (FAMILY_CALLS), or as CALLS says for an
+# operation the family's call does not fit (a domain, an integer operand, an axis).
+
+OPERATIONS = [c for c in registered_handlers() if issubclass(c, keras.Operation) and not issubclass(c, L.Layer)]
+IMG = (4, 4, 3)  # the operations' models: 1x1 Conv2D producers on a 4x4 image
+
+
+class OpCall(NamedTuple):
+    """How an operation's model calls its function ``f``: ``call(f, *xs)``, where ``xs``
+    are the outputs of one producer per width (``before``, then ``other``) of an input
+    of ``shape``; the result (cast to float32 if it is not) goes on to ``_tail``."""
+
+    call: Callable
+    widths: Tuple[int, ...] = (4,)
+    shape: Tuple[int, ...] = IMG
+
+
+def _one(call, **kwargs) -> OpCall:
+    return OpCall(call, **kwargs)
+
+
+def _two(call, **kwargs) -> OpCall:
+    return OpCall(call, widths=(4, 4), **kwargs)
+
+
+def _positive(t):  # log, rsqrt, reciprocal, arccosh, a power's base: >= 1
+    return ops.abs(t) + 1.0
+
+
+def _unit(t):  # arcsin, arccos, arctanh, erfinv: inside (-1, 1)
+    return ops.tanh(t) * 0.5
+
+
+def _ints(t):  # bitwise operations, gcd: integers of a few bits
+    return ops.cast(t * 4.0, "int32")
+
+
+def _shift(t):  # shift counts: 0 to a few
+    return ops.cast(ops.abs(t) * 2.0, "int32")
+
+
+def _channels_last(t):  # (B, C, H, W) -> (B, H, W, C)
+    return ops.transpose(t, (0, 2, 3, 1))
+
+
+def _total(ts):  # the pieces of a split, summed
+    return functools.reduce(ops.add, ts)
+
+
+_MIX = np.linspace(-1.0, 1.0, 16, dtype="float32").reshape(4, 4)
+
+# handler class (an operation family) -> how its operations are called; the element-wise
+# family calls f(x), or f(a, b) with two coupled producers for its binary operations
+FAMILY_CALLS = {
+    op_handlers.ElementwiseOpHandler: _one(lambda f, x: f(x)),
+    op_handlers.ClipOpHandler: _one(lambda f, x: f(x, -0.5, 0.5)),
+    op_handlers.AlongAxisOpHandler: _one(lambda f, x: f(x, axis=1)),  # along the height
+    op_handlers.ReductionOpHandler: _one(lambda f, x: f(x, axis=(1, 2), keepdims=True)),
+    op_handlers.TransposeOpHandler: _one(lambda f, x: _channels_last(f(x, (0, 3, 1, 2)))),
+    op_handlers.ExpandDimsOpHandler: _one(lambda f, x: f(x, 1)),
+    op_handlers.SqueezeOpHandler: _one(lambda f, x: f(x, axis=1), shape=(1, 4, 3)),
+    # the width and the channels merged: the new shape holds 4 * width, edited
+    op_handlers.ReshapeOpHandler: _one(lambda f, x: f(x, (-1, 4, 4 * x.shape[-1]))),
+    op_handlers.ConcatenateOpHandler: OpCall(lambda f, a, b: f([a, b], axis=-1), widths=(4, 3)),
+    op_handlers.StackOpHandler: _two(lambda f, a, b: f([a, b], axis=1)),
+    op_handlers.SplitOpHandler: _one(lambda f, x: _total(f(x, 2, axis=1))),
+    op_handlers.UnstackOpHandler: _one(lambda f, x: _total(f(x, axis=1))),
+    op_handlers.GetItemOpHandler: _one(lambda f, x: f(x, (slice(None), slice(1, 3), slice(None, None, 2)))),
+    # the width in the shape follows the kept channels
+    op_handlers.SliceOpHandler: _one(lambda f, x: f(x, (0, 1, 0, 0), (-1, 2, 4, x.shape[-1]))),
+    op_handlers.PadOpHandler: _one(lambda f, x: f(x, ((0, 0), (1, 1), (0, 0), (0, 0)))),
+    op_handlers.ContractionOpHandler: _one(lambda f, x: f(_MIX, x)),  # mixes the rows: channels carried
+    op_handlers.PoolingOpHandler: _one(lambda f, x: f(x, 2)),
+}
+_BINARY = _two(lambda f, a, b: f(a, b))
+
+# operation class name -> its call, where its family's does not fit
+CALLS = {
+    **dict.fromkeys(["Log", "Log10", "Log2", "Rsqrt", "Reciprocal", "Arccosh"], _one(lambda f, x: f(_positive(x)))),
+    **dict.fromkeys(["Sqrt", "Log1p"], _one(lambda f, x: f(ops.abs(x)))),
+    **dict.fromkeys(["Arcsin", "Arccos", "Arctanh", "Erfinv"], _one(lambda f, x: f(_unit(x)))),
+    **dict.fromkeys(["BitwiseInvert", "BitwiseNot"], _one(lambda f, x: f(_ints(x)))),
+    **dict.fromkeys(["Cast", "SaturateCast"], _one(lambda f, x: f(x, "float16"))),
+    "Threshold": _one(lambda f, x: f(x, 0.1, -1.0)),
+    **dict.fromkeys(["Divide", "TrueDivide", "FloorDivide", "Mod", "Fmod"], _two(lambda f, a, b: f(a, _positive(b)))),
+    "Power": _two(lambda f, a, b: f(_positive(a), b)),
+    "Ldexp": _two(lambda f, a, b: f(a, _ints(b))),
+    **dict.fromkeys(["Gcd", "Lcm", "BitwiseAnd", "BitwiseOr", "BitwiseXor"], _two(lambda f, a, b: f(_ints(a), _ints(b)))),
+    **dict.fromkeys(
+        ["BitwiseLeftShift", "LeftShift", "BitwiseRightShift", "RightShift"], _two(lambda f, a, b: f(_ints(a), _shift(b)))
+    ),
+    **dict.fromkeys(["Equal", "NotEqual"], _two(lambda f, a, b: f(ops.round(a), ops.round(b)))),
+    "Where": _two(lambda f, a, b: f(ops.greater(a, b), a, b)),
+    "Roll": _one(lambda f, x: f(x, 1, axis=1)),
+    **dict.fromkeys(["Argmax", "Argmin", "Nanargmax", "Nanargmin"], _one(lambda f, x: f(x, axis=1, keepdims=True))),
+    "Moveaxis": _one(lambda f, x: _channels_last(f(x, 3, 1))),
+    "Swapaxes": _one(lambda f, x: _channels_last(f(x, 1, 3))),  # (B, C, W, H): the square image transposed
+    "Einsum": _two(lambda f, a, b: f("bhwc,bhwc->bhc", a, b)),  # sums over the width, couples a and b
+    "Resize": _one(lambda f, x: f(x, (3, 5))),
+    # channels first: Keras gives channels-last inputs a wrong symbolic shape (see EXEMPT)
+    **dict.fromkeys(
+        ["AdaptiveMaxPool", "AdaptiveAveragePool"],
+        _one(lambda f, x: _channels_last(f(ops.transpose(x, (0, 3, 1, 2)), (2, 2), data_format="channels_first"))),
+    ),
+}
+
+
+def op_call(cls) -> OpCall:
+    if cls.__name__ in CALLS:
+        return CALLS[cls.__name__]
+    family = type(registered_handlers()[cls])
+    if family is op_handlers.ElementwiseOpHandler and cls in op_handlers._BINARY:
+        return _BINARY
+    if family not in FAMILY_CALLS:
+        pytest.fail(f"no call for operation family {family.__name__}: add one to FAMILY_CALLS", pytrace=False)
+    return FAMILY_CALLS[family]
+
+
+def op_function(cls):
+    """The public ``keras.ops`` function that records a ``cls`` (``keras.ops.add`` for
+    Add); for an alias subclass (``Abs`` of ``Absolute``: ``keras.ops.abs`` records an
+    Absolute) the class itself, called."""
+    if any(base in registered_handlers() for base in cls.__mro__[1:]):
+        return lambda *args, **kwargs: cls()(*args, **kwargs)
+    fn = keras
+    for part in operation_name(object.__new__(cls)).split(".")[1:]:  # the name reads the class only
+        fn = getattr(fn, part)
+    return fn
+
+
+def _naming_under_test(fn, cls):
+    """``fn``, naming the operation it records UT (checking that it is a ``cls``)."""
+
+    def call(*args, **kwargs):
+        out = fn(*args, **kwargs)
+        for t in keras.tree.flatten(out):
+            op = producer(t)[0]
+            if op is not None:  # None: an eager call
+                assert type(op) is cls, f"{fn} recorded a {type(op).__name__}, not a {cls.__name__}"
+                op.name = UT
+        return out
+
+    return call
+
+
+def op_model(cls) -> keras.Model:
+    spec = op_call(cls)
+    inp = keras.Input(spec.shape, name="inp")
+    xs = [L.Conv2D(w, 1, name=n)(inp) for w, n in zip(spec.widths, ("before", "other"))]
+    y = spec.call(_naming_under_test(op_function(cls), cls), *xs)
+    if y.dtype != "float32":  # a comparison, an integer operation, a cast
+        y = ops.cast(y, "float32")
+    return keras.Model(inp, _tail(y))
+
+
+def turns_zero_into_nonzero(cls) -> bool:
+    """Whether the operation's call, on zero producers (every channel removed), passes
+    something else on (``exp``, the ``+ 1`` of ``log(|x| + 1)``, a softmax over the
+    height); its result must stay finite, or no reference could cut the channels off."""
+    spec = op_call(cls)
+    zeros = [np.zeros((1,) + spec.shape[:-1] + (w,), "float32") for w in spec.widths]
+    out = np.asarray(ops.cast(spec.call(op_function(cls), *zeros), "float32"))
+    assert np.isfinite(out).all(), f"{cls.__name__}'s call is not finite on zeros"
+    return bool(out.any())
+
+
+MINIMAL_MODELS.update({cls: functools.partial(op_model, cls) for cls in OPERATIONS if cls not in EXEMPT})
+
+
 def _name(cls) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -251,7 +440,12 @@ REGISTERED = sorted(registered_handlers(), key=_name)
 UNDER_CONTRACT = [cls for cls in REGISTERED if cls not in EXEMPT]
 
 
-contract = pytest.mark.parametrize("cls", UNDER_CONTRACT, ids=lambda cls: cls.__name__)
+def _id(cls) -> str:
+    """Test ids: the class name, with its module for an operation (``numpy.Add``, not the layer ``Add``)."""
+    return f"{cls.__module__.rsplit('.', 1)[-1]}.{cls.__name__}" if cls in OPERATIONS else cls.__name__
+
+
+contract = pytest.mark.parametrize("cls", UNDER_CONTRACT, ids=_id)
 
 
 def build(cls) -> keras.Model:
@@ -267,9 +461,16 @@ def build(cls) -> keras.Model:
     return randomize(MINIMAL_MODELS[cls](), seed=7)
 
 
+def calls_of(model) -> dict:
+    """path -> layer or operation of ``model``, nested models included."""
+    out = dict(iter_layers(model))
+    out.update((op.name, op) for op in model.operations if is_operation(op))
+    return out
+
+
 def layer_under_test(model):
-    """(path, layer) of the layer named UT, nested models included."""
-    found = [(p, lay) for p, lay in iter_layers(model) if lay.name == UT]
+    """(path, layer or operation) of the one named UT, nested models included."""
+    found = [(p, lay) for p, lay in calls_of(model).items() if lay.name == UT]
     assert len(found) == 1, [p for p, _ in found]
     return found[0]
 
@@ -298,14 +499,22 @@ def odd_channels(graph) -> dict:
     return keep
 
 
+_ANALYZED: dict = {}
 _PRUNED: dict = {}
+
+
+def analyzed(cls):
+    """(model, graph) for ``cls``, built and analyzed once per class."""
+    if cls not in _ANALYZED:
+        model = build(cls)
+        _ANALYZED[cls] = (model, kp.analyze(model))
+    return _ANALYZED[cls]
 
 
 def pruned(cls):
     """(model, graph, keep, thin, x) for ``cls``, built once per class."""
     if cls not in _PRUNED:
-        model = build(cls)
-        graph = kp.analyze(model)
+        model, graph = analyzed(cls)
         keep = odd_channels(graph)
         thin = kp.rebuild(model, keep, graph=graph)
         x = sample(model, np.random.default_rng(3))
@@ -326,7 +535,11 @@ def _ancestors(layer) -> set:
 
 def _shapes(layer):
     out = keras.tree.map_structure(lambda t: tuple(t.shape), layer.output)
-    return out, [tuple(w.shape) for w in layer.weights]
+    return out, [tuple(w.shape) for w in getattr(layer, "weights", ())]  # operations have none
+
+
+def needs_cut_inputs(cls) -> bool:
+    return cls in CUT_INPUTS or (cls in OPERATIONS and turns_zero_into_nonzero(cls))
 
 
 def test_contract_tables_name_registered_classes_only():
@@ -335,18 +548,20 @@ def test_contract_tables_name_registered_classes_only():
     assert not stale, f"no handler is registered for {stale}: remove them from the tables"
     both = [_name(c) for c in EXEMPT if c in MINIMAL_MODELS]
     assert not both, f"{both} are both exempt and under contract"
+    names = {c.__name__ for c in OPERATIONS}
+    stale = sorted(set(CALLS) - names)
+    assert not stale, f"CALLS names {stale}, which are no registered operation classes"
 
 
 @contract
 def test_channels_through_the_layer_are_prunable(cls):
-    model = build(cls)
-    graph = kp.analyze(model)
+    model, graph = analyzed(cls)
     path, layer = layer_under_test(model)
     assert type(layer) is cls
     rec = next(r for r in graph.records if r.path == path)
     assert rec.handler is registered_handlers()[cls]
     frozen = [(g.name, g.reason) for g in graph.frozen]
-    if layer.weights or rec.slots:
+    if getattr(layer, "weights", None) or rec.slots:
         on_layer = [g for g in graph.prunable if any(m.layer == path for m in g.members)]
         assert on_layer, f"no prunable group has a member on {path!r}; frozen: {frozen}"
     else:  # nothing of its own to slice: a prunable group passes through it
@@ -366,11 +581,11 @@ def test_thin_model_computes_the_cut_off_original(cls):
     path, layer = layer_under_test(model)
     # every prunable group lost channels, and the layer under test got narrower
     assert keep and all(len(keep[g.name]) < g.size for g in graph.prunable)
-    thin_layer = dict(iter_layers(thin))[path]
+    thin_layer = calls_of(thin)[path]
     assert _shapes(thin_layer) != _shapes(layer), f"{path!r} kept its width"
     got = thin(x, training=False)
     if all(m.exact for g in graph.prunable for m in g.members):
-        ref = cut_off(model, graph, keep, cut_inputs=cls in CUT_INPUTS)
+        ref = cut_off(model, graph, keep, cut_inputs=needs_cut_inputs(cls))
         assert_close(got, ref(x, training=False))
     else:  # statistics over the channels change with the width: shapes only
         want = model(x, training=False)
@@ -417,10 +632,11 @@ def _counted_once(rec, slot, stated, derived):
 
 @contract
 def test_stated_weight_positions_equal_what_slicing_derives(cls):
-    model = build(cls)
-    graph = kp.analyze(model)
+    model, graph = analyzed(cls)
     compared = []
     for rec in graph.records:
+        if not getattr(rec.layer, "weights", None):  # an operation: no weight positions to state
+            continue
         for slot, layout in rec.slots.items():
             stated = rec.handler.weight_positions(rec.layer, slot, len(layout))
             if any(skip(rec, slot) for skip, _ in STATED_ONLY):
@@ -440,8 +656,8 @@ def test_stated_weight_positions_equal_what_slicing_derives(cls):
 @pytest.mark.xfail(
     raises=AssertionError,
     strict=True,
-    reason="the mask of a Masking layer is computed by NotEqual and Any ops, which have no "
-    "handler: a mask read downstream freezes the channels entering Masking",
+    reason="the mask of a Masking layer is any(x != 0, axis=-1): the Any operation reduces the "
+    "channel axis, which freezes the channels entering Masking when the mask is read downstream",
 )
 def test_masking_whose_mask_is_read_downstream_keeps_channels_prunable():
     inp = keras.Input(SEQ, name="inp")
@@ -462,3 +678,22 @@ def test_rebuilt_adapted_normalization_keeps_its_statistics(rng):
     thin = kp.rebuild(model, keep, graph=graph)
     x = sample(model, rng)
     assert_close(thin(x), cut_off(model, graph, keep)(x))
+
+
+@pytest.mark.parametrize("cls", [knn.AdaptiveMaxPool, knn.AdaptiveAveragePool], ids=_id)
+def test_adaptive_pooling_contract_but_the_round_trip(cls, tmp_path):
+    """The contract of the adaptive poolings, exempt since Keras cannot reload them: their
+    channels are prunable and the thin model is the cut-off original; when the round trip
+    stops failing, they belong under the contract."""
+    model = randomize(op_model(cls), seed=7)
+    graph = kp.analyze(model)
+    path, op = layer_under_test(model)
+    assert type(op) is cls and graph.record(path).handler is registered_handlers()[cls]
+    assert graph.group_of("before").prunable
+    keep = odd_channels(graph)
+    thin = kp.rebuild(model, keep, graph=graph)
+    x = sample(model, np.random.default_rng(3))
+    assert_close(thin(x, training=False), cut_off(model, graph, keep, cut_inputs=needs_cut_inputs(cls))(x))
+    thin.save(tmp_path / "thin.keras")
+    with pytest.raises(TypeError, match="could not be deserialized"):
+        keras.models.load_model(tmp_path / "thin.keras")
