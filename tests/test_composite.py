@@ -68,6 +68,25 @@ class BackendCall(keras.layers.Layer):
         return tf.math.cumsum(self.dense(x), axis=-1)
 
 
+@keras.saving.register_keras_serializable(package="kptest")
+class GatedBlock(keras.layers.Layer):
+    """A block that takes a tensor as a keyword argument (as transformer blocks take
+    their padding masks): ``dense(x) * gate``."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.inner = L.Dense(units, activation="relu", name="inner")
+        self.outer = L.Dense(units, name="outer")
+        self.mul = L.Multiply(name="mul")
+
+    def call(self, x, gate=None, scale=1.0):
+        return self.mul([self.outer(self.inner(x)), gate]) * scale
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
 def _net(block: keras.layers.Layer, channels: int = 4) -> keras.Model:
     inp = keras.Input((8, 8, 3), name="inp")
     x = L.Conv2D(channels, 1, name="stem")(inp)
@@ -180,3 +199,21 @@ def test_analysis_leaves_the_model_working_and_unchanged(rng):
     kp.analyze(model)
     np.testing.assert_array_equal(np.asarray(model(x)), before)
     assert model.get_config() == config
+
+
+def test_a_composite_called_with_a_tensor_keyword_argument_is_walked_and_rebuilt(tmp_path, rng):
+    inp = keras.Input((5, 3), name="inp")
+    gate_in = keras.Input((5, 1), name="gate")
+    x = L.Dense(4, name="stem")(inp)
+    x = GatedBlock(4, name="block")(x, gate=gate_in, scale=0.5)
+    model = randomize(keras.Model([inp, gate_in], L.Dense(2, name="head")(x)))
+    graph = kp.analyze(model)
+    assert graph.group_of("block/inner").prunable  # the block's own hidden units
+    keep = random_keep(graph, rng)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        thin = kp.rebuild(model, keep, graph=graph)
+    xs = [rng.normal(size=(3, 5, 3)).astype("float32"), rng.uniform(size=(3, 5, 1)).astype("float32")]
+    assert_close(thin(xs), cut_off(model, graph, keep)(xs))
+    thin.save(tmp_path / "thin.keras")
+    assert_close(keras.models.load_model(tmp_path / "thin.keras")(xs), thin(xs))

@@ -91,10 +91,11 @@ def trace_composite(layer: keras.layers.Layer, node: Any) -> Union[keras.Model, 
     """The functional graph of one call of composite ``layer``, or why there is none.
 
     The layer's ``call`` runs on fresh symbolic inputs shaped like the call's input
-    tensors (positional arguments only; other arguments as given), so every sublayer and
-    ``keras.ops`` operation it uses records a node; the result is a functional
-    ``keras.Model`` from those inputs to the call's outputs, named like the layer. Its
-    inputs are in the order of the call's input tensors. The trace adds one inbound
+    tensors (positional or keyword arguments, a padding mask say; other arguments as
+    given), so every sublayer and ``keras.ops`` operation it uses records a node; the
+    result is a functional ``keras.Model`` from those inputs to the call's outputs,
+    named like the layer. Its inputs are in the order of the call's input tensors (the
+    order of ``keras.tree.flatten((args, kwargs))``). The trace adds one inbound
     node to each sublayer it calls; it is made once per call and cached.
     """
     calls = _TRACES.setdefault(layer, {})
@@ -109,11 +110,6 @@ def _trace(layer: keras.layers.Layer, node: Any) -> Union[keras.Model, TraceFail
 
     what = f"composite layer '{layer.name}' ({type(layer).__name__})"
     args, kwargs = node.arguments.args, node.arguments.kwargs
-    if any(isinstance(v, keras.KerasTensor) for v in tree.flatten(kwargs)):
-        return TraceFailure(
-            f"{what} is called with tensors as keyword arguments, which kerasprune cannot "
-            "walk inside yet"
-        )
     fresh: Dict[int, Any] = {}
     inputs: List[Any] = []
 
@@ -128,8 +124,9 @@ def _trace(layer: keras.layers.Layer, node: Any) -> Union[keras.Model, TraceFail
         return x
 
     try:
-        symbolic_args = tree.map_structure(replace, args)
-        outputs = layer.call(*symbolic_args, **kwargs)
+        # in the order of the call's input tensors: tree order of (args, kwargs)
+        symbolic_args, symbolic_kwargs = tree.map_structure(replace, (tuple(args), dict(kwargs)))
+        outputs = layer.call(*symbolic_args, **symbolic_kwargs)
         flat_outputs = tree.flatten(outputs)
         traced = keras.Model(inputs, flat_outputs, name=layer.name)
     except Exception as exc:  # noqa: BLE001  (whatever the layer's code raises)

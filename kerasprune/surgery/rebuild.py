@@ -197,7 +197,12 @@ class _Plan:
             "holds it as a functional model of the same sublayers instead",
             stacklevel=4,
         )
-        inbound = entry.get("inbound_nodes", [])
+        # the functional model takes the call's tensors as one flat list (the traced order);
+        # the other arguments are part of the trace
+        inbound = []
+        for call in entry.get("inbound_nodes", []):
+            tensors = _config_tensors((call.get("args", []), call.get("kwargs", {})))
+            inbound.append({"args": tensors if len(tensors) == 1 else [tensors], "kwargs": {}})
         entry.clear()
         entry.update(
             {
@@ -252,6 +257,19 @@ def _edit_config(
             f"the pruning handler {type(rec.handler).__name__} could not edit the config of "
             f"layer '{path}' ({type(layer).__name__}): {type(exc).__name__}: {exc}"
         ) from exc
+
+
+def _config_tensors(node: Any) -> List[dict]:
+    """The serialized tensors of a config's call arguments, in ``keras.tree`` order
+    (dict keys sorted), as :func:`~kerasprune.graph.composite.trace_composite` orders its
+    inputs."""
+    if isinstance(node, dict):
+        if node.get("class_name") == "__keras_tensor__":
+            return [node]
+        return [t for key in sorted(node) for t in _config_tensors(node[key])]
+    if isinstance(node, (list, tuple)):
+        return [t for item in node for t in _config_tensors(item)]
+    return []
 
 
 def _culprit(
