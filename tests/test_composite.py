@@ -87,6 +87,25 @@ class GatedBlock(keras.layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
+@keras.saving.register_keras_serializable(package="kptest")
+class PositionalBlock(keras.layers.Layer):
+    """A call that needs the concrete sequence length (as keras-hub's causal masks do):
+    ``dense(x + positions)`` with ``positions = arange(length)``."""
+
+    def __init__(self, units: int, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+        self.inner = L.Dense(units, activation="relu", name="inner")
+        self.outer = L.Dense(3, name="outer")
+
+    def call(self, x):
+        positions = keras.ops.arange(keras.ops.shape(x)[1], dtype="float32")
+        return self.outer(self.inner(x + positions[None, :, None]))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}
+
+
 def _net(block: keras.layers.Layer, channels: int = 4) -> keras.Model:
     inp = keras.Input((8, 8, 3), name="inp")
     x = L.Conv2D(channels, 1, name="stem")(inp)
@@ -217,3 +236,18 @@ def test_a_composite_called_with_a_tensor_keyword_argument_is_walked_and_rebuilt
     assert_close(thin(xs), cut_off(model, graph, keep)(xs))
     thin.save(tmp_path / "thin.keras")
     assert_close(keras.models.load_model(tmp_path / "thin.keras")(xs), thin(xs))
+
+
+def test_a_call_that_needs_a_concrete_length_is_walked_but_not_rebuilt_as_a_graph():
+    inp = keras.Input((None, 3), name="inp")
+    x = L.Dense(3, name="stem")(inp)
+    x = PositionalBlock(5, name="block")(x)
+    model = randomize(keras.Model(inp, L.Dense(2, name="head")(x)))
+    graph = kp.analyze(model)
+    inner = graph.group_of("block/inner")
+    assert inner.prunable and inner.size == 5
+    with pytest.raises(kp.RebuildError, match="fixed size"):
+        kp.rebuild(model, {inner.name: [0, 2, 4]}, graph=graph)
+    thin = kp.rebuild(model, {}, graph=graph)  # the block itself unchanged: fine
+    x = np.random.default_rng(0).normal(size=(2, 7, 3)).astype("float32")
+    assert_close(thin(x), model(x))

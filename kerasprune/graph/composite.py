@@ -23,6 +23,7 @@ __all__ = [
     "is_composite",
     "is_container",
     "trace_composite",
+    "traced_at_fixed_shape",
     "TraceFailure",
     "iter_layers",
     "iter_calls",
@@ -105,11 +106,47 @@ def trace_composite(layer: keras.layers.Layer, node: Any) -> Union[keras.Model, 
     return calls[key]
 
 
+# traces made at a concrete size of an axis the call leaves unknown (see _trace)
+_FIXED_SHAPE: "weakref.WeakSet[keras.Model]" = weakref.WeakSet()
+
+# the size given to unknown axes (the batch axis too) when a call cannot be traced without
+# one; multiply-adds inside such a block (count_flops) are counted at this length
+FIXED_AXIS_SIZE = 8
+
+
+def traced_at_fixed_shape(traced: keras.Model) -> bool:
+    """Whether ``traced`` was traced with its unknown axes set to a concrete size: its
+    channels are the layer's, but its graph holds only for that size."""
+    return traced in _FIXED_SHAPE
+
+
 def _trace(layer: keras.layers.Layer, node: Any) -> Union[keras.Model, TraceFailure]:
+    traced = _trace_at(layer, node, fixed=False)
+    if not isinstance(traced, TraceFailure):
+        return traced
+    unknown = any(d is None for t in node.input_tensors for d in tuple(t.shape))
+    if not unknown:
+        return traced
+    # some calls need a concrete length (keras-hub's causal masks: ops.arange(seq_len)):
+    # the channels do not depend on it, so the walk can use a trace at a fixed length
+    retry = _trace_at(layer, node, fixed=True)
+    if isinstance(retry, TraceFailure):
+        return traced
+    _FIXED_SHAPE.add(retry)
+    return retry
+
+
+def _trace_at(layer: keras.layers.Layer, node: Any, fixed: bool) -> Union[keras.Model, TraceFailure]:
     from keras import tree
 
     what = f"composite layer '{layer.name}' ({type(layer).__name__})"
     args, kwargs = node.arguments.args, node.arguments.kwargs
+
+    def shape_of(x):
+        if not fixed:
+            return x.shape
+        return tuple(FIXED_AXIS_SIZE if d is None else d for d in x.shape)
+
     fresh: Dict[int, Any] = {}
     inputs: List[Any] = []
 
@@ -117,7 +154,7 @@ def _trace(layer: keras.layers.Layer, node: Any) -> Union[keras.Model, TraceFail
         if isinstance(x, keras.KerasTensor):
             if id(x) not in fresh:
                 fresh[id(x)] = keras.Input(
-                    batch_shape=x.shape, dtype=x.dtype, name=f"{layer.name}_input_{len(inputs)}"
+                    batch_shape=shape_of(x), dtype=x.dtype, name=f"{layer.name}_input_{len(inputs)}"
                 )
                 inputs.append(fresh[id(x)])
             return fresh[id(x)]
@@ -133,7 +170,7 @@ def _trace(layer: keras.layers.Layer, node: Any) -> Union[keras.Model, TraceFail
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return TraceFailure(f"{what} cannot be traced symbolically: {first[:200]}")
     if len(traced.outputs) != len(node.outputs) or any(
-        tuple(a.shape) != tuple(b.shape) for a, b in zip(traced.outputs, node.outputs)
+        tuple(a.shape) != tuple(shape_of(b)) for a, b in zip(traced.outputs, node.outputs)
     ):
         return TraceFailure(f"{what} traces to outputs of other shapes than its call's")
     return traced

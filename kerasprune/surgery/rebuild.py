@@ -19,7 +19,7 @@ import numpy as np
 
 from kerasprune.errors import HandlerError, KerasPruneError, RebuildError
 from kerasprune.graph.analysis import analyze
-from kerasprune.graph.composite import is_container, iter_layers
+from kerasprune.graph.composite import is_container, iter_layers, traced_at_fixed_shape
 from kerasprune.graph.groups import PruningGraph, check_graph
 from kerasprune.graph.handler import SlotMasks
 from kerasprune.graph.keras_graph import functional_copy, has_graph_config, is_graph_model
@@ -190,6 +190,14 @@ class _Plan:
         model's sublayer entries are then edited like those of any nested model.
         """
         layer = self.graph.record(path).layer
+        if traced_at_fixed_shape(self.graph.composites[path]):
+            raise RebuildError(
+                f"composite layer '{path}' ({type(layer).__name__}) could only be traced with "
+                "its unknown axes at a fixed size (its call needs a concrete sequence length), "
+                "so its thinner sublayers cannot be rebuilt as a functional model that holds "
+                "for every size; prune it uniformly (the same channels in every such block) "
+                "so that its model's own constructor can build it"
+            )
         self.composites.append(path)
         warnings.warn(
             f"kerasprune: composite layer '{path}' ({type(layer).__name__}) has thinner "
