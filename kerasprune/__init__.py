@@ -24,10 +24,12 @@ One shot, or gradually as in the gradually global pruning (GGP) of Wang et al. (
     pruner = kp.GradualPruner("runs/lenet", target="val_accuracy>=0.99", ratio=0.05)
     best = pruner.run(model, train_ds, val_ds)
 
-The package follows the data: ``graph`` (channel groups) -> ``importance`` (scores
-per channel) -> ``selection`` (which channels go) -> ``surgery`` (the rebuilder) ->
-``pruning`` (one-shot and gradual loops); ``callbacks`` feed importance from inside
-training; ``report`` and ``export`` read the result; ``models`` and ``data`` hold the
+The package follows the data, each layer importing only from those before it:
+``errors`` and ``runs`` (targets, run directories, history rows) -> ``graph`` (channel
+groups) -> ``costs`` (parameters, multiply-adds, latency) -> ``importance`` (scores per
+channel) -> ``selection`` (which channels go) -> ``surgery`` (the rebuilder) ->
+``report`` (reads results) -> ``callbacks`` (pruning inside ``fit``) -> ``pruning``
+(one-shot and gradual loops) -> ``export`` -> ``cli``; ``models`` and ``data`` hold the
 papers' networks and datasets.
 
 References:
