@@ -90,17 +90,19 @@ class GatedBlock(keras.layers.Layer):
 @keras.saving.register_keras_serializable(package="kptest")
 class PositionalBlock(keras.layers.Layer):
     """A call that needs the concrete sequence length (as keras-hub's causal masks do):
-    ``dense(x + positions)`` with ``positions = arange(length)``."""
+    ``outer(mid(inner(x + positions)))`` with ``positions = arange(length)``; ``units``
+    sets the width of both ``inner`` and ``mid``."""
 
     def __init__(self, units: int, **kwargs):
         super().__init__(**kwargs)
         self.units = units
         self.inner = L.Dense(units, activation="relu", name="inner")
+        self.mid = L.Dense(units, activation="relu", name="mid")
         self.outer = L.Dense(3, name="outer")
 
     def call(self, x):
         positions = keras.ops.arange(keras.ops.shape(x)[1], dtype="float32")
-        return self.outer(self.inner(x + positions[None, :, None]))
+        return self.outer(self.mid(self.inner(x + positions[None, :, None])))
 
     def get_config(self):
         return {**super().get_config(), "units": self.units}
@@ -238,16 +240,44 @@ def test_a_composite_called_with_a_tensor_keyword_argument_is_walked_and_rebuilt
     assert_close(keras.models.load_model(tmp_path / "thin.keras")(xs), thin(xs))
 
 
-def test_a_call_that_needs_a_concrete_length_is_walked_but_not_rebuilt_as_a_graph():
+def test_a_call_that_needs_a_concrete_length_is_walked_and_rebuilt_only_as_its_class(rng):
     inp = keras.Input((None, 3), name="inp")
     x = L.Dense(3, name="stem")(inp)
     x = PositionalBlock(5, name="block")(x)
     model = randomize(keras.Model(inp, L.Dense(2, name="head")(x)))
     graph = kp.analyze(model)
-    inner = graph.group_of("block/inner")
-    assert inner.prunable and inner.size == 5
+    inner, mid = graph.group_of("block/inner"), graph.group_of("block/mid")
+    assert inner.prunable and mid.prunable and inner.size == 5
+    # inner alone thinner: no value of `units` builds that, and a graph of the block
+    # would hold for the traced length only
     with pytest.raises(kp.RebuildError, match="fixed size"):
         kp.rebuild(model, {inner.name: [0, 2, 4]}, graph=graph)
-    thin = kp.rebuild(model, {}, graph=graph)  # the block itself unchanged: fine
-    x = np.random.default_rng(0).normal(size=(2, 7, 3)).astype("float32")
-    assert_close(thin(x), model(x))
+    # both thinner alike: `units=3` builds it, the thin model takes any length
+    keep = {inner.name: [0, 2, 4], mid.name: [1, 2, 3]}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "functional model instead" warning
+        thin = kp.rebuild(model, keep, graph=graph)
+    assert type(thin.get_layer("block")) is PositionalBlock
+    assert thin.get_layer("block").units == 3
+    for length in (4, 9):
+        x = rng.normal(size=(2, length, 3)).astype("float32")
+        assert_close(thin(x), cut_off(model, graph, keep)(x))
+
+
+def test_a_composite_whose_widths_follow_its_arguments_keeps_its_class(tmp_path, rng):
+    inp = keras.Input((5, 3), name="inp")
+    gate_in = keras.Input((5, 1), name="gate")
+    x = L.Dense(4, name="stem")(inp)
+    x = GatedBlock(4, name="block")(x, gate=gate_in)
+    model = randomize(keras.Model([inp, gate_in], L.Dense(2, name="head")(x)))
+    graph = kp.analyze(model)
+    inner, outer = graph.group_of("block/inner"), graph.group_of("block/outer")
+    keep = {inner.name: [1, 3], outer.name: [0, 2]}  # `units` sets both: 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        thin = kp.rebuild(model, keep, graph=graph)
+    assert type(thin.get_layer("block")) is GatedBlock and thin.get_layer("block").units == 2
+    xs = [rng.normal(size=(3, 5, 3)).astype("float32"), rng.uniform(size=(3, 5, 1)).astype("float32")]
+    assert_close(thin(xs), cut_off(model, graph, keep)(xs))
+    thin.save(tmp_path / "thin.keras")
+    assert_close(keras.models.load_model(tmp_path / "thin.keras")(xs), thin(xs))

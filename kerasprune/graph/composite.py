@@ -12,7 +12,7 @@ their own, which the walk enters like a nested model. :func:`iter_layers` and
 from __future__ import annotations
 
 import weakref
-from typing import Any, Dict, Iterator, List, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
 import keras
 
@@ -24,6 +24,7 @@ __all__ = [
     "is_container",
     "trace_composite",
     "traced_at_fixed_shape",
+    "call_like",
     "TraceFailure",
     "iter_layers",
     "iter_calls",
@@ -54,12 +55,13 @@ def is_container(layer: object) -> bool:
 
 
 def iter_layers(
-    model: keras.Model, prefix: str = ""
+    model: keras.layers.Layer, prefix: str = ""
 ) -> Iterator[Tuple[str, keras.layers.Layer]]:
     """Yield ``(path, layer)`` for every layer of ``model``, nested models walked into.
 
     A nested model or a composite layer yields itself, then its layers (paths
-    ``outer/inner``). Shared layers are yielded once.
+    ``outer/inner``). Shared layers are yielded once. ``model`` may itself be a
+    composite layer: then its sublayers are yielded.
     """
     seen = set()
 
@@ -75,7 +77,7 @@ def iter_layers(
             elif is_composite(layer):
                 yield from walk(sublayers(layer), path + "/")
 
-    yield from walk(model.layers, prefix)
+    yield from walk(model.layers if isinstance(model, keras.Model) else sublayers(model), prefix)
 
 
 class TraceFailure(str):
@@ -103,7 +105,49 @@ def trace_composite(layer: keras.layers.Layer, node: Any) -> Union[keras.Model, 
     key = id(node)
     if key not in calls:
         calls[key] = _trace(layer, node)
+        _FIRST_CALL.setdefault(layer, node)
     return calls[key]
+
+
+# layer -> the first of its calls that was traced (how call_like calls a new instance)
+_FIRST_CALL: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+def call_like(
+    original: keras.layers.Layer,
+    new: keras.layers.Layer,
+    shapes: Optional[List[Tuple[Optional[int], ...]]] = None,
+) -> None:
+    """Call ``new`` (another instance of ``original``'s class) the way ``original``'s
+    first traced call was made, on fresh symbolic inputs, so that it builds its weights.
+
+    Args:
+        original: a composite layer whose call was traced.
+        new: the instance to build.
+        shapes: the shapes of the call's input tensors, in their traced order (default:
+            the original call's).
+
+    Raises:
+        ValueError: ``original`` has no traced call.
+    """
+    from keras import tree
+
+    node = _FIRST_CALL.get(original)
+    if node is None:
+        raise ValueError(f"layer '{original.name}' has no traced call")
+
+    order = {id(t): i for i, t in enumerate(node.input_tensors)}
+
+    def fresh(x):
+        if isinstance(x, keras.KerasTensor):
+            shape = x.shape if shapes is None else shapes[order[id(x)]]
+            return keras.Input(batch_shape=shape, dtype=x.dtype)
+        return x
+
+    args, kwargs = tree.map_structure(
+        fresh, (tuple(node.arguments.args), dict(node.arguments.kwargs))
+    )
+    new(*args, **kwargs)
 
 
 # traces made at a concrete size of an axis the call leaves unknown (see _trace)

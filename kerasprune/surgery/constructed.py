@@ -19,12 +19,12 @@ shape and every layer config equals the thin model's.
 
 from __future__ import annotations
 
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import keras
 import numpy as np
 
-from kerasprune.graph.composite import iter_layers
+from kerasprune.graph.composite import is_container, iter_layers
 
 __all__ = ["same_class_config", "model_shapes", "plain_config", "Shapes"]
 
@@ -42,7 +42,7 @@ def model_shapes(model: keras.Model) -> Shapes:
     are listed with no weights of their own: their layers follow them)."""
     out: Shapes = []
     for _, layer in iter_layers(model):
-        weights = [] if isinstance(layer, keras.Model) else layer.weights
+        weights = [] if is_container(layer) else layer.weights
         out.append((type(layer), [tuple(int(d) for d in w.shape) for w in weights]))
     return out
 
@@ -98,10 +98,18 @@ def _set_leaf(node: Any, path: LeafPath, value: int) -> Any:
     return tuple(items) if isinstance(node, tuple) else items
 
 
-def _build(cls: type, config: dict, custom_objects: Mapping[str, type]) -> Optional[keras.Model]:
+Builder = Optional[Callable[[Any], None]]
+
+
+def _build(
+    cls: type, config: dict, custom_objects: Mapping[str, type], build: Builder = None
+) -> Optional[Any]:
     try:
         with keras.saving.custom_object_scope(dict(custom_objects)):
-            return cls.from_config(plain_config(config))
+            built = cls.from_config(plain_config(config))
+            if build is not None:
+                build(built)  # a layer builds its weights when it is called
+            return built
     except Exception:  # an argument value the class refuses: not a width to solve for
         return None
 
@@ -151,7 +159,7 @@ def _layer_config(layer: keras.layers.Layer) -> Optional[dict]:
 
 def _configs_agree(candidate: keras.Model, want: Sequence[Optional[dict]]) -> bool:
     for (_, layer), cfg in zip(iter_layers(candidate), want):
-        if cfg is None or isinstance(layer, keras.Model):
+        if cfg is None or is_container(layer):
             continue
         have = _layer_config(layer)
         if have is not None and not _equal(have, {k: v for k, v in cfg.items() if k != "name"}):
@@ -171,6 +179,7 @@ def same_class_config(
     want: Shapes,
     want_configs: Sequence[Optional[dict]],
     custom_objects: Mapping[str, type],
+    build: Builder = None,
 ) -> Union[Tuple[dict, keras.Model], str]:
     """The constructor arguments that build ``model``'s class with the thin widths.
 
@@ -180,6 +189,8 @@ def same_class_config(
             weight shapes.
         want_configs: the thin layers' configs, in the same order (None: not compared).
         custom_objects: classes to deserialize the config with.
+        build: called on each instance built from a config, to build its weights (a
+            composite layer is built by calling it; a model is built already).
 
     Returns:
         ``(config, built)``: the changed config and the model it built, whose layers
@@ -203,7 +214,7 @@ def same_class_config(
     probed = False
     for path, value in _int_leaves(config) if uncovered else []:
         probe_value = value // 2 if value >= 2 else 2
-        probe = _build(cls, _set_leaf(config, path, probe_value), custom_objects)
+        probe = _build(cls, _set_leaf(config, path, probe_value), custom_objects, build)
         if probe is None:
             continue
         probed = True
@@ -225,7 +236,7 @@ def same_class_config(
         if not uncovered:
             break
     cannot = f"{name}.from_config(its own get_config()) fails"
-    if uncovered and not probed and _build(cls, config, custom_objects) is None:
+    if uncovered and not probed and _build(cls, config, custom_objects, build) is None:
         return cannot
     if uncovered:
         layers = sorted({paths[i] for i, _, _ in uncovered}, key=paths.index)
@@ -241,10 +252,10 @@ def same_class_config(
     built = None
     if "name" not in new_config:  # a get_config without the name (keras-hub's VGGBackbone)
         named = dict(new_config, name=model.name)
-        built = _build(cls, named, custom_objects)
+        built = _build(cls, named, custom_objects, build)
         new_config = named if built is not None else new_config
     if built is None:
-        built = _build(cls, new_config, custom_objects)
+        built = _build(cls, new_config, custom_objects, build)
     if built is None and not values:
         return cannot
     changes = ", ".join(f"{_leaf_name(p)}={v}" for p, v in values.items())

@@ -19,10 +19,15 @@ import numpy as np
 
 from kerasprune.errors import HandlerError, KerasPruneError, RebuildError
 from kerasprune.graph.analysis import analyze
-from kerasprune.graph.composite import is_container, iter_layers, traced_at_fixed_shape
+from kerasprune.graph.composite import call_like, is_container, iter_layers, traced_at_fixed_shape
 from kerasprune.graph.groups import PruningGraph, check_graph
 from kerasprune.graph.handler import SlotMasks
-from kerasprune.graph.keras_graph import functional_copy, has_graph_config, is_graph_model
+from kerasprune.graph.keras_graph import (
+    functional_copy,
+    has_graph_config,
+    is_graph_model,
+    producer_name,
+)
 from kerasprune.surgery.constructed import model_shapes, plain_config, same_class_config
 from kerasprune.surgery.keep import keep_masks
 from kerasprune.surgery.optimizer import carry_optimizer_state, compile_like
@@ -171,8 +176,10 @@ class _Plan:
             if layer_path in self.graph.composites and any(
                 changed.startswith(layer_path + "/") for changed in self.slot_masks
             ):
-                self._as_functional(entry, layer_path)
-                self._enter(entry["config"], layer_path)
+                why = self._same_class_composite(entry, layer, layer_path)
+                if why is not None:
+                    self._as_functional(entry, layer_path, why)
+                    self._enter(entry["config"], layer_path)
                 continue
             if layer is None or not is_graph_model(layer):
                 continue
@@ -181,7 +188,35 @@ class _Plan:
                 for key in ("module", "class_name", "registered_name"):
                     entry[key] = plain.get(key)
 
-    def _as_functional(self, entry: dict, path: str) -> None:
+    def _same_class_composite(self, entry: dict, layer: keras.layers.Layer, path: str) -> Optional[str]:
+        """Rebuild composite layer ``path`` as its own class when other values of its
+        integer constructor arguments build exactly its thin sublayers (see
+        :func:`~kerasprune.surgery.constructed.same_class_config`); returns None when it
+        does, else why not."""
+        try:
+            layer.get_config()
+        except Exception as exc:  # constructor arguments Keras cannot serialize
+            return f"its get_config() fails ({type(exc).__name__})"
+        traced = self.graph.composites[path]
+        shapes = []  # the thin shapes of what enters the composite
+        for kt in traced.inputs:
+            shape = list(kt.shape)
+            masks = self.slot_masks.get(f"{path}/{producer_name(kt)}", {})
+            mask = masks.get("channels") if masks else None
+            if mask is not None:
+                shape[masks.axes["channels"]] = int(np.count_nonzero(mask))
+            shapes.append(tuple(shape))
+        found = same_class_config(
+            layer, *self._thin_layers(layer, path), self.custom_objects,
+            build=lambda new: call_like(layer, new, shapes),
+        )
+        if isinstance(found, str):
+            return found
+        entry["config"] = plain_config(found[0])
+        self.same_class.append(path)
+        return None
+
+    def _as_functional(self, entry: dict, path: str, why: str) -> None:
         """Replace composite layer ``path``'s entry by the functional model its call
         traced to (same name, same inbound calls).
 
@@ -201,8 +236,8 @@ class _Plan:
         self.composites.append(path)
         warnings.warn(
             f"kerasprune: composite layer '{path}' ({type(layer).__name__}) has thinner "
-            "sublayers, which its constructor arguments cannot express; the thin model "
-            "holds it as a functional model of the same sublayers instead",
+            f"sublayers, and {why}; the thin model holds it as a functional model of the "
+            "same sublayers instead",
             stacklevel=4,
         )
         # the functional model takes the call's tensors as one flat list (the traced order);
@@ -232,7 +267,7 @@ class _Plan:
             layer_path = prefix + sub
             if layer_path in self.thin:
                 shapes[i] = (shapes[i][0], [tuple(np.shape(w)) for w in self.thin[layer_path]])
-            if isinstance(layer, keras.Model):
+            if is_container(layer):
                 configs.append(None)
                 continue
             try:
