@@ -75,16 +75,6 @@ class RebuildError(KerasPruneError, RuntimeError):
     or layer and the cause)."""
 
 
-def handler_failure(handler: object, layer: object, path: str, step: str, exc: BaseException) -> "HandlerError":
-    """The :class:`HandlerError` for a handler that raised a non-kerasprune error while
-    doing ``step`` (``"analyze"``, ``"edit_config"``, ``"slice_weights"``) on a layer."""
-    first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return HandlerError(
-        f"the pruning handler {type(handler).__name__} failed in {step}() on layer '{path}' "
-        f"({type(layer).__name__}): {type(exc).__name__}: {first[:300]}"
-    )
-
-
 class RegistryError(KerasPruneError, ValueError):
     """A registration that would silently replace another one, or a bad registration."""
 

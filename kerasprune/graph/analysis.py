@@ -19,14 +19,12 @@ import numpy as np
 
 from kerasprune.errors import (
     HandlerError,
-    KerasPruneError,
     OptionError,
     UnsupportedModelError,
-    handler_failure,
 )
 from kerasprune.graph.composite import is_composite, trace_composite
 from kerasprune.graph.groups import ChannelGroup, Member, PruningGraph
-from kerasprune.graph.handler import LayerRecord, NodeContext
+from kerasprune.graph.handler import LayerRecord, NodeContext, handler_step
 from kerasprune.graph.keras_graph import (
     functional_of,
     is_graph_model,
@@ -305,12 +303,8 @@ class _Analyzer:
             else:
                 rec = self.record_for(op, path)
                 ctx = NodeContext(self, rec, node, ins, kts)
-                try:
+                with handler_step(rec.handler, op, path, "analyze"):
                     outs = list(rec.handler.analyze(ctx))
-                except KerasPruneError:
-                    raise
-                except Exception as exc:  # a bug in the handler: name it, never a bare error
-                    raise handler_failure(rec.handler, op, path, "analyze", exc) from exc
                 if len(outs) != len(node.outputs):
                     raise HandlerError(
                         f"the pruning handler {type(rec.handler).__name__} of layer '{path}' "

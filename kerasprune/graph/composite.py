@@ -12,7 +12,7 @@ their own, which the walk enters like a nested model. :func:`iter_layers` and
 from __future__ import annotations
 
 import weakref
-from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import keras
 
@@ -130,24 +130,41 @@ def call_like(
     Raises:
         ValueError: ``original`` has no traced call.
     """
-    from keras import tree
-
     node = _FIRST_CALL.get(original)
     if node is None:
         raise ValueError(f"layer '{original.name}' has no traced call")
-
     order = {id(t): i for i, t in enumerate(node.input_tensors)}
+    args, kwargs, _ = _fresh_arguments(
+        node, lambda x: x.shape if shapes is None else shapes[order[id(x)]]
+    )
+    new(*args, **kwargs)
 
-    def fresh(x):
+
+def _fresh_arguments(
+    node: Any, shape_of: Callable[[Any], Tuple[Optional[int], ...]], name: Optional[str] = None
+) -> Tuple[tuple, dict, List[Any]]:
+    """The arguments of call ``node`` with each KerasTensor replaced by a fresh
+    ``keras.Input`` of ``shape_of(tensor)`` (named ``{name}_input_{i}`` when ``name`` is
+    given): ``(args, kwargs, inputs)``, the inputs in the order of the call's input
+    tensors (``keras.tree`` order of ``(args, kwargs)``)."""
+    from keras import tree
+
+    fresh: Dict[int, Any] = {}
+    inputs: List[Any] = []
+
+    def replace(x):
         if isinstance(x, keras.KerasTensor):
-            shape = x.shape if shapes is None else shapes[order[id(x)]]
-            return keras.Input(batch_shape=shape, dtype=x.dtype)
+            if id(x) not in fresh:
+                label = None if name is None else f"{name}_input_{len(inputs)}"
+                fresh[id(x)] = keras.Input(batch_shape=shape_of(x), dtype=x.dtype, name=label)
+                inputs.append(fresh[id(x)])
+            return fresh[id(x)]
         return x
 
     args, kwargs = tree.map_structure(
-        fresh, (tuple(node.arguments.args), dict(node.arguments.kwargs))
+        replace, (tuple(node.arguments.args), dict(node.arguments.kwargs))
     )
-    new(*args, **kwargs)
+    return args, kwargs, inputs
 
 
 # traces made at a concrete size of an axis the call leaves unknown (see _trace)
@@ -184,29 +201,14 @@ def _trace_at(layer: keras.layers.Layer, node: Any, fixed: bool) -> Union[keras.
     from keras import tree
 
     what = f"composite layer '{layer.name}' ({type(layer).__name__})"
-    args, kwargs = node.arguments.args, node.arguments.kwargs
 
     def shape_of(x):
         if not fixed:
             return x.shape
         return tuple(FIXED_AXIS_SIZE if d is None else d for d in x.shape)
 
-    fresh: Dict[int, Any] = {}
-    inputs: List[Any] = []
-
-    def replace(x):
-        if isinstance(x, keras.KerasTensor):
-            if id(x) not in fresh:
-                fresh[id(x)] = keras.Input(
-                    batch_shape=shape_of(x), dtype=x.dtype, name=f"{layer.name}_input_{len(inputs)}"
-                )
-                inputs.append(fresh[id(x)])
-            return fresh[id(x)]
-        return x
-
     try:
-        # in the order of the call's input tensors: tree order of (args, kwargs)
-        symbolic_args, symbolic_kwargs = tree.map_structure(replace, (tuple(args), dict(kwargs)))
+        symbolic_args, symbolic_kwargs, inputs = _fresh_arguments(node, shape_of, layer.name)
         outputs = layer.call(*symbolic_args, **symbolic_kwargs)
         flat_outputs = tree.flatten(outputs)
         traced = keras.Model(inputs, flat_outputs, name=layer.name)

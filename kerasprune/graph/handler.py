@@ -20,16 +20,26 @@ member, group) are defined in :mod:`kerasprune.graph`.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Mapping, Optional, Protocol, Sequence, Set, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Protocol, Sequence, Set, Tuple, Type
 
 import keras
 import numpy as np
 
+from kerasprune.errors import HandlerError, KerasPruneError
 from kerasprune.graph.keras_graph import describe_call
 from kerasprune.graph.layout import Layout
 
-__all__ = ["LayerHandler", "NodeContext", "LayerRecord", "SlotMasks", "Masks", "WalkState"]
+__all__ = [
+    "LayerHandler",
+    "NodeContext",
+    "LayerRecord",
+    "SlotMasks",
+    "Masks",
+    "WalkState",
+    "handler_step",
+]
 
 Masks = Mapping[str, Optional[np.ndarray]]
 
@@ -281,3 +291,34 @@ class LayerHandler:
     def macs(self, layer: "keras.layers.Layer", node) -> int:
         """Multiply-adds of one call of the layer (0 for layers without matmul work)."""
         return 0
+
+
+@contextlib.contextmanager
+def handler_step(
+    handler: object,
+    layer: object,
+    path: str,
+    step: str,
+    error: Type[KerasPruneError] = HandlerError,
+) -> Iterator[None]:
+    """Run one step of a handler (``analyze``, ``edit_config``, ``slice_weights``) so
+    that an error it raises, a bug in the handler, names the handler, the layer and its
+    class instead of surfacing bare; kerasprune's own errors pass unchanged.
+
+    Args:
+        handler: the handler.
+        layer: the layer (or operation) it works on.
+        path: the layer's path.
+        step: the name of the method called.
+        error: the class of the error raised (the rebuilder's is ``RebuildError``).
+    """
+    try:
+        yield
+    except KerasPruneError:
+        raise
+    except Exception as exc:  # whatever the handler's code raises
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise error(
+            f"the pruning handler {type(handler).__name__} failed in {step}() on layer "
+            f"'{path}' ({type(layer).__name__}): {type(exc).__name__}: {first[:300]}"
+        ) from exc

@@ -17,11 +17,11 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import keras
 import numpy as np
 
-from kerasprune.errors import HandlerError, KerasPruneError, RebuildError
+from kerasprune.errors import HandlerError, RebuildError
 from kerasprune.graph.analysis import analyze
 from kerasprune.graph.composite import call_like, is_container, iter_layers, traced_at_fixed_shape
 from kerasprune.graph.groups import PruningGraph, check_graph
-from kerasprune.graph.handler import SlotMasks
+from kerasprune.graph.handler import SlotMasks, handler_step
 from kerasprune.graph.keras_graph import (
     functional_copy,
     has_graph_config,
@@ -290,16 +290,9 @@ def _edit_config(
     graph: PruningGraph, path: str, layer: keras.layers.Layer, config: dict, masks: SlotMasks
 ) -> None:
     """The handler's ``edit_config``, its failures a RebuildError naming the layer."""
-    rec = graph.record(path)
-    try:
-        rec.handler.edit_config(layer, config, masks)
-    except KerasPruneError:
-        raise
-    except Exception as exc:
-        raise RebuildError(
-            f"the pruning handler {type(rec.handler).__name__} could not edit the config of "
-            f"layer '{path}' ({type(layer).__name__}): {type(exc).__name__}: {exc}"
-        ) from exc
+    handler = graph.record(path).handler
+    with handler_step(handler, layer, path, "edit_config", RebuildError):
+        handler.edit_config(layer, config, masks)
 
 
 def _config_tensors(node: Any) -> List[dict]:
@@ -368,15 +361,8 @@ def _slice(graph: PruningGraph, path: str, layer: keras.layers.Layer, masks: Slo
     """The layer's weights sliced by its handler, its failures a RebuildError."""
     handler = graph.record(path).handler
     weights = [np.asarray(w) for w in layer.get_weights()]
-    try:
+    with handler_step(handler, layer, path, "slice_weights", RebuildError):
         return list(handler.slice_weights(layer, weights, masks))
-    except KerasPruneError:
-        raise
-    except Exception as exc:
-        raise RebuildError(
-            f"the pruning handler {type(handler).__name__} could not slice the weights of "
-            f"layer '{path}' ({type(layer).__name__}): {type(exc).__name__}: {exc}"
-        ) from exc
 
 
 def rebuild(
