@@ -118,3 +118,31 @@ def test_keras_private_fields_are_read_in_one_module():
     outside = {m: fs for m, fs in readers.items() if fs and m != "kerasprune.graph.keras_graph"}
     assert not outside, f"Keras internals read outside kerasprune.graph.keras_graph: {outside}"
     assert readers["kerasprune.graph.keras_graph"], "the reader module itself reads none"
+
+
+def test_importing_every_layer_of_the_package_does_not_import_keras_hub():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, kerasprune, kerasprune.graph, kerasprune.surgery, kerasprune.pruning, "
+        "kerasprune.callbacks, kerasprune.cli; print('keras_hub' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        cwd=PACKAGE.parent,
+    )
+    assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_keras_hub_handler_modules_load_when_a_keras_hub_layer_is_looked_up():
+    keras_hub = __import__("pytest").importorskip("keras_hub")
+    from kerasprune.graph import registry
+
+    layer = keras_hub.layers.PositionEmbedding(sequence_length=4)
+    registry.handler_for(layer)
+    assert "keras_hub" not in registry._LAZY
+    import sys
+
+    assert "kerasprune.graph.handlers.hub_layers" in sys.modules
+    assert "kerasprune.graph.handlers.hub_attention" in sys.modules

@@ -5,11 +5,16 @@ layer is handled like its parent unless it overrides ``call``: then its behaviou
 unknown and kerasprune freezes the channels that pass through it (register a handler
 for it with :func:`register_handler`). The handler API itself is in
 :mod:`kerasprune.graph.handler`.
+
+Handlers for the layers of optional libraries (keras-hub) live in modules that import
+that library; they are imported the first time a layer of that library is looked up, so
+importing kerasprune never imports keras-hub.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Dict, Type, TypeVar
+import importlib
+from typing import Callable, Dict, List, Type, TypeVar
 
 from kerasprune.errors import RegistryError
 from kerasprune.graph.handler import LayerHandler
@@ -20,6 +25,24 @@ _REGISTRY: Dict[type, LayerHandler] = {}
 _FALLBACK = LayerHandler()
 
 H = TypeVar("H", bound=LayerHandler)
+
+# top-level package of a layer's class -> the handler modules for that package's layers,
+# imported (which registers their handlers) when a layer of that package is first looked up
+_LAZY: Dict[str, List[str]] = {
+    "keras_hub": [
+        "kerasprune.graph.handlers.hub_layers",
+        "kerasprune.graph.handlers.hub_attention",
+    ],
+}
+
+
+def _load_handlers_for(cls: type) -> None:
+    """Import the handler modules registered in ``_LAZY`` for the packages of ``cls``
+    and its bases (once each)."""
+    for base in cls.__mro__:
+        modules = _LAZY.pop(str(base.__module__).split(".")[0], None)
+        for module in modules or ():
+            importlib.import_module(module)
 
 
 def register_handler(
@@ -81,6 +104,8 @@ def handler_for(layer: object) -> LayerHandler:
     :class:`~kerasprune.LayerHandler`.
     """
     cls = type(layer)
+    if _LAZY:
+        _load_handlers_for(cls)
     handler = _REGISTRY.get(cls)
     if handler is not None:
         return handler
