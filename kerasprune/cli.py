@@ -143,9 +143,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
     pruner = GradualPruner(
         args.dir, target=args.target, rounds=args.rounds,
         ratio=args.rising if args.rising is not None else args.ratio, criterion=criterion,
-        normalization=args.normalization, scope=args.scope, unit=args.unit,
-        hierarchy=args.hierarchy, method=args.method, min_channels=args.min_channels,
-        max_ratio=args.max_ratio, round_to=args.round_to, exclude=args.exclude or (),
+        normalization=args.normalization, options=_options(args),
         fine_tune_epochs=args.fine_tune_epochs, accumulate=args.accumulate,
         score_batches=args.score_batches, verbose=_verbose(args), tensorboard=args.tensorboard,
     )
@@ -183,10 +181,8 @@ def cmd_soft(args: argparse.Namespace) -> int:
     if (out / "pruned.keras").exists():
         raise UsageError(f"{args.dir} already holds a result: pick another --dir")
     soft = SoftFilterPruning(
-        ratio=args.ratio, criterion=args.criterion, scope=args.scope,
-        normalization=args.normalization, min_channels=args.min_channels,
-        max_ratio=args.max_ratio, round_to=args.round_to, exclude=args.exclude or (),
-        unit=args.unit, tensorboard_dir=args.tensorboard,
+        ratio=args.ratio, criterion=args.criterion, normalization=args.normalization,
+        options=_options(args), tensorboard_dir=args.tensorboard,
     )
     model = _load_model(args.model)
     if not getattr(model, "compiled", False):
@@ -566,6 +562,22 @@ def _selection_args(p: argparse.ArgumentParser, *, gradual: bool) -> None:
     g.add_argument("--exclude", action="append", metavar="PATTERN",
                    help="a group or producing layer to leave alone, fnmatch patterns allowed "
                         "(repeatable)")
+    g.add_argument("--uniform", action="store_true",
+                   help="groups repeated from block to block lose the same number of channels")
+    g.add_argument("--hidden-size", action="store_true",
+                   help="also prune groups normalized together (a transformer's hidden size)")
+
+
+def _options(args: argparse.Namespace) -> "SelectionOptions":  # noqa: F821
+    """The :class:`~kerasprune.SelectionOptions` of the options :func:`_selection_args` added."""
+    from kerasprune.selection import SelectionOptions
+
+    return SelectionOptions(
+        scope=args.scope, unit=args.unit, hierarchy=getattr(args, "hierarchy", "channels"),
+        method=getattr(args, "method", "count"), min_channels=args.min_channels,
+        max_ratio=args.max_ratio, round_to=args.round_to, exclude=args.exclude or (),
+        uniform=args.uniform, hidden_size=args.hidden_size,
+    )
 
 
 def _train_args(p: argparse.ArgumentParser) -> None:

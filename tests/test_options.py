@@ -39,9 +39,11 @@ def test_defaults_are_todays_defaults_and_the_value_is_exported_at_the_top():
     assert opts.get_config() == {
         "scope": "global", "unit": "neurons", "hierarchy": "channels", "method": "count",
         "min_channels": 1, "max_ratio": 1.0, "round_to": 1, "exclude": [],
+        "uniform": False, "hidden_size": False,
     }
     assert SelectionOptions.fields() == (
         "scope", "unit", "hierarchy", "method", "min_channels", "max_ratio", "round_to", "exclude",
+        "uniform", "hidden_size",
     )
 
 

@@ -263,3 +263,48 @@ def test_prune_is_score_then_select_then_rebuild_and_leaves_the_model_alone():
     with warnings.catch_warnings():
         warnings.simplefilter("error", UserWarning)
         kp.prune(model, 0.3, exclude=["c1"])
+
+
+def repeated_blocks_net(widths=(16, 16, 12)):
+    """Residual MLP blocks ``x + down(relu(up(norm(x))))``; blocks ``blk0``, ``blk1``...
+    with the given FFN widths, on a stream of 8 channels normalized by LayerNormalization."""
+    inp = keras.Input((5, 8))
+    x = L.Dense(8, name="embed")(inp)
+    for i, w in enumerate(widths):
+        h = L.LayerNormalization(name=f"blk{i}_norm")(x)
+        h = L.Dense(w, activation="relu", name=f"blk{i}_up")(h)
+        x = L.Add(name=f"blk{i}_add")([x, L.Dense(8, name=f"blk{i}_down")(h)])
+    return randomize(keras.Model(inp, L.Dense(3, name="head")(x)))
+
+
+def test_uniform_removes_as_many_channels_from_each_repeated_group_its_own_lowest():
+    model = repeated_blocks_net()
+    graph = kp.analyze(model)
+    ffn = [graph.group_of("blk0_up").name, graph.group_of("blk1_up").name]
+    odd = graph.group_of("blk2_up").name  # another width: another kind
+    scores = random_scores(graph, seed=3)
+    plain = select(graph, scores, 0.4)
+    even = select(graph, scores, 0.4, uniform=True)
+    removed = {n: graph[n].size - len(even.get(n, range(graph[n].size))) for n in ffn}
+    assert removed[ffn[0]] == removed[ffn[1]] > 0
+    want = int(round(np.mean([graph[n].size - len(plain.get(n, range(graph[n].size))) for n in ffn])))
+    assert removed[ffn[0]] == want
+    for n in ffn:  # each group keeps its own highest-scoring channels
+        top = np.sort(np.argsort(-scores[n], kind="stable")[: graph[n].size - removed[n]])
+        np.testing.assert_array_equal(even[n], top)
+    assert np.array_equal(even.get(odd, []), plain.get(odd, []))
+
+
+def test_hidden_size_groups_normalized_together_are_left_alone_unless_asked_for():
+    model = repeated_blocks_net()
+    graph = kp.analyze(model)
+    stream = graph.group_of("embed")
+    assert stream.prunable and not stream.exact
+    assert all(graph[n].exact for n in (graph.group_of("blk0_up").name,))
+    scores = random_scores(graph)
+    scores[stream.name] = np.zeros(stream.size)  # the lowest of all
+    assert stream.name not in select(graph, scores, 0.3)
+    assert stream.name in select(graph, scores, 0.3, hidden_size=True)
+    assert stream.name in select(graph, scores, 0.3, options=kp.SelectionOptions(hidden_size=True))
+    with pytest.raises(SelectionError, match="hidden_size must be True or False, got 'yes'"):
+        kp.SelectionOptions(hidden_size="yes")

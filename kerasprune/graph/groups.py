@@ -97,6 +97,13 @@ class ChannelGroup:
         return "; ".join(self.reasons)
 
     @property
+    def exact(self) -> bool:
+        """Whether removing channels of this group leaves the kept ones unchanged
+        (False when a member normalizes the channels together, like
+        ``LayerNormalization``)."""
+        return all(m.exact for m in self.members)
+
+    @property
     def producer_layers(self) -> List[str]:
         """The paths of the layers that create these channels (``producers`` without slots)."""
         return [p.split(":", 1)[0] for p in self.producers]

@@ -88,7 +88,8 @@ class GradualPruner:
         ratio: fraction removed per round (Wang et al. (2017) use 0.05), or a
             :class:`RatioSchedule` such as :class:`RisingPercentile`.
         criterion, normalization, scope, unit, hierarchy, min_channels, max_ratio,
-            round_to, exclude, method: as in :func:`kerasprune.prune` (the selection
+            round_to, exclude, method, uniform, hidden_size: as in
+            :func:`kerasprune.prune` (the selection
             options are shortcuts for the fields of ``options``; None: not given).
         fine_tune_epochs: epochs of ``model.fit`` after each round.
         accumulate: take each round's scores from a
@@ -152,6 +153,8 @@ class GradualPruner:
         max_ratio: Optional[float] = None,
         round_to: Optional[int] = None,
         exclude: Optional[Iterable[str]] = None,
+        uniform: Optional[bool] = None,
+        hidden_size: Optional[bool] = None,
         fine_tune_epochs: int = 1,
         accumulate: bool = False,
         score_batches: Optional[int] = None,
@@ -176,6 +179,7 @@ class GradualPruner:
         self.options = resolve_options(
             options, scope=scope, unit=unit, hierarchy=hierarchy, method=method,
             min_channels=min_channels, max_ratio=max_ratio, round_to=round_to, exclude=exclude,
+            uniform=uniform, hidden_size=hidden_size,
         )
         self.run_dir = RunDirectory(directory)
         self.target = None if target is None else parse_target(target)

@@ -41,6 +41,8 @@ def prune(
     exclude: Optional[Iterable[str]] = None,
     hierarchy: Optional[str] = None,
     method: Optional[str] = None,
+    uniform: Optional[bool] = None,
+    hidden_size: Optional[bool] = None,
     max_batches: Optional[int] = None,
     verbose: int = 0,
     options: Optional[SelectionOptions] = None,
@@ -71,9 +73,9 @@ def prune(
         data: batches for data-driven criteria (a ``tf.data.Dataset`` or arrays).
         unit: what ``ratio`` counts: ``neurons`` (default), ``params`` or ``flops``.
         loss: the loss for gradient criteria (default: the model's compiled loss).
-        min_channels, max_ratio, round_to, exclude, hierarchy, method: selection guards
-            and options, see :class:`kerasprune.SelectionOptions`; excluded groups are
-            not scored either. These and ``scope``, ``unit`` are shortcuts for the fields
+        min_channels, max_ratio, round_to, exclude, hierarchy, method, uniform,
+            hidden_size: selection guards and options, see
+            :class:`kerasprune.SelectionOptions`; excluded groups are not scored either. These and ``scope``, ``unit`` are shortcuts for the fields
             of ``options`` (None: not given).
         max_batches: at most this many batches of ``data`` are used for scoring.
         verbose: 1 shows a progress bar while data-driven criteria stream ``data``.
@@ -92,6 +94,7 @@ def prune(
     opts = resolve_options(
         options, scope=scope, unit=unit, min_channels=min_channels, max_ratio=max_ratio,
         round_to=round_to, exclude=exclude, hierarchy=hierarchy, method=method,
+        uniform=uniform, hidden_size=hidden_size,
     )
     graph = analyze(model)
     graph.require_prunable()

@@ -1,4 +1,4 @@
-"""``SelectionOptions``: the eight options that say how a round chooses its channels.
+"""``SelectionOptions``: the ten options that say how a round chooses its channels.
 
 Every entry point that selects channels (:func:`~kerasprune.select`,
 :func:`~kerasprune.prune`, :func:`~kerasprune.prune_for_speedup`,
@@ -34,6 +34,8 @@ import dataclasses
 import numbers
 from dataclasses import dataclass
 from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+
+import numpy as np
 
 from kerasprune.errors import SelectionError
 from kerasprune.selection.scopes import SCOPES
@@ -85,6 +87,20 @@ def _patterns(value: Any) -> Tuple[str, ...]:
     return items
 
 
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise SelectionError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _uniform(value: Any) -> bool:
+    return _flag("uniform", value)
+
+
+def _hidden_size(value: Any) -> bool:
+    return _flag("hidden_size", value)
+
+
 def _scope(value: Any) -> str:
     return _choice("scope", value, tuple(SCOPES))
 
@@ -134,6 +150,8 @@ _CHECKS = {
     "min_channels": _min_channels,
     "round_to": _round_to,
     "exclude": _patterns,
+    "uniform": _uniform,
+    "hidden_size": _hidden_size,
 }
 
 
@@ -179,6 +197,19 @@ class SelectionOptions:
             paths of the layers producing them (one string or several; see
             :meth:`kerasprune.PruningGraph.matching`). A pattern that matches nothing is
             an error when the options meet a model.
+        uniform: groups that repeat from block to block (the same layers and slots
+            in every block of a transformer or a ResNet stage, the same width) all lose
+            the same number of channels, each its own lowest-scoring ones; the scope
+            chooses how many per kind (the mean of what it would remove from each).
+            Then a keras-hub model, whose constructor sets one width for all its
+            blocks, is rebuilt as its own class (see :func:`kerasprune.rebuild`).
+        hidden_size: also prune the groups whose channels are normalized together
+            (``LayerNormalization`` or RMS normalization over the channel axis: the
+            hidden size of a transformer, the residual stream of a ConvNeXt). Removing
+            such a channel changes the statistic the kept ones are divided by, so the
+            thin model is no longer the original with the channels cut off, only close
+            to it until fine-tuned; off by default, which leaves them alone like
+            ``exclude`` does.
 
     Raises:
         SelectionError: an unknown scope, unit, hierarchy or method (the message lists
@@ -202,6 +233,10 @@ class SelectionOptions:
     """Every pruned group keeps a multiple of this many channels."""
     exclude: Tuple[str, ...] = ()
     """``fnmatch`` patterns of the group and layer names left alone."""
+    uniform: bool = False
+    """Groups repeated from block to block lose the same number of channels each."""
+    hidden_size: bool = False
+    """Also prune groups normalized together over their channels (a transformer's hidden size)."""
 
     def __post_init__(self) -> None:
         for name, check in _CHECKS.items():
@@ -217,7 +252,7 @@ class SelectionOptions:
 
         Returns:
             ``("scope", "unit", "hierarchy", "method", "min_channels", "max_ratio",
-            "round_to", "exclude")``.
+            "round_to", "exclude", "uniform", "hidden_size")``.
         """
         return tuple(f.name for f in dataclasses.fields(cls))
 

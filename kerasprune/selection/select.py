@@ -16,7 +16,9 @@ References:
 
 from __future__ import annotations
 
+import re
 import warnings
+from collections import defaultdict
 from typing import Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import keras
@@ -108,6 +110,8 @@ def select(
     exclude: Optional[Iterable[str]] = None,
     hierarchy: Optional[str] = None,
     method: Optional[str] = None,
+    uniform: Optional[bool] = None,
+    hidden_size: Optional[bool] = None,
     options: Optional[SelectionOptions] = None,
 ) -> Dict[str, np.ndarray]:
     """Choose the channels to remove in one round; return what to keep.
@@ -132,8 +136,8 @@ def select(
             :func:`kerasprune.importance.score`. Prunable groups without scores are left
             alone; frozen groups are never touched.
         ratio: fraction of the unit to remove, in [0, 1).
-        scope, unit, min_channels, max_ratio, round_to, exclude, hierarchy, method:
-            shortcuts for the fields of ``options`` (see
+        scope, unit, min_channels, max_ratio, round_to, exclude, hierarchy, method,
+        uniform, hidden_size: shortcuts for the fields of ``options`` (see
             :class:`~kerasprune.selection.options.SelectionOptions`; None: not given).
             ``scope``: ``global`` (one ranking over all groups), ``layerwise`` (the same
             fraction of every group) or ``hierarchical`` (Liu and Wu (2019)); ``unit``:
@@ -141,7 +145,8 @@ def select(
             ``round_to``: the guards; ``exclude``: ``fnmatch`` patterns of group or
             producing layer names left alone; ``hierarchy``: hierarchical shares by
             ``channels`` or ``flops``; ``method``: ``count`` or ``percentile`` (Salama et
-            al. (2019), neurons only).
+            al. (2019), neurons only); ``uniform``: repeated groups lose the same number
+            of channels; ``hidden_size``: also prune groups normalized together.
         model: the analyzed model, for ``params``/``flops`` (default ``graph.model``).
         options: every selection option in one
             :class:`~kerasprune.selection.options.SelectionOptions` (default: the
@@ -161,6 +166,7 @@ def select(
     opts = resolve_options(
         options, scope=scope, unit=unit, min_channels=min_channels, max_ratio=max_ratio,
         round_to=round_to, exclude=exclude, hierarchy=hierarchy, method=method,
+        uniform=uniform, hidden_size=hidden_size,
     )
     ratio = check_ratio(ratio)
     unknown = [n for n in scores if n not in graph]
@@ -174,6 +180,8 @@ def select(
         return {}
     model = graph.model if model is None else model
     skip = graph.matching(opts.exclude, error=SelectionError)
+    if not opts.hidden_size:
+        skip = set(skip) | {g.name for g in graph.prunable if not g.exact}
     names = [g.name for g in graph.prunable if g.name not in skip and g.name in scores]
     need_costs = opts.unit != "neurons" or opts.scope == "hierarchical"
     costs = channel_costs(graph, model, names) if need_costs else None
@@ -186,8 +194,12 @@ def select(
     else:
         budget = ratio * sum(meter.macs.values())  # the model's MACs, as count_flops totals them
 
+    repeats = _repeated(cands) if opts.uniform else []
+
     def choose(b: float) -> List[int]:
         got = SCOPES[opts.scope](cands, b, ratio, opts)
+        for same in repeats:
+            got = _even_out(cands, got, same)
         return [c.snap(k) for c, k in zip(cands, got)]
 
     if meter is None:
@@ -209,6 +221,32 @@ def select(
             stacklevel=2,
         )
     return _keep(cands, steps)
+
+
+def _kind(group) -> Tuple:
+    """What a group is, block numbers left out: its width, its blocks, and the layer paths
+    (digits replaced) and slots of its members. Groups of one kind repeat a block."""
+    members = sorted({(re.sub(r"\d+", "#", m.layer), m.slot, m.produced) for m in group.members})
+    return (group.size, int(group.blocks), tuple(members))
+
+
+def _repeated(cands: Sequence[Candidate]) -> List[List[int]]:
+    """The candidates of each kind that occurs more than once (positions in ``cands``)."""
+    kinds: Dict[Tuple, List[int]] = defaultdict(list)
+    for i, c in enumerate(cands):
+        kinds[_kind(c.group)].append(i)
+    return [same for same in kinds.values() if len(same) > 1]
+
+
+def _even_out(cands: Sequence[Candidate], steps: Sequence[int], same: Sequence[int]) -> List[int]:
+    """``steps`` with every candidate of ``same`` taking the mean of their steps (rounded,
+    within the guards of each)."""
+    out = list(steps)
+    mean = int(round(float(np.mean([steps[i] for i in same]))))
+    k = min([mean] + [cands[i].limit for i in same])
+    for i in same:
+        out[i] = k
+    return out
 
 
 def _keep(cands: Sequence[Candidate], steps: Sequence[int]) -> Dict[str, np.ndarray]:
