@@ -165,6 +165,7 @@ MINIMAL_MODELS = {
     # per-channel parameters
     L.BatchNormalization: lambda: sandwich(L.BatchNormalization(name=UT)),
     L.LayerNormalization: lambda: sandwich(L.LayerNormalization(name=UT)),
+    L.RMSNormalization: lambda: sandwich(L.RMSNormalization(name=UT)),
     L.GroupNormalization: lambda: sandwich(L.GroupNormalization(groups=2, name=UT)),
     L.Normalization: lambda: sandwich(
         L.Normalization(mean=np.linspace(-1, 1, 6), variance=np.linspace(0.5, 2, 6), name=UT)
