@@ -98,7 +98,19 @@ def _zero_out(layer, removed: np.ndarray):
         w["kernel"][..., removed] = 0
         if "bias" in w:
             w["bias"][removed] = 0
-    elif isinstance(layer, L.Embedding):
+    elif isinstance(layer, L.Embedding) or cls.__name__ == "PositionEmbedding":  # keras-hub's
+        w["embeddings"][:, removed] = 0  # a tied reverse call reads these columns as zero
+    elif isinstance(layer, L.EinsumDense):  # the output's last letter, in the kernel and bias
+        operands, out_spec = layer.equation.replace(" ", "").split("->")
+        kernel_spec = operands.split(",")[1]
+        w["kernel"][(slice(None),) * kernel_spec.index(out_spec[-1]) + (removed,)] = 0
+        if "bias" in w and out_spec[-1] in (layer.bias_axes or ""):
+            w["bias"][..., removed] = 0  # the bias spans the output's letters to the last
+    elif cls.__name__ == "ViTPatchingAndEmbedding":  # keras-hub's: patches + token + positions
+        w["kernel"][..., removed] = 0
+        for name in ("bias", "class_token"):
+            if name in w:
+                w[name][..., removed] = 0
         w["embeddings"][:, removed] = 0
     else:
         raise NotImplementedError(f"reference cannot zero outputs of {cls.__name__}")

@@ -109,6 +109,14 @@ def embedding() -> keras.Model:
     return keras.Model(inp, _tail(L.Embedding(VOCAB, 6, name=UT)(inp)))
 
 
+def reversible_embedding() -> keras.Model:
+    """Tied logits: the reverse call reads the embedding's channels (through ``mid``)."""
+    inp = keras.Input((7,), dtype="int32", name="tokens")
+    emb = L.ReversibleEmbedding(VOCAB, 6, name=UT)
+    x = L.Dense(6, activation="relu", name="mid")(emb(inp))
+    return keras.Model(inp, _tail(emb(x, reverse=True)))
+
+
 def nested_input_layer() -> keras.Model:
     """The InputLayer of a nested model: its batch shape follows the pruned width."""
     inner_in = keras.Input((5, 5, 6), name=UT)
@@ -154,6 +162,8 @@ MINIMAL_MODELS = {
     L.SeparableConv2D: lambda: sandwich(L.SeparableConv2D(5, 3, padding="same", name=UT)),
     L.Dense: lambda: sandwich(L.Dense(5, activation="relu", name=UT), (4,)),
     L.Embedding: embedding,
+    L.ReversibleEmbedding: reversible_embedding,
+    L.EinsumDense: lambda: _seq(L.EinsumDense("btc,cd->btd", output_shape=(None, 5), bias_axes="d", name=UT)),
     # merges
     L.Add: lambda: merge(L.Add),
     L.Subtract: lambda: merge(L.Subtract),
@@ -165,6 +175,7 @@ MINIMAL_MODELS = {
     # per-channel parameters
     L.BatchNormalization: lambda: sandwich(L.BatchNormalization(name=UT)),
     L.LayerNormalization: lambda: sandwich(L.LayerNormalization(name=UT)),
+    L.RMSNormalization: lambda: sandwich(L.RMSNormalization(name=UT)),
     L.GroupNormalization: lambda: sandwich(L.GroupNormalization(groups=2, name=UT)),
     L.Normalization: lambda: sandwich(
         L.Normalization(mean=np.linspace(-1, 1, 6), variance=np.linspace(0.5, 2, 6), name=UT)

@@ -63,6 +63,17 @@ class LayerNormHandler(PerChannelHandler):
     exact = False
 
 
+class RMSNormalizationHandler(PerChannelHandler):
+    """Over the channel axis: the scale is sliced; the root mean square over the kept
+    channels is another (not exact)."""
+
+    exact = False
+
+
+if hasattr(layers, "RMSNormalization"):  # Keras 3.9 and later
+    register_handler(layers.RMSNormalization)(RMSNormalizationHandler)
+
+
 @register_handler(layers.GroupNormalization)
 class GroupNormHandler(PerChannelHandler):
     """Channels split into ``groups`` blocks that keep equal sizes (``groups`` is kept).
