@@ -442,3 +442,25 @@ def test_causal_lm_logits_tie_the_hidden_size_to_the_token_embedding(rng):
     assert not any(word in r for r in hidden.reasons for word in OWN), hidden.reasons
     vocab = [g for g in graph.frozen if g.size == 100]
     assert len(vocab) == 1 and "reverse=True" in vocab[0].reason
+
+
+def test_vit_with_a_head_prunes_uniformly_as_its_class_and_names_the_unserializable_mlp_otherwise():
+    # the uniform keep-set goes through ViTBackbone's own constructor (mlp_dim); a
+    # non-uniform one would need keras-hub's ViT MLP serialized, which has no get_config
+    backbone = keras_hub.models.ViTBackbone(
+        image_shape=(16, 16, 3), patch_size=4, num_layers=2, num_heads=2, hidden_dim=16,
+        mlp_dim=32,
+    )
+    inp = keras.Input((16, 16, 3))
+    model = keras.Model(inp, keras.layers.Dense(5, name="head")(backbone(inp)[:, 0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        thin = kp.prune(model, 0.3, uniform=True)
+        assert type(thin.get_layer(backbone.name)) is keras_hub.models.ViTBackbone
+        assert kp.count_params(thin).total < kp.count_params(model).total
+        graph = kp.analyze(model)
+        ffn = [g for g in graph.prunable if g.exact and g.size == 32]  # the MLP units
+        assert len(ffn) == 2
+        keep = {ffn[0].name: np.arange(20), ffn[1].name: np.arange(24)}  # not uniform
+        with pytest.raises(kp.RebuildError, match=r"ViTEncoderBlock.*cannot be serialized.*MLP"):
+            kp.rebuild(model, keep, graph=graph)

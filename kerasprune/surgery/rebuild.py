@@ -91,6 +91,12 @@ def _custom_objects(model: keras.Model) -> Dict[str, type]:
     return objs
 
 
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (Keras's run over several)."""
+    text = str(exc).strip()
+    return " ".join(text.splitlines()[0].split()) if text else "no message"
+
+
 def _describe(layer: Any) -> str:
     return f"'{getattr(layer, 'name', layer)}' ({type(layer).__name__})"
 
@@ -233,6 +239,14 @@ class _Plan:
                 "for every size; prune it uniformly (the same channels in every such block) "
                 "so that its model's own constructor can build it"
             )
+        try:
+            traced_config = copy.deepcopy(self.graph.composites[path].get_config())
+        except Exception as exc:  # a sublayer Keras cannot serialize
+            raise RebuildError(
+                f"composite layer '{path}' ({type(layer).__name__}) has thinner sublayers and "
+                f"{why}, and the functional model of its sublayers cannot be serialized "
+                f"either ({type(exc).__name__}: {_first_line(exc)})"
+            ) from exc
         self.composites.append(path)
         warnings.warn(
             f"kerasprune: composite layer '{path}' ({type(layer).__name__}) has thinner "
@@ -251,7 +265,7 @@ class _Plan:
             {
                 "module": "keras.src.models.functional",
                 "class_name": "Functional",
-                "config": copy.deepcopy(self.graph.composites[path].get_config()),
+                "config": traced_config,
                 "registered_name": "Functional",
                 "name": layer.name,
                 "inbound_nodes": inbound,
