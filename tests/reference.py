@@ -147,6 +147,10 @@ def _zero_out(layer, removed: np.ndarray):
         w["kernel"][..., removed] = 0
         if "bias" in w:
             w["bias"][removed] = 0
+    elif isinstance(layer, L.EinsumDense) and len(layer.kernel.shape) == 2:  # "...x,xy->...y"
+        w["kernel"][:, removed] = 0
+        if "bias" in w:
+            w["bias"][removed] = 0
     elif isinstance(layer, L.Embedding):
         w["embeddings"][:, removed] = 0
     else:

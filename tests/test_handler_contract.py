@@ -235,6 +235,7 @@ MINIMAL_MODELS = {
     # attention and recurrent layers
     L.MultiHeadAttention: attention,
     L.GroupQueryAttention: grouped_query_attention,
+    L.EinsumDense: lambda: _seq(L.EinsumDense("btd,df->btf", output_shape=(None, 4), bias_axes="f", name=UT)),
     L.LSTM: lambda: _seq(L.LSTM(4, name=UT)),
     L.GRU: lambda: _seq(L.GRU(4, return_sequences=True, name=UT)),
     L.SimpleRNN: lambda: _seq(L.SimpleRNN(4, return_sequences=True, name=UT)),

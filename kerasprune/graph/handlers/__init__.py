@@ -5,6 +5,7 @@ from kerasprune.graph.handlers import (  # noqa: F401
     attention,
     conv,
     dense,
+    einsum,
     merge,
     normalization,
     ops,
