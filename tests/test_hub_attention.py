@@ -13,6 +13,7 @@ embeddings and norms and stays frozen here; only heads and FFN channels are remo
 
 from __future__ import annotations
 
+import importlib
 import warnings
 from typing import Callable, Dict
 
@@ -161,6 +162,10 @@ HUB: Dict[str, Callable[[], keras.Model]] = {
                                           hidden_dim=16, intermediate_dim=32, **COMMON),
     "Gemma_gqa": lambda: _hub().GemmaBackbone(head_dim=8, num_query_heads=4, num_key_value_heads=2,
                                               hidden_dim=16, intermediate_dim=32, **COMMON),
+    # query/key norms over head_dim, logit soft-capping, sliding windows
+    "Gemma3": lambda: _hub().Gemma3Backbone(**GQA, head_dim=8, image_size=16, vision_encoder=None,
+                                            use_sliding_window_attention=True, sliding_window_size=4,
+                                            attention_logit_soft_cap=20.0, **COMMON),
     "Qwen2": lambda: _hub().QwenBackbone(**GQA, **COMMON),
     "Qwen3": lambda: _hub().Qwen3Backbone(**GQA, head_dim=8, **COMMON),
     "Phi3": lambda: _hub().Phi3Backbone(**GQA, **COMMON),
@@ -168,10 +173,11 @@ HUB: Dict[str, Callable[[], keras.Model]] = {
 
 # family -> (prunable head units, prunable FFN channels), both blocks together. Llama,
 # Qwen2 and Phi-3 attention set head_dim = hidden_dim // num_query_heads (no head_dim
-# argument): their heads stay. Gemma's FFN is EinsumDense layers, which have no handler.
+# argument): their heads stay. Gemma's FFN is two Dense-like EinsumDense gates of
+# intermediate_dim // 2 units.
 COUNTS = {
-    "GPT2": (4, 64), "Bert": (4, 64), "Llama": (0, 96), "Mistral": (4, 96), "Gemma": (2, 0),
-    "Gemma_gqa": (4, 0), "Qwen2": (0, 96), "Qwen3": (4, 96), "Phi3": (0, 96),
+    "GPT2": (4, 64), "Bert": (4, 64), "Llama": (0, 96), "Mistral": (4, 96), "Gemma": (2, 32),
+    "Gemma_gqa": (4, 32), "Gemma3": (4, 96), "Qwen2": (0, 96), "Qwen3": (4, 96), "Phi3": (0, 96),
 }
 
 # family -> channels removed from (block 0, block 1) of the head and FFN groups: a
@@ -266,8 +272,6 @@ def test_keras_hub_heads_and_ffn_rebuild_to_the_cut_off_original(family, tmp_pat
     graph = kp.analyze(model)
     assert _counts(graph) == COUNTS[family]
     keep = non_uniform_keep(graph)
-    if not keep:
-        pytest.skip(f"{family}: nothing prunable but single-unit head groups")
     fails = NON_UNIFORM_FAILS.get(family)
     if fails is not None:
         with pytest.raises(kp.RebuildError, match=fails):
@@ -313,3 +317,61 @@ def test_keras_hub_attention_called_by_keyword_reads_its_hidden_states():
     assert graph.group_of(path, "query") is hidden and graph.group_of(path) is hidden
     assert graph.record(path).produced == {"heads", "out"}
 
+
+
+def _hub_layer(module: str, name: str):
+    pytest.importorskip("keras_hub")
+    return getattr(importlib.import_module(f"keras_hub.src.models.{module}"), name)
+
+
+def test_keras_hub_attention_in_a_functional_model_rebuilds_exactly_and_round_trips(rng, tmp_path):
+    """A CachedMistralAttention on its own: the edited config keeps head_dim (derived
+    from hidden // num_query_heads when built) explicit."""
+    cls = _hub_layer("mistral.mistral_attention", "CachedMistralAttention")
+    inp = keras.Input((5, 6), name="inp")
+    x = L.Dense(16, name="emb")(inp)
+    y = cls(num_query_heads=4, num_key_value_heads=2, name="att")(x)
+    model = randomize(keras.Model(inp, L.Dense(3, name="head")(L.Add(name="res")([x, y]))))
+    graph = kp.analyze(model)
+    keep = {"att/heads": [1]}
+    thin = kp.rebuild(model, keep, graph=graph)
+    config = thin.get_layer("att").get_config()
+    assert (config["num_query_heads"], config["num_key_value_heads"], config["head_dim"]) == (2, 1, 4)
+    x = rng.normal(size=(2, 5, 6)).astype("float32")
+    ref = cut_off(model, graph, keep)(x)
+    assert_close(thin(x), ref)
+    assert np.abs(np.asarray(model(x)) - np.asarray(ref)).max() > 1e-4
+    thin.save(tmp_path / "thin.keras")
+    np.testing.assert_array_equal(np.asarray(keras.models.load_model(tmp_path / "thin.keras")(x)), np.asarray(thin(x)))
+
+
+def test_keras_hub_attention_given_a_key_value_cache_keeps_its_heads():
+    cls = _hub_layer("mistral.mistral_attention", "CachedMistralAttention")
+    inp, cache = keras.Input((1, 6)), keras.Input((2, 5, 2, 4), name="cache")
+    x = L.Dense(16, name="emb")(inp)
+    y, new_cache = cls(num_query_heads=4, num_key_value_heads=2, head_dim=4, name="att")(
+        x, cache=cache, cache_update_index=2
+    )
+    graph = kp.analyze(keras.Model([inp, cache], [L.Dense(3, name="head")(y), new_cache]))
+    assert "is given a key/value cache" in graph["att/heads"].reason
+    assert graph.group_of("emb").prunable  # the hidden states are still the query
+
+
+def test_gemma_attention_scaling_scores_by_its_width_keeps_heads_and_width():
+    """``query_head_dim_normalize=False``: scores scaled by 1/sqrt(hidden // heads)."""
+    cls = _hub_layer("gemma.gemma_attention", "CachedGemmaAttention")
+    inp, mask = keras.Input((5, 6)), keras.Input((5, 5), dtype="int32", name="mask")
+    x = L.Dense(16, name="emb")(inp)
+    y = cls(head_dim=4, num_query_heads=4, num_key_value_heads=2, query_head_dim_normalize=False,
+            name="att")(x, attention_mask=mask)
+    graph = kp.analyze(keras.Model([inp, mask], L.Dense(3, name="head")(y)))
+    assert "query_head_dim_normalize=False" in graph["att/heads"].reason
+    assert "query_head_dim_normalize=False" in graph.group_of("emb").reason
+
+
+def test_every_listed_keras_hub_attention_class_is_found_and_a_missing_one_is_skipped():
+    pytest.importorskip("keras_hub")
+    hub_attention = importlib.import_module("kerasprune.graph.handlers.hub_attention")
+    found = {cls.__name__ for cls in hub_attention.registered_families()}
+    assert found == {name for _, name, _ in hub_attention.FAMILIES} | {"CachedMultiHeadAttention"}
+    assert hub_attention._find("keras_hub.src.models.no_such_model", "NoSuchAttention") is None
