@@ -299,7 +299,7 @@ class GroupedHeads:
     head_dim_key: Optional[str] = "head_dim"
     head_norms: Tuple[str, ...] = ()
     scale_unless: Optional[str] = None
-    attention_methods: Tuple[str, ...] = ("_compute_attention",)
+    attention_methods: Tuple[str, ...] = ("_compute_attention", "_masked_softmax")
 
     def projections(self) -> Dict[str, str]:
         """Role (``query``, ``key``, ``value``, ``gate``, ``output``) -> attribute."""
@@ -417,7 +417,8 @@ class GroupedQueryAttentionHandler(LayerHandler):
         family, spec = _family(layer)
         call = self._call(layer, node, spec)
         iq, iv, ik = (input_index(ctx, t) for t in (call.query, call.value, call.key))
-        if iq is None or iv is None or ik is None or _kernel(layer, spec.query) is None:
+        kernels = (_kernel(layer, spec.query), _kernel(layer, spec.key))
+        if any(i is None for i in (iq, iv, ik) + kernels):
             reason = f"'{ctx.path}' is called in a way kerasprune cannot read"
             for l in ctx.inputs:
                 ctx.freeze(l, reason)

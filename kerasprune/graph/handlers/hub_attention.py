@@ -47,14 +47,13 @@ from kerasprune.graph.registry import register_handler
 __all__ = ["CachedMultiHeadAttentionHandler", "FAMILIES", "registered_families"]
 
 _MODELS = "keras_hub.src.models"
-_SOFTMAX = ("_compute_attention", "_masked_softmax")
 
 # projections named without a leading underscore
 _PUBLIC = dict(query="query_dense", key="key_dense", value="value_dense", output="output_dense")
 _GEMMA = dict(_PUBLIC, heads_axis=0, inputs=("x",), scale_unless="query_head_dim_normalize")
 _QWEN3_NORMS = ("_query_dense_layer_norm", "_key_dense_layer_norm")
 
-_COMMON = dict(gate=None, inputs=("hidden_states",), cache="cache", attention_methods=_SOFTMAX)
+_COMMON = dict(gate=None, inputs=("hidden_states",), cache="cache")
 
 #: (module, class name, how it holds its heads) of each grouped-query attention layer
 FAMILIES: List[Tuple[str, str, GroupedHeads]] = [
