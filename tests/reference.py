@@ -5,7 +5,9 @@ channel is zeroed where it is created (the producer's filter and bias, a recurre
 unit's candidate gate, an attention head's values, the BatchNormalization's shift and
 mean, the Normalization's mean, a per-channel Rescaling offset, the depthwise bias, the
 filters of a removed group of a grouped convolution), so it carries exactly zero to every
-consumer. Keras then runs the full-width graph itself. The zeroing rules below are this
+consumer. Keras then runs the full-width graph itself. A key/value head of a grouped-query
+attention layer is zeroed in its value projection (kernel columns and bias): every query
+head sharing it then averages zero values, so all of them add nothing to the output. The zeroing rules below are this
 file's own knowledge of the layer classes, not kerasprune's handlers.
 
 A layer between producer and consumer that turns a zero channel into something else (a
@@ -48,11 +50,58 @@ def _zero_at(var, index):
     var.assign(w)
 
 
+# keras-hub's grouped-query attention layers (by class name: this file does not import
+# keras-hub), and where each keeps its value and output projections
+_HUB_GROUPED_ATTENTION = {  # class name -> (value projection, output projection)
+    "LlamaAttention": ("_value_dense", "_output_dense"),
+    "CachedMistralAttention": ("_value_dense", "_output_dense"),
+    "CachedMixtralAttention": ("value_dense", "output_dense"),
+    "QwenAttention": ("_value_dense", "_output_dense"),
+    "QwenMoeAttention": ("value_dense", "_output_dense"),
+    "Qwen3Attention": ("_value_dense", "_output_dense"),
+    "Qwen3MoeAttention": ("_value_dense", "_output_dense"),
+    "Phi3Attention": ("value_dense", "output_dense"),
+    "CachedGemmaAttention": ("value_dense", "output_dense"),
+    "CachedGemma3Attention": ("value_dense", "output_dense"),
+}
+
+
+def _zero_kv_heads(value_dense, removed: np.ndarray):
+    """Zero key/value heads ``removed`` of a value ``EinsumDense`` whose output is
+    ``(..., heads, head_dim)``: the heads' axis in the kernel is read off the equation
+    (``"bkm,mvh->bkvh"``: axis 1; Gemma's ``"bsd,kdh->bskh"``: axis 0); the bias is
+    ``(heads, head_dim)``."""
+    operands, result = value_dense.equation.split("->")
+    axis = operands.split(",")[1].index(result[-2])
+    index = [slice(None)] * len(value_dense.kernel.shape)
+    index[axis] = removed
+    _zero_at(value_dense.kernel, tuple(index))
+    if getattr(value_dense, "bias", None) is not None:
+        _zero_at(value_dense.bias, removed)
+
+
+def _grouped_projections(layer):
+    """``(value, output)`` projections of a grouped-query attention layer, else None."""
+    if isinstance(layer, keras.layers.GroupQueryAttention):
+        return layer._value_dense, layer._output_dense
+    attrs = _HUB_GROUPED_ATTENTION.get(type(layer).__name__)
+    return None if attrs is None else tuple(getattr(layer, a) for a in attrs)
+
+
 def _zero_produced(layer, slot: str, removed: np.ndarray):
     """Zero the channels ``layer`` creates in ``slot`` (``out``, MHA ``heads``,
     Bidirectional ``forward`` / ``backward``)."""
     L = keras.layers
-    if isinstance(layer, L.MultiHeadAttention):
+    grouped = _grouped_projections(layer)
+    if grouped is not None and slot in ("heads", "out"):
+        value, output = grouped
+        if slot == "heads":
+            _zero_kv_heads(value, removed)
+        else:  # output kernel (heads, head_dim, out), bias (out,)
+            _zero_at(output.kernel, (Ellipsis, removed))
+            if getattr(output, "bias", None) is not None:
+                _zero_at(output.bias, removed)
+    elif isinstance(layer, L.MultiHeadAttention):
         if slot == "heads":  # a head whose values are zero adds nothing to the output
             _zero_at(layer.value_dense.kernel, (slice(None), removed))
             if layer.value_dense.bias is not None:
@@ -185,8 +234,11 @@ def _classes(model: keras.Model) -> list:
 def cut_off(model: keras.Model, graph, keep, cut_inputs: bool = False) -> keras.Model:
     """A copy of ``model`` whose removed channels are zero wherever they are created
     (and, with ``cut_inputs``, wherever a consumer reads them)."""
-    ref = keras.models.clone_model(model)
-    if _classes(ref) != _classes(model):  # a keras-hub Task clones into another graph
+    try:
+        ref = keras.models.clone_model(model)
+    except Exception:  # a layer's get_config fails (keras-hub's LlamaTransformerDecoder)
+        ref = None
+    if ref is None or _classes(ref) != _classes(model):  # a keras-hub Task clones into another graph
         ref = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(model))
     assert _classes(ref) == _classes(model)
     ref.set_weights(model.get_weights())

@@ -134,6 +134,15 @@ def attention() -> keras.Model:
     return keras.Model(inp, _tail(y))
 
 
+def grouped_query_attention() -> keras.Model:
+    """Self-attention with 2 key/value heads shared by 4 query heads: the output width
+    follows the query, so ``out`` joins ``before``; the heads are their own group."""
+    inp = keras.Input((5, 3), name="inp")
+    x = L.Dense(6, name="before")(inp)
+    y = L.GroupQueryAttention(head_dim=2, num_query_heads=4, num_key_value_heads=2, name=UT)(x, x)
+    return keras.Model(inp, _tail(y))
+
+
 SEQ = (6, 3)
 VOL = (4, 4, 4, 2)
 
@@ -236,6 +245,7 @@ MINIMAL_MODELS = {
     L.InputLayer: nested_input_layer,
     # attention and recurrent layers
     L.MultiHeadAttention: attention,
+    L.GroupQueryAttention: grouped_query_attention,
     L.LSTM: lambda: _seq(L.LSTM(4, name=UT)),
     L.GRU: lambda: _seq(L.GRU(4, return_sequences=True, name=UT)),
     L.SimpleRNN: lambda: _seq(L.SimpleRNN(4, return_sequences=True, name=UT)),

@@ -11,6 +11,8 @@ their own, which the walk enters like a nested model. :func:`iter_layers` and
 
 from __future__ import annotations
 
+import contextlib
+import inspect
 import weakref
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
@@ -192,9 +194,75 @@ def _trace(layer: keras.layers.Layer, node: Any) -> Union[keras.Model, TraceFail
     # the channels do not depend on it, so the walk can use a trace at a fixed length
     retry = _trace_at(layer, node, fixed=True)
     if isinstance(retry, TraceFailure):
-        return traced
+        if str(retry) == str(traced):
+            return traced
+        # both reasons: why a fixed size was tried, and what stopped the trace then
+        return TraceFailure(f"{traced}; traced at a fixed size: {retry.split(': ', 1)[-1]}")
     _FIXED_SHAPE.add(retry)
     return retry
+
+
+def _tolerant_output_spec(spec: Callable[..., Any]) -> Optional[Callable[..., Any]]:
+    """``spec`` (a layer's bound ``compute_output_spec``) taking, and ignoring, keyword
+    arguments it has no parameter for when their value is None; None when ``spec``
+    takes every keyword already (``**kwargs``)."""
+    try:
+        params = inspect.signature(spec).parameters
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return None
+
+    def tolerant(*args: Any, **kwargs: Any) -> Any:
+        kept = {k: v for k, v in kwargs.items() if k in params or v is not None}
+        return spec(*args, **kept)
+
+    return tolerant
+
+
+def _descendants(layer: keras.layers.Layer) -> List[keras.layers.Layer]:
+    """Every layer below ``layer`` (children, their children...), each once."""
+    out: List[keras.layers.Layer] = []
+    seen = {id(layer)}
+    stack = sublayers(layer)
+    while stack:
+        sub = stack.pop()
+        if id(sub) not in seen:
+            seen.add(id(sub))
+            out.append(sub)
+            stack.extend(sublayers(sub))
+    return out
+
+
+@contextlib.contextmanager
+def _none_arguments_tolerated(layer: keras.layers.Layer) -> Iterator[None]:
+    """While tracing ``layer``'s call, let its sublayers' symbolic calls ignore keyword
+    arguments that are None and that their ``compute_output_spec`` does not take.
+
+    A sublayer called on symbolic tensors gets its output spec from
+    ``compute_output_spec(*args, **kwargs)``, with the call's arguments. A subclass that
+    adds call arguments without overriding it breaks there: keras-hub's
+    ``CachedMultiHeadAttention`` adds ``cache`` and ``cache_update_index`` to
+    ``MultiHeadAttention.call``, whose ``compute_output_spec`` does not take them, and
+    its blocks call it with ``cache=None`` (GPT-2's ``TransformerDecoder``). keras-hub's
+    blocks are never called symbolically on their insides (they give their own output
+    shape), so only a trace meets this. A None argument selects the call's plain path
+    (no cache), whose output spec is the parent's; the call node still records it. An
+    instance attribute shadows the method for the trace and is removed afterwards.
+    """
+    patched = []
+    for sub in _descendants(layer):
+        if "compute_output_spec" in vars(sub):
+            continue  # an instance attribute of its own: leave it be
+        tolerant = _tolerant_output_spec(sub.compute_output_spec)
+        if tolerant is not None:
+            object.__setattr__(sub, "compute_output_spec", tolerant)
+            patched.append(sub)
+    try:
+        yield
+    finally:
+        for sub in patched:
+            object.__delattr__(sub, "compute_output_spec")
 
 
 def _trace_at(layer: keras.layers.Layer, node: Any, fixed: bool) -> Union[keras.Model, TraceFailure]:
@@ -209,7 +277,8 @@ def _trace_at(layer: keras.layers.Layer, node: Any, fixed: bool) -> Union[keras.
 
     try:
         symbolic_args, symbolic_kwargs, inputs = _fresh_arguments(node, shape_of, layer.name)
-        outputs = layer.call(*symbolic_args, **symbolic_kwargs)
+        with _none_arguments_tolerated(layer):
+            outputs = layer.call(*symbolic_args, **symbolic_kwargs)
         flat_outputs = tree.flatten(outputs)
         traced = keras.Model(inputs, flat_outputs, name=layer.name)
     except Exception as exc:  # noqa: BLE001  (whatever the layer's code raises)

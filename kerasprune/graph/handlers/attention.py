@@ -1,4 +1,5 @@
-"""MultiHeadAttention: whole heads are pruned; its input and output channels are tracked.
+"""MultiHeadAttention and GroupQueryAttention: whole heads are pruned; their input and
+output channels are tracked.
 
 Keras builds four (five with ``use_gate``) ``EinsumDense`` sublayers:
 
@@ -27,11 +28,30 @@ Multiply-adds: the projections (query, key, value, gate, output: ``positions * i
 heads * dim``) and the two attention products (scores ``Q K^T`` and the weighted sum of
 values: ``heads * T * S * (key_dim + value_dim)`` over the attended positions); softmax
 and scaling are not counted.
+
+**Grouped-query attention** (``keras.layers.GroupQueryAttention``, and the layers of other
+libraries built the same way, see :class:`GroupedHeads`): ``num_key_value_heads`` key
+and value heads, each shared by ``num_query_heads // num_key_value_heads`` consecutive
+query heads (``ops.repeat(key, groups, axis=2)``: query head ``u`` reads key/value head
+``u // groups``). The unit of the ``"heads"`` slot is one key/value head with its query
+heads, so the ratio stays an integer: the slot has ``num_key_value_heads`` channels,
+and keeping key/value head ``k`` keeps query heads ``k*groups .. (k+1)*groups - 1``. A
+unit is its key and value kernel columns and biases, its query (and gate) columns and
+biases, and its rows of the output kernel; every query head runs its own softmax, so
+removing a unit removes exactly its terms of the output projection. ``head_dim`` never
+changes (nor do the score scale ``1/sqrt(head_dim)`` and rotary embeddings over it);
+``num_query_heads`` and ``num_key_value_heads`` are edited. Input channels are tracked
+like MultiHeadAttention's (``"query"``, ``"key"``, ``"value"``); the output width is the
+query's, and the value must be as wide (one group with both). Returned scores ``(B, num_query_heads, T, S)`` carry
+each unit ``groups`` times on axis 1. Multiply-adds: the projections, and
+``num_query_heads * T * S * 2 * head_dim``.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+import inspect
+from dataclasses import dataclass
+from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from keras import layers
@@ -40,7 +60,12 @@ from kerasprune.graph.handler import LayerHandler
 from kerasprune.graph.handlers._common import call_arg, input_index, prod
 from kerasprune.graph.registry import register_handler
 
-__all__ = ["MultiHeadAttentionHandler"]
+__all__ = [
+    "MultiHeadAttentionHandler",
+    "GroupedHeads",
+    "GroupedQueryAttentionHandler",
+    "register_grouped_attention",
+]
 
 _ROLES = (
     ("_query_dense", "query"),
@@ -71,9 +96,36 @@ def _heads_axis_in_scores(layer, query_rank: int) -> int:
     return len(batch_dims) - 1
 
 
+def _freeze_side_inputs(ctx, used: Sequence[Optional[int]], cache: Any) -> None:
+    """Freeze the channels of the call's other input tensors (masks, a key/value cache):
+    the layer does not read them as channels."""
+    ids = {id(ctx.input_tensors[i]) for i in used if i is not None}
+    for kt, layout in zip(ctx.input_tensors, ctx.inputs):
+        if id(kt) in ids or layout is None:
+            continue
+        what = "a key/value cache" if kt is cache else "a mask"
+        ctx.freeze(layout, f"used as {what} by '{ctx.path}'")
+
+
+def _cache_outputs(ctx, heads, outs: List[Any], cache: Any) -> List[Any]:
+    """The outputs of a call given a key/value cache: the cache holds heads computed
+    outside this call, so they stay; the returned cache is opaque."""
+    ctx.freeze(heads, f"'{ctx.path}' ({type(ctx.layer).__name__}) is given a key/value cache, "
+                      "whose heads come from outside the call")
+    reason = f"the key/value cache '{ctx.path}' returns"
+    for shape in ctx.output_shapes[len(outs):]:
+        outs.append(ctx.frozen_layout(shape[-1] if shape else None, len(shape) - 1, reason))
+    return outs
+
+
 @register_handler(layers.MultiHeadAttention)
 class MultiHeadAttentionHandler(LayerHandler):
     """Heads of a MultiHeadAttention are one group; input and output channels tracked."""
+
+    def cache_argument(self, node) -> Any:
+        """The key/value cache tensor a call is given (None: MultiHeadAttention has no
+        cache; a subclass with one says where it is)."""
+        return None
 
     def analyze(self, ctx):
         layer = ctx.layer
@@ -118,18 +170,19 @@ class MultiHeadAttentionHandler(LayerHandler):
                 )
             else:
                 ctx.unify([out, q], f"'{ctx.path}' (output width follows the query)")
-        used = {id(ctx.input_tensors[i]) for i in (iq, iv, ik) if i is not None}
-        for kt, layout in zip(ctx.input_tensors, ctx.inputs):
-            if id(kt) not in used and layout is not None:
-                ctx.freeze(layout, f"used as a mask by '{ctx.path}'")
+        cache = self.cache_argument(node)
+        _freeze_side_inputs(ctx, (iq, iv, ik), cache)
         outs = [out]
-        if len(ctx.output_shapes) == 2:  # attention scores
+        returned = len(ctx.output_shapes) - (cache is not None)  # a cache comes last
+        if returned == 2:  # attention scores
             outs.append(heads.moved(_heads_axis_in_scores(layer, q_rank)))
-        elif len(ctx.output_shapes) != 1:
+        elif returned != 1:
             reason = f"'{ctx.path}' returns outputs kerasprune cannot match"
             ctx.freeze(out, reason)
             ctx.freeze(heads, reason)
             return ctx.opaque_outputs(reason)
+        if cache is not None:
+            return _cache_outputs(ctx, heads, outs, cache)
         return outs
 
     def edit_config(self, layer, config, masks):
@@ -195,3 +248,299 @@ class MultiHeadAttentionHandler(LayerHandler):
         s = prod(v_shape[a] for a in attn)
         total += layer.num_heads * free * t * s * (layer.key_dim + layer.value_dim)
         return total
+
+
+# --------------------------------------------------------------------------- grouped-query
+
+
+@dataclass(frozen=True)
+class GroupedHeads:
+    """How a grouped-query attention layer holds its heads, as data for
+    :class:`GroupedQueryAttentionHandler` (defaults: ``keras.layers.GroupQueryAttention``).
+
+    Attributes:
+        query, key, value, output: the attributes holding the ``EinsumDense``
+            projections. Query, key and value kernels are ``(in, heads, head_dim)``
+            (``heads_axis`` 1) or ``(heads, in, head_dim)`` (``heads_axis`` 0), their
+            biases ``(heads, head_dim)``; the output kernel is ``(heads, head_dim, out)``,
+            its bias ``(out,)``.
+        gate: an optional projection like the query's (multiplying the attention output
+            per query head), or None.
+        heads_axis: the axis of the heads in the query, key and value kernels.
+        inputs: the call's parameters holding the query, value and key tensors (a key
+            that is not given is the value); one name for a self-attention layer called
+            on one tensor.
+        cache: the call parameter of a key/value cache, or None.
+        query_heads_key, kv_heads_key: the config keys of the two head counts.
+        head_dim_key: the argument setting ``head_dim``; where the config holds it, the
+            edited config holds the built value (a None there would derive it anew);
+            None for a class that has no such argument and always sets ``head_dim`` to
+            its input width ``// num_query_heads``: no config of it builds fewer heads, or
+            another input width, with the same ``head_dim``, so both stay.
+        head_norms: sublayers normalizing the query or key over ``head_dim`` alone (Qwen3,
+            Gemma3): unchanged by pruning heads, their weights must be ``(head_dim,)``.
+        scale_unless: an attribute that, when False, makes the score scale
+            ``1/sqrt(input width // num_query_heads)`` (Gemma's
+            ``query_head_dim_normalize``): removing heads or input channels would change
+            it, so both stay.
+        attention_methods: methods whose override by a subclass may mix the heads.
+    """
+
+    query: str = "_query_dense"
+    key: str = "_key_dense"
+    value: str = "_value_dense"
+    output: str = "_output_dense"
+    gate: Optional[str] = "_gate_dense"
+    heads_axis: int = 1
+    inputs: Tuple[str, ...] = ("query", "value", "key")
+    cache: Optional[str] = None
+    query_heads_key: str = "num_query_heads"
+    kv_heads_key: str = "num_key_value_heads"
+    head_dim_key: Optional[str] = "head_dim"
+    head_norms: Tuple[str, ...] = ()
+    scale_unless: Optional[str] = None
+    attention_methods: Tuple[str, ...] = ("_compute_attention", "_masked_softmax")
+
+    def projections(self) -> Dict[str, str]:
+        """Role (``query``, ``key``, ``value``, ``gate``, ``output``) -> attribute."""
+        out = {"query": self.query, "key": self.key, "value": self.value, "output": self.output}
+        if self.gate is not None:
+            out["gate"] = self.gate
+        return out
+
+
+# layer class -> how it holds its heads (subclasses that do not override call inherit)
+_GROUPED: Dict[type, GroupedHeads] = {}
+
+
+def _family(layer) -> Tuple[type, GroupedHeads]:
+    for cls in type(layer).__mro__:
+        if cls in _GROUPED:
+            return cls, _GROUPED[cls]
+    raise KeyError(type(layer).__name__)
+
+
+def _call_arg_named(layer, node, name: str):
+    """The argument ``name`` of a call of ``layer`` (positional or keyword), or None."""
+    try:
+        params = [p for p in inspect.signature(type(layer).call).parameters if p != "self"]
+    except (TypeError, ValueError):
+        params = []
+    position = params.index(name) if name in params else 1 << 30
+    return call_arg(node, position, name)
+
+
+class _Call(NamedTuple):
+    query: Any
+    value: Any
+    key: Any
+    cache: Any
+
+
+class _Geometry(NamedTuple):
+    query_heads: int
+    kv_heads: int
+    head_dim: int
+
+    @property
+    def groups(self) -> int:
+        return self.query_heads // self.kv_heads
+
+
+def _kernel(layer, attr: str):
+    sub = getattr(layer, attr, None)
+    return None if sub is None else getattr(sub, "kernel", None)
+
+
+class GroupedQueryAttentionHandler(LayerHandler):
+    """Grouped-query attention: a key/value head and the query heads sharing it are one
+    unit of the ``"heads"`` group; input and output channels tracked. The layer classes
+    it handles, and how each holds its heads, are registered with
+    :func:`register_grouped_attention`."""
+
+    def _call(self, layer, node, spec: GroupedHeads) -> _Call:
+        tensors = [_call_arg_named(layer, node, name) for name in spec.inputs]
+        query = tensors[0]
+        value = tensors[1] if len(tensors) > 1 else query
+        key = tensors[2] if len(tensors) > 2 else value
+        key = value if key is None else key
+        cache = None if spec.cache is None else _call_arg_named(layer, node, spec.cache)
+        return _Call(query, value, key, cache)
+
+    def _geometry(self, layer, spec: GroupedHeads) -> _Geometry:
+        q = _kernel(layer, spec.query).shape
+        k = _kernel(layer, spec.key).shape
+        return _Geometry(int(q[spec.heads_axis]), int(k[spec.heads_axis]), int(q[-1]))
+
+    def _stays(self, ctx, family: type, spec: GroupedHeads, geo: _Geometry) -> Tuple[List[str], List[str]]:
+        """``(why the heads stay, why the input and output width stays)``."""
+        layer, what = ctx.layer, f"'{ctx.path}' ({type(ctx.layer).__name__})"
+        heads: List[str] = []
+        width: List[str] = []
+        if spec.head_dim_key is None:
+            why = (
+                f"{what} sets head_dim to its input width // num_query_heads (it has no "
+                f"head_dim argument): no config of it builds other heads or another input "
+                f"width with head_dim {geo.head_dim}"
+            )
+            heads.append(why)
+            width.append(why)
+        if spec.scale_unless is not None and not getattr(layer, spec.scale_unless, True):
+            why = (
+                f"{what} scales its scores by 1/sqrt(input width // num_query_heads) "
+                f"({spec.scale_unless}=False): other heads or widths would change them"
+            )
+            heads.append(why)
+            width.append(why)
+        for method in spec.attention_methods:
+            if getattr(type(layer), method, None) is not getattr(family, method, None):
+                heads.append(f"{what} overrides {method}, which may mix its heads")
+        known = set()
+        for attr in spec.projections().values():
+            sub = getattr(layer, attr, None)
+            known |= {id(v) for v in (sub.weights if sub is not None else ())}
+        for attr in spec.head_norms:
+            sub = getattr(layer, attr, None)
+            for v in sub.weights if sub is not None else ():
+                known.add(id(v))
+                if tuple(int(d) for d in v.shape) != (geo.head_dim,):
+                    heads.append(f"{what}: '{attr}' normalizes over more than one head")
+        unknown = sorted({v.path for v in layer.weights if id(v) not in known})
+        if unknown:
+            why = f"{what} holds weights kerasprune cannot slice: {', '.join(unknown[:3])}"
+            heads.append(why)
+            width.append(why)
+        return heads, width
+
+    def analyze(self, ctx):
+        layer, node = ctx.layer, ctx.node
+        family, spec = _family(layer)
+        call = self._call(layer, node, spec)
+        iq, iv, ik = (input_index(ctx, t) for t in (call.query, call.value, call.key))
+        kernels = (_kernel(layer, spec.query), _kernel(layer, spec.key))
+        if any(i is None for i in (iq, iv, ik) + kernels):
+            reason = f"'{ctx.path}' is called in a way kerasprune cannot read"
+            for l in ctx.inputs:
+                ctx.freeze(l, reason)
+            return ctx.opaque_outputs(reason)
+        q = ctx.channel_input(iq)
+        v = q if iv == iq else ctx.channel_input(iv)
+        k = v if ik == iv else (q if ik == iq else ctx.channel_input(ik))
+        ctx.bind("query", q)
+        ctx.bind("value", v)
+        ctx.bind("key", k)
+        if iv != iq:  # the class requires the value as wide as the query
+            if q is None or v is None:
+                why = f"'{ctx.path}' needs its query and value equally wide, and one is not tracked"
+                ctx.freeze(q, why)
+                ctx.freeze(v, why)
+            else:
+                ctx.unify([q, v], f"'{ctx.path}' (value as wide as the query)")
+        geo = self._geometry(layer, spec)
+        q_rank = len(ctx.input_shapes[iq])
+        heads = ctx.produce("heads", geo.kv_heads, q_rank - 1)
+        for_heads, for_width = self._stays(ctx, family, spec, geo)
+        for reason in for_heads:
+            ctx.freeze(heads, reason)
+        out_width = ctx.output_shapes[0][-1]
+        if out_width is None:
+            reason = f"the output width of '{ctx.path}' is unknown"
+            ctx.freeze(q, reason)
+            ctx.freeze(heads, reason)
+            return ctx.opaque_outputs(reason)
+        out = ctx.produce("out", out_width, len(ctx.output_shapes[0]) - 1)
+        if q is None:
+            ctx.freeze(
+                out,
+                f"the output width of '{ctx.path}' follows its query input, whose channels "
+                "are not tracked",
+            )
+        else:
+            ctx.unify([out, q], f"'{ctx.path}' (output width follows the query)")
+        for reason in for_width:
+            ctx.freeze(out, reason)
+            ctx.freeze(v, reason)
+            ctx.freeze(k, reason)
+        _freeze_side_inputs(ctx, (iq, iv, ik), call.cache)
+        outs = [out]
+        returned = len(ctx.output_shapes) - (call.cache is not None)
+        if returned == 2:  # scores (B, num_query_heads, T, S): each unit `groups` times
+            outs.append(heads.repeated(geo.groups, 1))
+        elif returned != 1:
+            reason = f"'{ctx.path}' returns outputs kerasprune cannot match"
+            ctx.freeze(out, reason)
+            ctx.freeze(heads, reason)
+            return ctx.opaque_outputs(reason)
+        if call.cache is not None:
+            return _cache_outputs(ctx, heads, outs, call.cache)
+        return outs
+
+    def edit_config(self, layer, config, masks):
+        _, spec = _family(layer)
+        geo = self._geometry(layer, spec)
+        kept = masks.get("heads")
+        if kept is not None:
+            units = int(np.count_nonzero(kept))
+            config[spec.kv_heads_key] = units
+            config[spec.query_heads_key] = units * geo.groups
+        if spec.head_dim_key in config:  # explicit (a None would be derived anew)
+            config[spec.head_dim_key] = geo.head_dim
+
+    def slice_weights(self, layer, weights, masks):
+        _, spec = _family(layer)
+        geo = self._geometry(layer, spec)
+        kv = masks.get("heads")
+        qh = None if kv is None else np.repeat(np.asarray(kv, bool), geo.groups)
+        heads = {"query": qh, "gate": qh, "key": kv, "value": kv}
+        rows = {"query": masks.get("query"), "gate": masks.get("query"),
+                "key": masks.get("key"), "value": masks.get("value")}
+        kout = masks.get("out")
+        in_axis = 1 - spec.heads_axis
+        roles: Dict[int, Tuple[str, str]] = {}
+        for role, attr in spec.projections().items():
+            sub = getattr(layer, attr, None)
+            for var in sub.weights if sub is not None else ():
+                roles[id(var)] = (role, var.name.split("/")[-1])
+        out: List[np.ndarray] = []
+        for var, w in zip(layer.weights, weights):
+            role, name = roles.get(id(var), (None, None))
+            if role == "output":
+                if name == "kernel" and qh is not None:
+                    w = np.compress(qh, w, axis=0)
+                if kout is not None and name in ("kernel", "bias"):
+                    w = np.compress(kout, w, axis=-1)
+            elif role is not None and name == "kernel":
+                if rows[role] is not None:
+                    w = np.compress(rows[role], w, axis=in_axis)
+                if heads[role] is not None:
+                    w = np.compress(heads[role], w, axis=spec.heads_axis)
+            elif role is not None and name == "bias" and heads[role] is not None:
+                w = np.compress(heads[role], w, axis=0)
+            out.append(w)
+        return out
+
+    def macs(self, layer, node):
+        _, spec = _family(layer)
+        call = self._call(layer, node, spec)
+        geo = self._geometry(layer, spec)
+        q_shape, v_shape, k_shape = (tuple(t.shape) for t in (call.query, call.value, call.key))
+        positions = {"query": prod(q_shape[1:-1]), "gate": prod(q_shape[1:-1]),
+                     "key": prod(k_shape[1:-1]), "value": prod(v_shape[1:-1]),
+                     "output": prod(q_shape[1:-1])}
+        total = 0
+        for role, attr in spec.projections().items():
+            kernel = _kernel(layer, attr)
+            if kernel is not None:
+                total += positions[role] * prod(kernel.shape)
+        t, s = prod(q_shape[1:-1]), prod(k_shape[1:-1])
+        return total + geo.query_heads * t * s * 2 * geo.head_dim
+
+
+def register_grouped_attention(layer_class: type, spec: GroupedHeads) -> None:
+    """Handle ``layer_class`` (and its subclasses that do not override ``call``) with
+    :class:`GroupedQueryAttentionHandler`, its heads held as ``spec`` says."""
+    _GROUPED[layer_class] = spec
+    register_handler(layer_class)(GroupedQueryAttentionHandler)
+
+
+register_grouped_attention(layers.GroupQueryAttention, GroupedHeads())

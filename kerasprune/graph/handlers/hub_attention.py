@@ -2,6 +2,116 @@
 
 Imported by the registry the first time a keras-hub layer is looked up (so importing
 kerasprune never imports keras-hub).
+
+* ``CachedMultiHeadAttention`` (GPT-2's, BART's and the other ``TransformerDecoder``
+  blocks): a ``MultiHeadAttention`` with ``cache`` and ``cache_update_index`` call
+  arguments, returning ``(output, cache)`` when given a cache. Handled like
+  MultiHeadAttention (whole heads); a call given a cache keeps its heads (the cache holds
+  them, computed outside the call).
+* The grouped-query attention layers of the decoder families (Llama, Mistral, Mixtral,
+  Qwen2, Qwen2-MoE, Qwen3, Qwen3-MoE, Phi-3, Gemma, Gemma3): self-attention on one
+  ``hidden_states`` (Gemma: ``x``) tensor, its ``EinsumDense`` projections held as
+  :class:`~kerasprune.graph.handlers.attention.GroupedHeads` says, by
+  :class:`~kerasprune.graph.handlers.attention.GroupedQueryAttentionHandler`: a unit is
+  a key/value head with the query heads sharing it. The attention mask (``(B, T, S)``,
+  from the padding and causal masks) is not a channel tensor. Rotary embeddings, sliding
+  windows and Gemma's logit soft-capping act over positions or within a head, and
+  ``head_dim`` never changes, so removing a unit removes exactly its terms of the output
+  projection.
+
+The families differ in data only (:data:`FAMILIES`): attribute names, the kernel layout
+(Gemma's are ``(heads, hidden, head_dim)``), per-head query/key norms (Qwen3, Gemma3,
+over ``head_dim``), the name of the input argument, and whether the class has a
+``head_dim`` argument. Llama, Mixtral, Qwen2, Qwen2-MoE and Phi-3 attention have none:
+they set ``head_dim = hidden_dim // num_query_heads`` when built, so no config of theirs
+builds fewer heads (or another hidden width) with the same ``head_dim``, and their
+heads and widths stay (frozen with that reason). Each class is looked up by module path;
+a keras-hub version without it is skipped.
 """
 
 from __future__ import annotations
+
+import importlib
+from typing import List, Tuple
+
+import keras_hub  # noqa: F401  (this module is imported only when keras-hub is in use)
+
+from kerasprune.graph.handlers._common import call_arg
+from kerasprune.graph.handlers.attention import (
+    GroupedHeads,
+    MultiHeadAttentionHandler,
+    register_grouped_attention,
+)
+from kerasprune.graph.registry import register_handler
+
+__all__ = ["CachedMultiHeadAttentionHandler", "FAMILIES", "registered_families"]
+
+_MODELS = "keras_hub.src.models"
+
+# projections named without a leading underscore
+_PUBLIC = dict(query="query_dense", key="key_dense", value="value_dense", output="output_dense")
+_GEMMA = dict(_PUBLIC, heads_axis=0, inputs=("x",), scale_unless="query_head_dim_normalize")
+_QWEN3_NORMS = ("_query_dense_layer_norm", "_key_dense_layer_norm")
+
+_COMMON = dict(gate=None, inputs=("hidden_states",), cache="cache")
+
+#: (module, class name, how it holds its heads) of each grouped-query attention layer
+FAMILIES: List[Tuple[str, str, GroupedHeads]] = [
+    (f"{_MODELS}.llama.llama_attention", "LlamaAttention",
+     GroupedHeads(**_COMMON, head_dim_key=None)),
+    (f"{_MODELS}.mistral.mistral_attention", "CachedMistralAttention",
+     GroupedHeads(**_COMMON)),
+    (f"{_MODELS}.mixtral.mixtral_attention", "CachedMixtralAttention",
+     GroupedHeads(**{**_COMMON, **_PUBLIC}, head_dim_key=None)),
+    (f"{_MODELS}.qwen.qwen_attention", "QwenAttention",
+     GroupedHeads(**_COMMON, head_dim_key=None)),
+    (f"{_MODELS}.qwen_moe.qwen_moe_attention", "QwenMoeAttention",
+     GroupedHeads(**{**_COMMON, **_PUBLIC, "output": "_output_dense"}, head_dim_key=None)),
+    (f"{_MODELS}.qwen3.qwen3_attention", "Qwen3Attention",
+     GroupedHeads(**_COMMON, head_norms=_QWEN3_NORMS)),
+    (f"{_MODELS}.qwen3_moe.qwen3_moe_attention", "Qwen3MoeAttention",
+     GroupedHeads(**_COMMON, head_norms=_QWEN3_NORMS)),
+    (f"{_MODELS}.phi3.phi3_attention", "Phi3Attention",
+     GroupedHeads(**{**_COMMON, **_PUBLIC}, head_dim_key=None)),
+    (f"{_MODELS}.gemma.gemma_attention", "CachedGemmaAttention",
+     GroupedHeads(**{**_COMMON, **_GEMMA})),
+    (f"{_MODELS}.gemma3.gemma3_attention", "CachedGemma3Attention",
+     GroupedHeads(**{**_COMMON, **_GEMMA}, head_norms=("query_norm", "key_norm"))),
+]
+
+
+def _find(module: str, name: str):
+    try:
+        return getattr(importlib.import_module(module), name, None)
+    except ImportError:
+        return None
+
+
+def registered_families() -> List[type]:
+    """The keras-hub attention classes found in this keras-hub and handled here."""
+    return list(_FOUND)
+
+
+_FOUND: List[type] = []
+for _module, _name, _spec in FAMILIES:
+    _cls = _find(_module, _name)
+    if isinstance(_cls, type):
+        register_grouped_attention(_cls, _spec)
+        _FOUND.append(_cls)
+
+
+_CACHED_MHA = _find("keras_hub.src.layers.modeling.cached_multi_head_attention",
+                    "CachedMultiHeadAttention")
+
+
+class CachedMultiHeadAttentionHandler(MultiHeadAttentionHandler):
+    """keras-hub's CachedMultiHeadAttention: MultiHeadAttention's heads, and a call
+    argument ``cache`` (``(query, value, key, attention_mask, cache, ...)``)."""
+
+    def cache_argument(self, node):
+        return call_arg(node, 4, "cache")
+
+
+if isinstance(_CACHED_MHA, type):
+    register_handler(_CACHED_MHA)(CachedMultiHeadAttentionHandler)
+    _FOUND.append(_CACHED_MHA)
