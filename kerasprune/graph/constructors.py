@@ -24,6 +24,7 @@ register mappings for the classes of the library they cover.
 
 from __future__ import annotations
 
+import copy
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Union
@@ -126,7 +127,7 @@ class Constructor:
         if self.function is not None:
             name = getattr(self.function, "__name__", repr(self.function))
             try:
-                new = self.function(layer, dict(config), thin)
+                new = self.function(layer, copy.deepcopy(config), thin)
             except Exception as exc:  # the user's code: name it, keep the cause
                 raise RebuildError(
                     f"{what}: {name}() raised {type(exc).__name__}: {exc}"
