@@ -85,6 +85,7 @@ _LAZY: Dict[str, str] = {
     "PassThroughHandler": "kerasprune.graph",
     "PerChannelHandler": "kerasprune.graph",
     "register_handler": "kerasprune.graph",
+    "register_constructor": "kerasprune.graph",
     "NodeContext": "kerasprune.graph",
 }
 

@@ -108,6 +108,92 @@ class PositionalBlock(keras.layers.Layer):
         return {**super().get_config(), "units": self.units}
 
 
+@keras.saving.register_keras_serializable(package="kptest")
+class TwinBlock(keras.layers.Layer):
+    """``inner`` sets two convolutions that are separate channel groups: a keep-set
+    that thins them differently is no change of the block's arguments."""
+
+    def __init__(self, filters: int, inner: int, **kwargs):
+        super().__init__(**kwargs)
+        self.filters, self.inner = filters, inner
+        self.conv_a = L.Conv2D(inner, 3, padding="same", activation="relu", name="conv_a")
+        self.conv_b = L.Conv2D(inner, 3, padding="same", activation="relu", name="conv_b")
+        self.conv_c = L.Conv2D(filters, 3, padding="same", name="conv_c")
+
+    def call(self, x):
+        return x + self.conv_c(self.conv_b(self.conv_a(x)))
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "inner": self.inner}
+
+
+@keras.saving.register_keras_serializable(package="kptest")
+class WidthBlock(keras.layers.Layer):
+    """``x + conv2(bn(conv1(x)))``: ``width`` must equal the input's channels (the
+    residual), ``hidden`` is the block's own."""
+
+    def __init__(self, width: int, hidden: int, **kwargs):
+        super().__init__(**kwargs)
+        self.width, self.hidden = width, hidden
+        self.conv1 = L.Conv2D(hidden, 3, padding="same", activation="relu", name="conv1")
+        self.bn = L.BatchNormalization(name="bn")
+        self.conv2 = L.Conv2D(width, 3, padding="same", name="conv2")
+
+    def call(self, x, training=None):
+        return x + self.conv2(self.bn(self.conv1(x), training=training))
+
+    def get_config(self):
+        return {**super().get_config(), "width": self.width, "hidden": self.hidden}
+
+
+@keras.saving.register_keras_serializable(package="kptest")
+class FeedForwardBlock(keras.layers.Layer):
+    """A transformer block's second half, ``x + ffn(norm(x))``: only ``hidden`` is an
+    argument; the output projection is as wide as the input (made in ``build``)."""
+
+    def __init__(self, hidden: int, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden = hidden
+        self.norm = L.BatchNormalization(name="norm")
+        self.ffn_in = L.Dense(hidden, activation="relu", name="ffn_in")
+
+    def build(self, input_shape):
+        self.ffn_out = L.Dense(input_shape[-1], name="ffn_out")
+
+    def call(self, x, training=None):
+        return x + self.ffn_out(self.ffn_in(self.norm(x, training=training)))
+
+    def get_config(self):
+        return {**super().get_config(), "hidden": self.hidden}
+
+
+@keras.saving.register_keras_serializable(package="kptest")
+class GroupedHeads(keras.layers.Layer):
+    """Grouped-query attention's projections, reduced to their widths: queries
+    ``num_query_heads * 2`` wide, keys ``num_key_value_heads * 2``, and the class
+    refuses query heads that are no multiple of the key-value heads (as GQA layers do)."""
+
+    def __init__(self, num_query_heads: int, num_key_value_heads: int, **kwargs):
+        if num_query_heads % num_key_value_heads:
+            raise ValueError("num_query_heads must be a multiple of num_key_value_heads")
+        super().__init__(**kwargs)
+        self.num_query_heads, self.num_key_value_heads = num_query_heads, num_key_value_heads
+        self.query = L.Dense(2 * num_query_heads, name="query")
+        self.key = L.Dense(2 * num_key_value_heads, name="key")
+        self.concat = L.Concatenate(name="concat")
+        self.out = L.Dense(3, name="out")
+
+    def call(self, x):
+        return self.out(self.concat([self.query(x), self.key(x)]))
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "num_query_heads": self.num_query_heads,
+            "num_key_value_heads": self.num_key_value_heads,
+        }
+
+
 def _net(block: keras.layers.Layer, channels: int = 4) -> keras.Model:
     inp = keras.Input((8, 8, 3), name="inp")
     x = L.Conv2D(channels, 1, name="stem")(inp)
@@ -142,23 +228,39 @@ def test_groups_inside_a_composite_layer_are_prunable():
     assert ("block/conv_b", "out") in {(m.layer, m.slot) for m in residual.members}
 
 
+def _twin_keep(graph) -> dict:
+    """conv_a and conv_b, both ``inner`` wide, thinned differently; the residual too."""
+    return {
+        graph.group_of("block/conv_a").name: [0, 2, 5],
+        graph.group_of("block/conv_b").name: [1, 2, 3, 4],
+        graph.group_of("stem").name: [0, 3],
+    }
+
+
 def test_rebuilt_composite_equals_the_cut_off_original(rng):
-    model = _net(ResidualBlock(4, 6, name="block"))
+    model = _net(TwinBlock(4, 6, name="block"))
     graph = kp.analyze(model)
-    keep = random_keep(graph, rng)
-    with pytest.warns(UserWarning, match="composite layer 'block'"):
+    keep = _twin_keep(graph)
+    with pytest.warns(UserWarning, match="composite layer 'block'") as caught:
         thin = kp.rebuild(model, keep, graph=graph)
+    # the warning names the first sublayer width no argument sets
+    message = next(str(w.message) for w in caught if "composite layer 'block'" in str(w.message))
+    assert (
+        "no change of TwinBlock's integer arguments gives exactly the new widths of layer "
+        "'conv_a' (kernel axis 3: 6 -> 3)"
+    ) in message
     x = _x(model)
     assert_close(thin(x), cut_off(model, graph, keep)(x))
-    assert thin.get_layer("block").get_layer("conv_a").filters == len(keep[graph.group_of("block/conv_a").name])
+    assert thin.get_layer("block").get_layer("conv_a").filters == 3
 
 
 def test_thin_composite_saves_and_loads_without_its_class(tmp_path, rng):
-    model = _net(ResidualBlock(4, 6, name="block"))
+    model = _net(TwinBlock(4, 6, name="block"))
     graph = kp.analyze(model)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        thin = kp.rebuild(model, random_keep(graph, rng), graph=graph)
+        thin = kp.rebuild(model, _twin_keep(graph), graph=graph)
+    assert type(thin.get_layer("block")).__name__ == "Functional"
     thin.save(tmp_path / "thin.keras")
     with keras.saving.custom_object_scope({}):
         back = keras.models.load_model(tmp_path / "thin.keras")
@@ -250,8 +352,9 @@ def test_a_call_that_needs_a_concrete_length_is_walked_and_rebuilt_only_as_its_c
     assert inner.prunable and mid.prunable and inner.size == 5
     # inner alone thinner: no value of `units` builds that, and a graph of the block
     # would hold for the traced length only
-    with pytest.raises(kp.RebuildError, match="fixed size"):
+    with pytest.raises(kp.RebuildError, match="fixed size") as caught:
         kp.rebuild(model, {inner.name: [0, 2, 4]}, graph=graph)
+    assert "the new widths of layer 'inner' (kernel axis 1: 5 -> 3)" in str(caught.value)
     # both thinner alike: `units=3` builds it, the thin model takes any length
     keep = {inner.name: [0, 2, 4], mid.name: [1, 2, 3]}
     with warnings.catch_warnings():
@@ -281,3 +384,107 @@ def test_a_composite_whose_widths_follow_its_arguments_keeps_its_class(tmp_path,
     assert_close(thin(xs), cut_off(model, graph, keep)(xs))
     thin.save(tmp_path / "thin.keras")
     assert_close(keras.models.load_model(tmp_path / "thin.keras")(xs), thin(xs))
+
+
+def _rebuild_without_warnings(model, keep, graph):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "functional model instead" warning
+        return kp.rebuild(model, keep, graph=graph)
+
+
+def _check_round_trip(thin, x, tmp_path):
+    thin.save(tmp_path / "thin.keras")
+    back = keras.models.load_model(tmp_path / "thin.keras")
+    np.testing.assert_allclose(np.asarray(back(x)), np.asarray(thin(x)), rtol=1e-6, atol=1e-6)
+    return back
+
+
+def test_residual_blocks_whose_width_is_their_input_width_keep_their_class(tmp_path, rng):
+    """Probed on the original input, ``width`` alone breaks the residual sum; probed
+    with the input following it, it builds, and sets the residual group's width."""
+    inp = keras.Input((8, 8, 3), name="inp")
+    x = L.Conv2D(6, 1, name="stem")(inp)
+    x = WidthBlock(6, 5, name="a")(x)
+    x = WidthBlock(6, 4, name="b")(x)
+    x = L.Conv2D(5, 1, name="after")(x)
+    model = randomize(keras.Model(inp, L.Dense(2, name="head")(L.GlobalAveragePooling2D(name="pool")(x))))
+    graph = kp.analyze(model)
+    residual = graph.group_of("stem")
+    assert {"a/conv2", "b/conv2"} <= {m.layer for m in residual.members}
+    keep = {  # non-uniform across the two blocks: hidden 5 -> 2 and 4 -> 3
+        residual.name: [0, 2, 3, 5],
+        graph.group_of("a/conv1").name: [1, 4],
+        graph.group_of("b/conv1").name: [0, 1, 3],
+    }
+    thin = _rebuild_without_warnings(model, keep, graph)
+    a, b = thin.get_layer("a"), thin.get_layer("b")
+    assert type(a) is WidthBlock and type(b) is WidthBlock
+    assert (a.width, a.hidden, b.width, b.hidden) == (4, 2, 4, 3)
+    x = _x(model)
+    assert_close(thin(x), cut_off(model, graph, keep)(x))
+    back = _check_round_trip(thin, x, tmp_path)
+    assert type(back.get_layer("b")) is WidthBlock
+
+
+def test_a_residual_block_of_two_arguments_keeps_its_class_under_any_keep_set(rng):
+    """ResidualBlock(filters, inner): ``filters`` follows the input, ``inner`` its own
+    group, so a random keep-set is a change of its arguments too."""
+    model = _net(ResidualBlock(4, 6, name="block"))
+    graph = kp.analyze(model)
+    keep = random_keep(graph, rng)
+    thin = _rebuild_without_warnings(model, keep, graph)
+    block = thin.get_layer("block")
+    assert type(block) is ResidualBlock
+    assert (block.filters, block.inner) == (
+        len(keep[graph.group_of("stem").name]), len(keep[graph.group_of("block/conv_a").name])
+    )
+    x = _x(model)
+    assert_close(thin(x), cut_off(model, graph, keep)(x))
+
+
+def test_transformer_style_blocks_keep_their_class_with_a_thinner_residual(tmp_path, rng):
+    """``x + ffn(norm(x))``: the residual width is no argument (the block reads it from
+    its input); the original config called on the thin input builds it, ``hidden`` sets
+    the rest, per block."""
+    inp = keras.Input((5, 3), name="inp")
+    x = L.Dense(6, name="stem")(inp)
+    x = FeedForwardBlock(8, name="f1")(x)
+    x = FeedForwardBlock(8, name="f2")(x)
+    model = randomize(keras.Model(inp, L.Dense(2, name="head")(x)))
+    graph = kp.analyze(model)
+    residual = graph.group_of("stem")
+    assert residual.prunable and {"f1/ffn_out", "f2/ffn_out"} <= {m.layer for m in residual.members}
+    keep = {
+        residual.name: [1, 2, 5],
+        graph.group_of("f1/ffn_in").name: [0, 2, 3, 6, 7],
+        graph.group_of("f2/ffn_in").name: [4, 5],
+    }
+    thin = _rebuild_without_warnings(model, keep, graph)
+    f1, f2 = thin.get_layer("f1"), thin.get_layer("f2")
+    assert type(f1) is FeedForwardBlock and (f1.hidden, f2.hidden) == (5, 2)
+    assert f2.ffn_out.units == 3
+    x = rng.normal(size=(3, 5, 3)).astype("float32")
+    assert_close(thin(x), cut_off(model, graph, keep)(x))
+    _check_round_trip(thin, x, tmp_path)
+
+
+def test_two_arguments_that_must_change_together_are_solved_together(tmp_path, rng):
+    """GroupedHeads(4, 4) -> (2, 2): 2 query heads with 4 key-value heads is refused,
+    2 key-value heads alone leave the queries unexplained; probed together they build."""
+    inp = keras.Input((5, 3), name="inp")
+    x = L.Dense(4, name="stem")(inp)
+    x = GroupedHeads(4, 4, name="heads")(x)
+    model = randomize(keras.Model(inp, L.Dense(2, name="head")(x)))
+    graph = kp.analyze(model)
+    keep = {graph.group_of("heads/query").name: [0, 1, 4, 7], graph.group_of("heads/key").name: [2, 3, 5, 6]}
+    thin = _rebuild_without_warnings(model, keep, graph)
+    heads = thin.get_layer("heads")
+    assert type(heads) is GroupedHeads
+    assert (heads.num_query_heads, heads.num_key_value_heads) == (2, 2)
+    x = rng.normal(size=(3, 5, 3)).astype("float32")
+    assert_close(thin(x), cut_off(model, graph, keep)(x))
+    _check_round_trip(thin, x, tmp_path)
+    # 3 query heads for 2 key-value heads: refused by the class, so a functional block
+    keep[graph.group_of("heads/query").name] = [0, 1, 4, 5, 6, 7]
+    with pytest.warns(UserWarning, match="composite layer 'heads'"):
+        kp.rebuild(model, keep, graph=graph)

@@ -296,6 +296,14 @@ UNIFORM = [
         {"block1_conv2": 4, "block4_sepconv1": 8},
         ("stackwise_conv_filters", [[8, 12], [24, 24], [24, 24], [24, 48], [48, 64]]),
     ),
+    # the residual group of blocks 2 and 3 is as wide as two arguments that must stay
+    # equal (block 3's shortcut is the identity): either one alone builds other layers,
+    # both probed together build these widths
+    (
+        "Xception",
+        {"block2_sepconv2+block2_residual_conv+block3_sepconv2": 4},
+        ("stackwise_conv_filters", [[8, 16], [24, 20], [24, 20], [32, 48], [48, 64]]),
+    ),
 ]
 
 # family -> (a keep-set that gives a plain functional model, why)
@@ -310,15 +318,7 @@ PLAIN_KEEP = {
         "the first bottleneck convolution alone: the second is as wide",
     ),
     "VGG": ({"block1_conv1": 3}, "block1_conv2 keeps the 8 of stackwise_num_filters[0]"),
-    # KNOWN LIMITATION: the residual group of blocks 2 and 3 is as wide as two arguments
-    # that must stay equal (stackwise_conv_filters[1][1] and [2][1], block 3's shortcut
-    # is the identity). Setting both to 20 would build these widths, but kerasprune
-    # probes one integer argument at a time, and either one alone builds other layers
-    # (a projection shortcut for block 3): the keep-set is rebuilt as a plain model.
-    "Xception": (
-        {"block2_sepconv2+block2_residual_conv+block3_sepconv2": 4},
-        "two arguments that must change together (known limitation)",
-    ),
+    # Xception has none: see test_every_xception_keep_set_keeps_its_class
 }
 
 
@@ -361,6 +361,20 @@ def test_non_uniform_keep_set_gives_a_plain_functional_model_and_a_warning(
     assert len(warned) == 1 and f"({cls})" in warned[0] and PLAIN in warned[0]
     assert f"no change of {cls}'s integer arguments gives exactly the new widths" in warned[0]
     assert [lay.name for lay in thin.layers] == [lay.name for lay in model.layers]
+    check_thin(model, graph, keep, thin, images, tmp_path / "m.keras")
+
+
+def test_every_xception_keep_set_keeps_its_class(images, tmp_path) -> None:
+    """Every prunable group of XceptionBackbone is as wide as one argument, or as the
+    two tied ones of an identity shortcut (solved together), so even a random keep-set
+    is a change of its arguments: no plain functional model, no warning."""
+    model = perturb_statistics(xception())
+    graph = kp.analyze(model)
+    keep = random_keep(graph, np.random.default_rng(0), fraction=0.7)
+    thin, warned = rebuild_and_warnings(model, keep, graph)
+    assert type(thin) is M.XceptionBackbone and not warned, warned
+    filters = _value(thin.get_config(), "stackwise_conv_filters")
+    assert filters[1][1] == filters[2][1] == len(keep[graph.group_of("block3_sepconv2").name])
     check_thin(model, graph, keep, thin, images, tmp_path / "m.keras")
 
 

@@ -83,3 +83,11 @@ def test_group_not_found_prints_its_message_not_a_repr():
     err = kp.GroupNotFoundError("no channel group named 'x'")
     assert str(err) == "no channel group named 'x'"
     assert isinstance(err, KeyError)
+
+
+def test_constructor_mappings_are_registered_through_the_top_level_package():
+    from kerasprune.graph import constructors
+
+    assert "register_constructor" in kp.__all__
+    assert kp.register_constructor is constructors.register_constructor
+    assert kp.graph.register_constructor is constructors.register_constructor

@@ -176,6 +176,42 @@ def test_a_nested_subclass_keeps_its_class_where_the_change_is_uniform(uniform, 
 
 
 @keras.saving.register_keras_serializable(package="kerasprune_tests")
+class TiedNet(keras.Model):
+    """Residual stages whose shortcut is the identity where the stage is as wide as its
+    input, else a 1x1 projection. With ``widths=(6, 6)`` stage 0 projects the stem's 4
+    channels and stage 1 adds its input as it is: both widths are one residual group, and
+    either changed alone builds another projection (other layers)."""
+
+    def __init__(self, widths=(6, 6), stem: int = 4, **kwargs):
+        inp = keras.Input((8, 8, 3), name="img")
+        x = L.Conv2D(stem, 3, padding="same", name="stem")(inp)
+        for i, width in enumerate(widths):
+            y = L.Conv2D(width, 3, padding="same", activation="relu", name=f"conv{i}")(x)
+            s = x if x.shape[-1] == width else L.Conv2D(width, 1, name=f"proj{i}")(x)
+            x = L.Add(name=f"add{i}")([s, y])
+        x = L.GlobalAveragePooling2D(name="pool")(x)
+        super().__init__(inp, L.Dense(2, name="head")(x), **kwargs)
+        self.widths, self.stem = list(widths), stem
+
+    def get_config(self):
+        return {"widths": self.widths, "stem": self.stem, "name": self.name,
+                "trainable": self.trainable}
+
+
+def test_two_arguments_that_must_stay_equal_are_changed_together(tmp_path, rng):
+    model = randomize(TiedNet(name="tied"))
+    graph = kp.analyze(model)
+    residual = graph.group_of("conv1")
+    assert {m.layer for m in residual.members} >= {"proj0", "conv0", "conv1"}
+    keep = {residual.name: [0, 1, 3, 5], "stem": [0, 2, 3]}
+    thin, warned = rebuild_and_warnings(model, keep, graph)
+    assert type(thin) is TiedNet and not warned, warned
+    assert (thin.widths, thin.stem) == ([4, 4], 3)
+    assert [lay.name for lay in thin.layers] == [lay.name for lay in model.layers]  # no proj1
+    check_thin(model, graph, keep, thin, tmp_path, rng)
+
+
+@keras.saving.register_keras_serializable(package="kerasprune_tests")
 class NamelessConfig(WidthNet):
     """A WidthNet whose get_config leaves out its name (as keras-hub's VGGBackbone's does)."""
 

@@ -48,12 +48,21 @@ The phases of :func:`analyze`:
    :class:`PruningGraph` that the rest of kerasprune reads by group name.
 
 Which weight entries hold which channel (:mod:`~kerasprune.graph.entries`) is derived
-from each handler's own slicing.
+from each handler's own slicing. Which constructor argument of a composite layer or a
+model subclass sets which sublayer width can be stated with
+:func:`~kerasprune.graph.constructors.register_constructor` (else the rebuilder probes
+the class).
 """
 
 from kerasprune.graph import handlers  # noqa: F401  (registers the built-in families)
 from kerasprune.graph.analysis import analyze
 from kerasprune.graph.composite import iter_calls, iter_layers
+from kerasprune.graph.constructors import (
+    constructor_for,
+    register_constructor,
+    registered_constructors,
+    unregister_constructor,
+)
 from kerasprune.graph.groups import ChannelGroup, Member, PruningGraph, check_graph
 from kerasprune.graph.handler import LayerHandler, LayerRecord, NodeContext, SlotMasks
 from kerasprune.graph.handlers import PassThroughHandler, PerChannelHandler
@@ -77,6 +86,10 @@ __all__ = [
     "register_handler",
     "registered_handlers",
     "handler_for",
+    "register_constructor",
+    "unregister_constructor",
+    "registered_constructors",
+    "constructor_for",
     "functional_of",
     "iter_calls",
     "iter_layers",

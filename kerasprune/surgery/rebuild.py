@@ -28,7 +28,7 @@ from kerasprune.graph.keras_graph import (
     is_graph_model,
     producer_name,
 )
-from kerasprune.surgery.constructed import model_shapes, plain_config, same_class_config
+from kerasprune.surgery.constructed import CallShapes, model_shapes, plain_config, same_class_config
 from kerasprune.surgery.keep import keep_masks
 from kerasprune.surgery.optimizer import carry_optimizer_state, compile_like
 
@@ -204,18 +204,19 @@ class _Plan:
         except Exception as exc:  # constructor arguments Keras cannot serialize
             return f"its get_config() fails ({type(exc).__name__})"
         traced = self.graph.composites[path]
-        shapes = []  # the thin shapes of what enters the composite
+        original, shapes = [], []  # the shapes of what enters the composite, and thin
         for kt in traced.inputs:
             shape = list(kt.shape)
+            original.append(tuple(shape))
             masks = self.slot_masks.get(f"{path}/{producer_name(kt)}", {})
             mask = masks.get("channels") if masks else None
             if mask is not None:
                 shape[masks.axes["channels"]] = int(np.count_nonzero(mask))
             shapes.append(tuple(shape))
-        found = same_class_config(
-            layer, *self._thin_layers(layer, path), self.custom_objects,
-            build=lambda new: call_like(layer, new, shapes),
+        call = CallShapes(
+            lambda new, at: call_like(layer, new, list(at)), tuple(original), tuple(shapes)
         )
+        found = same_class_config(layer, *self._thin_layers(layer, path), self.custom_objects, call)
         if isinstance(found, str):
             return found
         entry["config"] = plain_config(found[0])
@@ -233,11 +234,12 @@ class _Plan:
         layer = self.graph.record(path).layer
         if traced_at_fixed_shape(self.graph.composites[path]):
             raise RebuildError(
-                f"composite layer '{path}' ({type(layer).__name__}) could only be traced with "
-                "its unknown axes at a fixed size (its call needs a concrete sequence length), "
-                "so its thinner sublayers cannot be rebuilt as a functional model that holds "
-                "for every size; prune it uniformly (the same channels in every such block) "
-                "so that its model's own constructor can build it"
+                f"composite layer '{path}' ({type(layer).__name__}) has thinner sublayers, and "
+                f"{why}; it could only be traced with its unknown axes at a fixed size (its "
+                "call needs a concrete sequence length), so its sublayers cannot be rebuilt as "
+                "a functional model that holds for every size either; prune it uniformly (so "
+                "that its constructor arguments build it) or state its constructor mapping "
+                "(kerasprune.register_constructor)"
             )
         try:
             traced_config = copy.deepcopy(self.graph.composites[path].get_config())
@@ -404,8 +406,11 @@ def rebuild(
     built with those values, with the sliced weights: it keeps its class, methods and
     ``.keras`` registration (layers that Keras named automatically get new numbers).
     Otherwise the thin model (or the nested model) is a plain functional
-    ``keras.Model`` with the same layers, names and weights, and a warning says so: the
-    class's own methods and attributes are not carried over.
+    ``keras.Model`` with the same layers, names and weights, and a warning says so (and
+    which width no argument sets): the class's own methods and attributes are not
+    carried over. Composite layers (a residual block written as a Layer subclass) are
+    rebuilt the same way. A class can state which argument sets which width instead of
+    being probed: :func:`kerasprune.register_constructor`.
 
     Args:
         model: a functional or Sequential Keras 3 model, or a subclass built functionally.
