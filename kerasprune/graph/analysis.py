@@ -22,7 +22,7 @@ from kerasprune.errors import (
     OptionError,
     UnsupportedModelError,
 )
-from kerasprune.graph.composite import is_composite, trace_composite
+from kerasprune.graph.composite import is_composite, trace_composite, traced_at_fixed_shape
 from kerasprune.graph.groups import ChannelGroup, Member, PruningGraph
 from kerasprune.graph.handler import LayerRecord, NodeContext, handler_step
 from kerasprune.graph.keras_graph import (
@@ -103,6 +103,8 @@ class _Analyzer:
         self.alias: Dict[int, Layout] = {}
         # path -> the traced functional graph of each composite layer walked inside
         self.composites: Dict[str, keras.Model] = {}
+        # (composite layer, traced at a fixed shape) of the blocks the walk is inside now
+        self.enclosing: List[Tuple[Any, bool]] = []
 
     # sources -------------------------------------------------------------
 
@@ -338,7 +340,13 @@ class _Analyzer:
                 rec.slots["channels"] = layout
             else:
                 self.unify([seen, layout], f"shared nested model '{path}'")
-        return self.walk(inner, ins, path + "/")
+        if record is None:
+            return self.walk(inner, ins, path + "/")
+        self.enclosing.append((record, traced_at_fixed_shape(model)))
+        try:
+            return self.walk(inner, ins, path + "/")
+        finally:
+            self.enclosing.pop()
 
     def run(self) -> PruningGraph:
         fn = functional_of(self.model)

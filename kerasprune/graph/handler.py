@@ -97,6 +97,10 @@ class WalkState(Protocol):
     def warn_unsupported(self, layer: Any, path: str) -> None:
         """Record (and warn once per class) that ``layer`` has no handler."""
 
+    enclosing: Sequence[Tuple[Any, bool]]
+    """``(composite layer, traced at a fixed shape)`` of the blocks around the node now,
+    outermost first."""
+
 
 class NodeContext:
     """What a handler sees of one call of its layer, and the calls it can make."""
@@ -124,6 +128,13 @@ class NodeContext:
         """How reasons name this node: ``layer 'conv' (Conv2D)``, or for a Keras
         operation ``operation 'add_3' (keras.ops.add)``."""
         return describe_call(self.layer, self.path)
+
+    @property
+    def enclosing(self) -> List[Tuple[Any, bool]]:
+        """The composite layers this call is inside (walked into by tracing their
+        ``call``), outermost first, each with whether its trace was made at a fixed
+        shape (then its sublayers can only be rebuilt by its own constructor)."""
+        return list(getattr(self._an, "enclosing", ()))
 
     def option(self, name: str, default: Any = None) -> Any:
         """The value of analysis option ``name`` (an argument of :func:`kerasprune.analyze`,

@@ -91,6 +91,18 @@ def _custom_objects(model: keras.Model) -> Dict[str, type]:
     return objs
 
 
+def _shared_across_nesting(model: keras.Model) -> Optional[str]:
+    """The path of a layer that ``model``'s own graph calls and one of its nested models
+    holds too (keras-hub's CausalLM calls its backbone's token embedding for the
+    logits), or None. A functional config lists such a layer twice, and deserializing it
+    makes two layers of it."""
+    top = {id(layer): layer.name for layer in model.layers}
+    for path, layer in iter_layers(model):
+        if "/" in path and id(layer) in top:
+            return path
+    return None
+
+
 def _first_line(exc: BaseException) -> str:
     """The first line of an exception's message (Keras's run over several)."""
     text = str(exc).strip()
@@ -158,6 +170,15 @@ class _Plan:
             self.built[path] = found[1]
             return None, plain_config(found[0])
         self.plain.append((path, type(model).__name__, found))
+        shared = _shared_across_nesting(model)
+        if shared is not None:
+            raise RebuildError(
+                f"model {_describe(model)} builds its graph in its constructor, {found}, and "
+                f"as a plain functional model it would hold two copies of layer '{shared}', "
+                "which it shares with a nested model (a tied embedding): prune it uniformly "
+                "(uniform=True: as many channels from every block) so that its own "
+                "constructor builds the thin model"
+            )
         try:
             serialized = keras.saving.serialize_keras_object(functional_copy(model))
         except Exception as exc:

@@ -118,6 +118,35 @@ def _cache_outputs(ctx, heads, outs: List[Any], cache: Any) -> List[Any]:
     return outs
 
 
+#: constructor arguments by which a block states the head width of its attention
+HEAD_WIDTH_ARGUMENTS = ("head_dim", "key_dim")
+
+
+def head_width_set_by_block(ctx) -> Optional[str]:
+    """Why the heads of the attention at ``ctx`` cannot be rebuilt fewer, or None.
+
+    Inside a composite block traced at a fixed shape (a causal decoder block), the
+    attention's sublayers can only be rebuilt by the block's own constructor. A block
+    whose config states no head width (no ``head_dim``/``key_dim`` argument with a value:
+    keras-hub's ``TransformerDecoder`` sets ``key_dim = hidden_dim // num_heads``) builds
+    narrower heads from fewer heads, never fewer heads of the same width.
+    """
+    for block, fixed in ctx.enclosing:
+        if not fixed:
+            continue
+        try:
+            config = block.get_config()
+        except Exception:  # noqa: BLE001  (the rebuild reports it)
+            continue
+        if not any(isinstance(config.get(k), int) for k in HEAD_WIDTH_ARGUMENTS):
+            return (
+                f"block '{block.name}' ({type(block).__name__}) sets the head width of "
+                f"'{ctx.path}' from its hidden width and number of heads (no head_dim "
+                "argument), so no config of it builds fewer heads of the same width"
+            )
+    return None
+
+
 @register_handler(layers.MultiHeadAttention)
 class MultiHeadAttentionHandler(LayerHandler):
     """Heads of a MultiHeadAttention are one group; input and output channels tracked."""
@@ -146,6 +175,9 @@ class MultiHeadAttentionHandler(LayerHandler):
         ctx.bind("key", k)
         q_rank = len(ctx.input_shapes[iq])
         heads = ctx.produce("heads", layer.num_heads, q_rank - 1)
+        derived = head_width_set_by_block(ctx)
+        if derived is not None:
+            ctx.freeze(heads, derived)
         for method in ("_compute_attention", "_masked_softmax"):
             if getattr(type(layer), method) is not getattr(layers.MultiHeadAttention, method):
                 ctx.freeze(
@@ -440,6 +472,9 @@ class GroupedQueryAttentionHandler(LayerHandler):
         q_rank = len(ctx.input_shapes[iq])
         heads = ctx.produce("heads", geo.kv_heads, q_rank - 1)
         for_heads, for_width = self._stays(ctx, family, spec, geo)
+        derived = head_width_set_by_block(ctx)
+        if derived is not None:
+            for_heads = list(for_heads) + [derived]
         for reason in for_heads:
             ctx.freeze(heads, reason)
         out_width = ctx.output_shapes[0][-1]

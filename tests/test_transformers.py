@@ -1,0 +1,152 @@
+"""keras-hub causal language models pruned the way a user would: ``kp.prune`` with
+``uniform=True``, by channels and by parameters, and ``GradualPruner`` with the model's
+own loss.
+
+Tiny configs (2 blocks, hidden 16, vocabulary 100) built from their constructors, random
+weights, no preset. The uniform thin model is the same keras-hub class (its constructor
+builds it), ``generate()`` runs on it, it equals the original with the removed FFN units
+and heads cut off (``reference.cut_off``, independent of kerasprune's handlers), and it
+survives a ``.keras`` round trip.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Callable, Dict
+
+import keras
+import numpy as np
+import pytest
+from reference import assert_close, cut_off
+
+import kerasprune as kp
+
+keras_hub = pytest.importorskip("keras_hub")
+M = keras_hub.models
+VOCAB = 100
+
+
+def _gpt2():
+    return M.GPT2CausalLM(
+        backbone=M.GPT2Backbone(vocabulary_size=VOCAB, num_layers=2, num_heads=2, hidden_dim=16,
+                                intermediate_dim=32, max_sequence_length=16),
+        preprocessor=None,
+    )
+
+
+def _llama():
+    return M.LlamaCausalLM(
+        backbone=M.LlamaBackbone(vocabulary_size=VOCAB, num_layers=2, num_query_heads=4,
+                                 num_key_value_heads=2, hidden_dim=16, intermediate_dim=32),
+        preprocessor=None,
+    )
+
+
+def _mistral():
+    return M.MistralCausalLM(
+        backbone=M.MistralBackbone(vocabulary_size=VOCAB, num_layers=2, num_query_heads=4,
+                                   num_key_value_heads=2, hidden_dim=16, intermediate_dim=32),
+        preprocessor=None,
+    )
+
+
+def _gemma():
+    return M.GemmaCausalLM(
+        backbone=M.GemmaBackbone(vocabulary_size=VOCAB, num_layers=2, num_query_heads=4,
+                                 num_key_value_heads=2, hidden_dim=16, intermediate_dim=32,
+                                 head_dim=4),
+        preprocessor=None,
+    )
+
+
+LMS: Dict[str, Callable[[], keras.Model]] = {
+    "GPT2": _gpt2, "Llama": _llama, "Mistral": _mistral, "Gemma": _gemma,
+}
+
+
+def lm_for(family: str) -> keras.Model:
+    keras.utils.set_random_seed(0)
+    return LMS[family]()
+
+
+def tokens(seed: int = 1) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"token_ids": rng.integers(1, VOCAB, (2, 8)).astype("int32"),
+            "padding_mask": np.ones((2, 8), "int32")}
+
+
+def quietly(fn, *args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("family", list(LMS))
+def test_uniform_selection_rebuilds_a_causal_lm_as_its_class_equal_to_the_cut_off_original(
+    family, tmp_path
+):
+    lm = lm_for(family)
+    graph = quietly(kp.analyze, lm)
+    keep = kp.select(graph, kp.score(lm, "l1", graph=graph), 0.3, uniform=True)
+    assert keep, "nothing selected"
+    # the same number removed from every block, per kind of group
+    removed = sorted(graph[name].size - len(idx) for name, idx in keep.items())
+    assert removed[0] > 0 and len(set(removed)) <= 2  # FFN units, heads
+    thin = quietly(kp.rebuild, lm, keep, graph=graph)
+    assert type(thin) is type(lm) and type(thin.backbone) is type(lm.backbone)
+    x = tokens()
+    reference = cut_off(lm, graph, keep)(x)
+    assert_close(thin(x), reference)
+    assert np.abs(np.asarray(lm(x)) - np.asarray(reference)).max() > 1e-4  # it did remove
+    path = tmp_path / "thin.keras"
+    thin.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(np.asarray(loaded(x)), np.asarray(thin(x)), rtol=1e-5, atol=1e-6)
+    prompt = {"token_ids": np.array([[1, 5, 7, 0, 0, 0]]), "padding_mask": np.array([[1, 1, 1, 0, 0, 0]])}
+    out = loaded.generate(prompt, max_length=6, stop_token_ids=None)
+    assert out["token_ids"].shape == (1, 6) and (out["token_ids"][0, :3] == [1, 5, 7]).all()
+
+
+@pytest.mark.parametrize("family", ["Llama", "Gemma"])
+def test_prune_by_parameters_removes_that_fraction_of_a_causal_lms_parameters(family):
+    lm = lm_for(family)
+    thin = quietly(kp.prune, lm, 0.3, unit="params", uniform=True)
+    before, after = kp.count_params(lm).total, kp.count_params(thin).total
+    assert after == thin.count_params()  # counted like Keras counts them: nothing doubled
+    assert abs((before - after) / before - 0.3) < 0.03
+    assert type(thin) is type(lm)
+
+
+def test_non_uniform_prune_of_a_causal_lm_is_refused_naming_the_tied_embedding_and_uniform():
+    lm = lm_for("Gemma")
+    with pytest.raises(kp.RebuildError, match=r"two copies of layer 'gemma_backbone/token_embedding'.*uniform=True"):
+        quietly(kp.prune, lm, 0.3)
+
+
+def test_gpt2_heads_stay_because_its_decoder_block_sets_their_width_and_ffn_units_go():
+    graph = quietly(kp.analyze, lm_for("GPT2"))
+    heads = graph["gpt2_backbone/transformer_layer_0/self_attention/heads"]
+    assert not heads.prunable
+    assert "TransformerDecoder" in heads.reason and "no head_dim argument" in heads.reason
+    ffn = graph.group_of("gpt2_backbone/transformer_layer_0/feedforward_intermediate_dense")
+    assert ffn.prunable and ffn.size == 32
+
+
+def test_gradual_pruner_runs_rounds_on_a_causal_lm_with_its_own_loss(tmp_path):
+    import tensorflow as tf
+
+    lm = lm_for("Mistral")
+    lm.compile(optimizer=keras.optimizers.Adam(1e-3),
+               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+               weighted_metrics=["accuracy"])
+    rng = np.random.default_rng(0)
+    ids = rng.integers(1, VOCAB, (16, 9)).astype("int32")
+    x = {"token_ids": ids[:, :-1], "padding_mask": np.ones((16, 8), "int32")}
+    data = tf.data.Dataset.from_tensor_slices((x, ids[:, 1:])).batch(8)
+    pruner = kp.GradualPruner(tmp_path / "run", rounds=2, ratio=0.2, criterion="l1",
+                              uniform=True, verbose=0)
+    best = quietly(pruner.run, lm, data, data)
+    assert type(best) is type(lm)
+    widths = [row["params"] for row in pruner.history]
+    assert len(widths) == 3 and widths[0] > widths[1] > widths[2]
+    assert best.backbone.intermediate_dim < 32
