@@ -171,12 +171,13 @@ HUB: Dict[str, Callable[[], keras.Model]] = {
     "Phi3": lambda: _hub().Phi3Backbone(**GQA, **COMMON),
 }
 
-# family -> (prunable head units, prunable FFN channels), both blocks together. Llama,
+# family -> (prunable head units, prunable FFN channels), both blocks together. GPT-2's
+# TransformerDecoder sets key_dim = hidden_dim // num_heads (its heads stay). Llama,
 # Qwen2 and Phi-3 attention set head_dim = hidden_dim // num_query_heads (no head_dim
 # argument): their heads stay. Gemma's FFN is two Dense-like EinsumDense gates of
 # intermediate_dim // 2 units.
 COUNTS = {
-    "GPT2": (4, 64), "Bert": (4, 64), "Llama": (0, 96), "Mistral": (4, 96), "Gemma": (2, 32),
+    "GPT2": (0, 64), "Bert": (4, 64), "Llama": (0, 96), "Mistral": (4, 96), "Gemma": (2, 32),
     "Gemma_gqa": (4, 32), "Gemma3": (4, 96), "Qwen2": (0, 96), "Qwen3": (4, 96), "Phi3": (0, 96),
 }
 
@@ -187,10 +188,6 @@ NON_UNIFORM = {"heads": (1, 0), "ffn": (5, 9)}
 
 # family -> the RebuildError a non-uniform keep-set meets in surgery/ (None: rebuilt)
 NON_UNIFORM_FAILS = {
-    # TransformerDecoder sets key_dim = hidden_dim // num_heads, so no num_heads builds
-    # fewer heads of the same key_dim; a graph of its sublayers would hold for the
-    # traced length only (its causal mask needs a concrete length)
-    "GPT2": "fixed size",
     # LlamaTransformerDecoder.get_config() fails (keras-hub reads a missing attribute,
     # rope_scaling_factor): the backbone cannot be serialized as a plain functional model
     "Llama": "cannot be serialized as a plain functional model",
@@ -277,8 +274,6 @@ def test_keras_hub_heads_and_ffn_rebuild_to_the_cut_off_original(family, tmp_pat
         with pytest.raises(kp.RebuildError, match=fails):
             rebuild_quietly(model, keep, graph)
         keep = random_keep(graph, np.random.default_rng(0))  # the same in every block
-        if family == "GPT2":  # its heads only rebuild as a graph: its FFN alone
-            keep = {name: idx for name, idx in keep.items() if not name.endswith("/heads")}
         thin = rebuild_quietly(model, keep, graph)
         assert type(thin) is type(model)  # the backbone's own constructor builds it
     else:
@@ -302,7 +297,8 @@ def test_gpt2_decoder_blocks_are_walked_into():
     """GPT-2's TransformerDecoder calls CachedMultiHeadAttention with ``cache=None``,
     which MultiHeadAttention.compute_output_spec does not take: the trace passes it."""
     graph = kp.analyze(HUB["GPT2"]())
-    assert graph["transformer_layer_0/self_attention/heads"].prunable
+    heads = graph["transformer_layer_0/self_attention/heads"]  # its width: hidden // heads
+    assert not heads.prunable and "TransformerDecoder" in heads.reason
     assert graph.group_of("transformer_layer_1/feedforward_intermediate_dense").prunable
     assert not any("cannot be traced" in r for g in graph.groups for r in g.reasons)
 

@@ -8,6 +8,7 @@ and nowhere else, so that a change in a Keras release is mended in one file.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
@@ -30,6 +31,7 @@ __all__ = [
     "describe_call",
     "has_graph_config",
     "functional_copy",
+    "shapes_only",
 ]
 
 
@@ -193,3 +195,24 @@ def functional_copy(model: keras.Model) -> keras.Model:
     """
     fn = functional_of(model)
     return keras.Model(fn._inputs_struct, fn._outputs_struct, name=model.name)
+
+
+@contextlib.contextmanager
+def shapes_only() -> Iterator[None]:
+    """Build layers and models with variables that have shapes but no values.
+
+    Inside a ``keras.StatelessScope`` Keras defers the initialization of a variable
+    made with an initializer (it records it as uninitialized); a layer or model built
+    here allocates no weights, so probing a constructor costs no memory. The variables
+    made inside are dropped from Keras's list of uninitialized variables on exit, so
+    nothing initializes them later; what was built here must not be used to compute.
+    """
+    from keras.src.backend.common import global_state
+
+    key = "uninitialized_variables"
+    before = list(global_state.get_global_attribute(key, [], set_to_default=True))
+    try:
+        with keras.StatelessScope(initialize_variables=False):
+            yield
+    finally:
+        global_state.set_global_attribute(key, before)

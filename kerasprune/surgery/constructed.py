@@ -35,6 +35,7 @@ class states them (:func:`kerasprune.register_constructor`, tried first):
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Set, Tuple, Union
@@ -44,6 +45,7 @@ import numpy as np
 
 from kerasprune.graph.composite import is_container, iter_layers
 from kerasprune.graph.constructors import constructor_for, set_leaf
+from kerasprune.graph.keras_graph import shapes_only
 
 __all__ = ["same_class_config", "model_shapes", "plain_config", "Shapes", "CallShapes", "PAIR_PROBES"]
 
@@ -139,15 +141,24 @@ def _int_leaves(config: Any) -> List[Tuple[LeafPath, int]]:
 
 def _build(
     cls: type, config: dict, custom_objects: Mapping[str, type],
-    build: Optional[Callable[[Any], None]] = None,
+    build: Optional[Callable[[Any], None]] = None, probe: bool = False,
 ) -> Optional[Any]:
+    """``cls`` built from ``config`` (and by ``build``), or None where that fails. A
+    ``probe`` is only measured: it is built with variables that have shapes and no
+    values (:func:`~kerasprune.graph.keras_graph.shapes_only`), so probing a large model
+    costs neither memory nor the time of its random initializers."""
+    scope = shapes_only() if probe else contextlib.nullcontext()
     try:
-        with keras.saving.custom_object_scope(dict(custom_objects)):
+        with keras.saving.custom_object_scope(dict(custom_objects)), scope:
             built = cls.from_config(plain_config(config))
             if build is not None:
                 build(built)  # a layer builds its weights when it is called
             return built
-    except Exception:  # an argument value the class refuses: not a width to solve for
+    except Exception as exc:  # an argument value the class refuses: not a width to solve for
+        if probe and "stateless scope" in str(exc):
+            # the class makes a variable without an initializer (a keras-hub Task
+            # compiles itself, making its optimizer's counter): build it for real
+            return _build(cls, config, custom_objects, build)
         return None
 
 
@@ -201,21 +212,26 @@ class _Prober:
         }
         self.built_any = False
 
-    def build(self, config: dict, shapes: Optional[Sequence[Shape]] = None) -> Optional[Any]:
+    def build(
+        self, config: dict, shapes: Optional[Sequence[Shape]] = None, probe: bool = False
+    ) -> Optional[Any]:
         """An instance built from ``config`` (a composite called on ``shapes``, default
-        the original call's), or None where that fails."""
+        the original call's), or None where that fails; a ``probe`` has weights with
+        shapes and no values (see :func:`_build`)."""
         call = self.call
         if call is None:
-            return _build(self.cls, config, self.custom_objects)
+            return _build(self.cls, config, self.custom_objects, probe=probe)
         at = call.original if shapes is None else shapes
-        return _build(self.cls, config, self.custom_objects, lambda new: call.call(new, at))
+        return _build(
+            self.cls, config, self.custom_objects, lambda new: call.call(new, at), probe=probe
+        )
 
     def measure(
         self, config: dict, shapes: Optional[Sequence[Shape]]
     ) -> Tuple[Optional[Any], Optional[Dict[Entry, int]], Dict[Entry, int]]:
         """``(built or None, changes, partial)`` of one build (see :func:`_footprint`);
         a composite's changed input dimensions are among the changes."""
-        built = self.build(config, shapes)
+        built = self.build(config, shapes, probe=True)
         if built is None:
             return None, None, {}
         self.built_any = True
@@ -582,7 +598,7 @@ def same_class_config(
         _pair_up(prober, solver, singles)
 
     uncovered = solver.uncovered()
-    if uncovered and not prober.built_any and prober.build(config) is None:
+    if uncovered and not prober.built_any and prober.build(config, probe=True) is None:
         return cannot
     if uncovered:
         first = min(uncovered, key=lambda e: (e[0] if e[0] != INPUTS else len(base), e[1:]))

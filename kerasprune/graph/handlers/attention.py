@@ -127,22 +127,27 @@ def head_width_set_by_block(ctx) -> Optional[str]:
 
     Inside a composite block traced at a fixed shape (a causal decoder block), the
     attention's sublayers can only be rebuilt by the block's own constructor. A block
-    whose config states no head width (no ``head_dim``/``key_dim`` argument with a value:
-    keras-hub's ``TransformerDecoder`` sets ``key_dim = hidden_dim // num_heads``) builds
-    narrower heads from fewer heads, never fewer heads of the same width.
+    whose constructor takes no head width (no ``head_dim``/``key_dim`` argument:
+    keras-hub's ``TransformerDecoder`` sets ``key_dim = hidden_dim // num_heads``), or
+    was given None for it, builds narrower heads from fewer heads, never fewer heads of
+    the same width.
     """
     for block, fixed in ctx.enclosing:
         if not fixed:
             continue
         try:
+            takes = set(inspect.signature(type(block).__init__).parameters)
             config = block.get_config()
         except Exception:  # noqa: BLE001  (the rebuild reports it)
             continue
-        if not any(isinstance(config.get(k), int) for k in HEAD_WIDTH_ARGUMENTS):
+        named = [k for k in HEAD_WIDTH_ARGUMENTS if k in takes]
+        # a get_config that leaves the argument out (keras-hub's Qwen3 decoder) says
+        # nothing; None means the block derives it
+        if not named or all(k in config and config[k] is None for k in named):
             return (
                 f"block '{block.name}' ({type(block).__name__}) sets the head width of "
                 f"'{ctx.path}' from its hidden width and number of heads (no head_dim "
-                "argument), so no config of it builds fewer heads of the same width"
+                "argument given), so no config of it builds fewer heads of the same width"
             )
     return None
 
