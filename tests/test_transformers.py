@@ -150,3 +150,23 @@ def test_gradual_pruner_runs_rounds_on_a_causal_lm_with_its_own_loss(tmp_path):
     widths = [row["params"] for row in pruner.history]
     assert len(widths) == 3 and widths[0] > widths[1] > widths[2]
     assert best.backbone.intermediate_dim < 32
+
+
+def test_a_uniform_thin_causal_lm_keeps_its_preprocessor_and_generates_from_text(tmp_path):
+    # a config carries no tokenizer vocabulary (an asset): the thin model built by the
+    # class's constructor takes the original's preprocessor
+    vocabulary = {"<|endoftext|>": 0, "Ġ": 1, "a": 2, "b": 3, "Ġa": 4, "Ġb": 5, "ab": 6}
+    tokenizer = M.GPT2Tokenizer(vocabulary=vocabulary, merges=["Ġ a", "Ġ b", "a b"])
+    keras.utils.set_random_seed(0)
+    lm = M.GPT2CausalLM(
+        backbone=M.GPT2Backbone(vocabulary_size=7, num_layers=2, num_heads=2, hidden_dim=16,
+                                intermediate_dim=32, max_sequence_length=16),
+        preprocessor=M.GPT2CausalLMPreprocessor(tokenizer=tokenizer, sequence_length=8),
+    )
+    thin = quietly(kp.prune, lm, 0.3, uniform=True)
+    assert type(thin) is M.GPT2CausalLM and thin.backbone.intermediate_dim < 32
+    assert thin.preprocessor.tokenizer.get_vocabulary() == tokenizer.get_vocabulary()
+    assert isinstance(thin.generate("a b", max_length=8), str)
+    thin.save(tmp_path / "thin.keras")
+    loaded = keras.models.load_model(tmp_path / "thin.keras")
+    assert loaded.generate("a b", max_length=8) == thin.generate("a b", max_length=8)

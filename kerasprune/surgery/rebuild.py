@@ -91,6 +91,19 @@ def _custom_objects(model: keras.Model) -> Dict[str, type]:
     return objs
 
 
+def _carry_weightless(original: Any, new: Any) -> None:
+    """Give ``new`` (built by ``original``'s constructor) the original's layers that are
+    no part of its graph and hold no weights: a keras-hub Task's preprocessor and its
+    tokenizer, whose vocabulary is an asset that a config does not carry."""
+    graph_layers = {id(layer) for _, layer in iter_layers(original)}
+    for name, value in list(vars(original).items()):
+        if not isinstance(value, keras.layers.Layer) or id(value) in graph_layers:
+            continue
+        if value.weights or type(vars(new).get(name)) is not type(value):
+            continue
+        setattr(new, name, value)
+
+
 def _shared_across_nesting(model: keras.Model) -> Optional[str]:
     """The path of a layer that ``model``'s own graph calls and one of its nested models
     holds too (keras-hub's CausalLM calls its backbone's token embedding for the
@@ -506,6 +519,10 @@ def rebuild(
 
     new.trainable = model.trainable  # first: on a Model it cascades to every layer
     new_layers = dict(iter_layers(new))
+    old_layers = dict(iter_layers(model))
+    for path in plan.same_class:
+        _carry_weightless(old_layers.get(path, model) if path else model,
+                          new_layers.get(path, new) if path else new)
     _restore_init(swapped, new_layers)
     sliced: Dict[str, tuple] = {}
     renames: Dict[str, str] = {}
