@@ -11,20 +11,31 @@ endif
 export TF_CPP_MIN_LOG_LEVEL ?= 3
 export KERAS_BACKEND ?= tensorflow
 PYTEST_WORKERS ?= 2
+# The other Keras backends make test runs the backend-neutral tests on (CPU builds: this
+# torch pin is a CPU wheel here; an unpinned torch pulls a multi-GB CUDA build).
+TORCH_VERSION ?= 2.13.0
+BACKENDS ?= jax torch
+BACKEND_TESTS ?= tests/test_backends.py tests/test_analysis.py
 
 .PHONY: venv test demo bench bench-rebuild bench-score bench-lenet bench-latency bench-profile bench-callbacks bench-soft bench-torch clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -e ".[test,jax]"
+	$(PY) -m pip install -q "torch==$(TORCH_VERSION)"
 	touch $(STAMP)
 
 venv: $(STAMP)
 
+# the whole suite on TensorFlow, then the backend-neutral tests on each of BACKENDS
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n $(PYTEST_WORKERS) -q tests
+	for backend in $(BACKENDS); do \
+		echo "== KERAS_BACKEND=$$backend: $(BACKEND_TESTS)"; \
+		KERAS_BACKEND=$$backend $(PY) -m pytest -n $(PYTEST_WORKERS) -q $(BACKEND_TESTS) || exit 1; \
+	done
 
 # The main job, small: train LeNet-5 on MNIST briefly, prune it gradually (global AAWS,
 # 15% of the neurons per round, fine-tuning after each), write a checkpoint per round,

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
+from kerasprune.backend import configured as configured_backend
 from kerasprune.errors import KerasPruneError, UsageError
 
 __all__ = ["main", "build_parser", "Command", "COMMANDS", "OPTIMIZERS"]
@@ -762,12 +763,15 @@ _STARTUP_NOISE = (
 
 
 def _import_tensorflow_quietly() -> None:
-    """Import TensorFlow with its start-up lines filtered out of stderr.
+    """Import TensorFlow with its start-up lines filtered out of stderr (when Keras will
+    run on it).
 
     Only with ``TF_CPP_MIN_LOG_LEVEL=3`` (what :func:`main` sets unless told otherwise);
     every other line TensorFlow writes while loading (an error, a warning) is passed on.
     """
     if "tensorflow" in sys.modules or os.environ.get("TF_CPP_MIN_LOG_LEVEL") != "3":
+        return
+    if configured_backend() != "tensorflow":  # Keras will not import it
         return
     if importlib.util.find_spec("tensorflow") is None:
         return

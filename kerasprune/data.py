@@ -20,6 +20,10 @@ Data come from a tensorflow-datasets ``data_dir``: the ``data_dir`` argument, el
 ``tensorflow_datasets`` was imported works too), else ``~/tensorflow_datasets``. A
 dataset that is not there is downloaded by tfds; where that fails (no network) a
 :class:`DatasetNotAvailableError` says so in one line.
+
+The loaders need TensorFlow and tensorflow-datasets (``pip install kerasprune[tensorflow]``,
+else a :class:`~kerasprune.errors.BackendError` says so); the pipelines they return feed
+``model.fit`` on every Keras backend.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from typing import List, Optional, Tuple, Union
 
 import numpy as np
 
-from kerasprune.errors import DatasetError, DatasetNotAvailableError
+from kerasprune.backend import TENSORFLOW_EXTRA, require_tensorflow
+from kerasprune.errors import BackendError, DatasetError, DatasetNotAvailableError
 
 __all__ = [
     "load_dataset",
@@ -118,7 +123,10 @@ def _first_line(exc: BaseException) -> str:
 
 def _load_tfds(spec: _Spec, split: str, data_dir: Optional[str], download: bool):
     """The split as a dataset of ``(uint8 image, int64 label)``, with readable errors."""
-    import tensorflow_datasets as tfds
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError as exc:
+        raise BackendError(f"kerasprune.data needs tensorflow-datasets, which is not installed: {TENSORFLOW_EXTRA}") from exc
 
     kwargs = dict(
         split=split,
@@ -206,6 +214,7 @@ def load_dataset(
         DatasetError: unknown dataset name, unknown split, or a bad argument.
         DatasetNotAvailableError: the dataset is neither in ``data_dir`` nor could be
             downloaded.
+        BackendError: TensorFlow or tensorflow-datasets is not installed.
     """
     spec = _spec(name)
     _check_count("batch_size", batch_size)
@@ -213,8 +222,7 @@ def load_dataset(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise DatasetError(f"seed must be an integer, got {seed!r}")
 
-    import tensorflow as tf
-
+    tf = require_tensorflow("kerasprune.data (tf.data pipelines)")
     ds = _load_tfds(spec, split, _resolve_data_dir(data_dir), download)
     if take is not None:
         ds = ds.take(int(take))

@@ -36,6 +36,7 @@ __all__ = [
     "DatasetNotAvailableError",
     "UnknownModelError",
     "UsageError",
+    "BackendError",
 ]
 
 
@@ -174,3 +175,11 @@ class UnknownModelError(KerasPruneError, ValueError):
 
 class UsageError(KerasPruneError, ValueError):
     """A command-line argument that cannot be used; the command prints it as one line."""
+
+
+# --------------------------------------------------------------------------- backends
+
+
+class BackendError(KerasPruneError, RuntimeError):
+    """A feature that needs TensorFlow installed (``pip install kerasprune[tensorflow]``)
+    or another Keras backend than the one running; the message names which."""

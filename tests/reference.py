@@ -268,7 +268,8 @@ def cut_off(model: keras.Model, graph, keep, cut_inputs: bool = False) -> keras.
 def assert_close(a, b, rtol: float = 1e-5):
     """Equal to within ``rtol`` relative to the largest magnitude of the reference."""
     for x, y in zip(keras.tree.flatten(a), keras.tree.flatten(b)):
-        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        # keras.ops.convert_to_numpy: a PyTorch output that carries autograd history too
+        x, y = (np.asarray(keras.ops.convert_to_numpy(t), dtype=np.float64) for t in (x, y))
         assert x.shape == y.shape, (x.shape, y.shape)
         scale = max(1.0, float(np.abs(y).max()))
         err = float(np.abs(x - y).max())

@@ -11,6 +11,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "kerasprune"
 # lowest first: a module may import only from its own layer or the ones before it
 LAYERS = [
     "errors",
+    "backend",
     "runs",
     "graph",
     "costs",

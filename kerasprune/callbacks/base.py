@@ -18,10 +18,13 @@ from __future__ import annotations
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-import tensorflow as tf
 
+from kerasprune.backend import lazy_tensorflow
 from kerasprune.errors import CallbackError
 from kerasprune.graph.groups import ChannelGroup
+
+# imported at the first use: the callbacks run on the TensorFlow backend only (so far)
+tf = lazy_tensorflow("the kerasprune callbacks")
 
 __all__ = ["CallbackError", "accumulator", "SaliencySource"]
 

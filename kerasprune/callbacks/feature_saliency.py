@@ -54,8 +54,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from kerasprune.backend import lazy_tensorflow
 from kerasprune.callbacks.base import CallbackError, SaliencySource, accumulator, replica_context
 from kerasprune.errors import ImportanceError
 from kerasprune.graph.groups import ChannelGroup, PruningGraph
@@ -68,6 +68,9 @@ from kerasprune.importance.base import (
 )
 from kerasprune.importance.gradients import FeatureMapStep, feature_step_sums, tf_variable
 from kerasprune.importance.observe import ObservationPlan, Site
+
+# imported at the first use: the callbacks run on the TensorFlow backend only (so far)
+tf = lazy_tensorflow("the kerasprune callbacks")
 
 __all__ = ["FeatureMapSaliency"]
 

@@ -62,8 +62,8 @@ from typing import Dict, Iterable, List, Optional, Type
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from kerasprune.backend import lazy_tensorflow, require_backend
 from kerasprune.callbacks.base import CallbackError, SaliencySource, accumulator
 from kerasprune.callbacks.feature_saliency import FeatureMapSaliency
 from kerasprune.callbacks.weight_saliency import WeightGradientSaliency
@@ -79,6 +79,9 @@ from kerasprune.importance.base import (
     get_criterion,
 )
 from kerasprune.importance.normalize import check_method, normalize
+
+# imported at the first use: the callbacks run on the TensorFlow backend only (so far)
+tf = lazy_tensorflow("the kerasprune callbacks")
 
 __all__ = ["SaliencyAccumulator", "CallbackError", "SOURCES", "accumulable_criterion"]
 
@@ -189,8 +192,7 @@ class SaliencyAccumulator(keras.callbacks.Callback):
 
     def _check_model(self, model: keras.Model) -> PruningGraph:
         name = type(self).__name__
-        if keras.backend.backend() != "tensorflow":
-            raise CallbackError(f"{name} needs the TensorFlow backend")
+        require_backend(name, "tensorflow")
         try:
             graph = analyze(model, warn=False)
         except KerasPruneError as err:

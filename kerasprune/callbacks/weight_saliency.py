@@ -33,13 +33,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from kerasprune.backend import lazy_tensorflow
 from kerasprune.callbacks.base import CallbackError, SaliencySource, accumulator, replica_context
 from kerasprune.graph.groups import ChannelGroup, PruningGraph
 from kerasprune.importance.base import Criterion
 from kerasprune.importance.filters import combine_layers, filter_weights
 from kerasprune.importance.gradients import FilterBlocks, filter_step_values, tf_variable
+
+# imported at the first use: the callbacks run on the TensorFlow backend only (so far)
+tf = lazy_tensorflow("the kerasprune callbacks")
 
 __all__ = ["WeightGradientSaliency"]
 

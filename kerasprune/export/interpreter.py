@@ -13,6 +13,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
+from kerasprune.backend import require_tensorflow
 from kerasprune.errors import ExportError
 
 __all__ = ["make_interpreter", "run_tflite", "interpreter_name"]
@@ -24,8 +25,7 @@ def _interpreter_class():
 
         return Interpreter, "LiteRT"
     except ImportError:
-        import tensorflow as tf
-
+        tf = require_tensorflow("running a TFLite model without ai-edge-litert (pip install ai-edge-litert)")
         return tf.lite.Interpreter, "tf.lite"
 
 

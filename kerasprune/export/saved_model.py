@@ -9,6 +9,8 @@ from typing import Dict, Union
 
 import keras
 
+from kerasprune.backend import require_backend, require_tensorflow
+
 __all__ = ["export_saved_model", "directory_bytes", "disk_sizes"]
 
 
@@ -17,7 +19,13 @@ def export_saved_model(model: keras.Model, directory: Union[str, os.PathLike]) -
 
     This is Keras's ``model.export(directory, format="tf_saved_model")``; the result
     serves with TF Serving and loads with ``tf.saved_model.load``.
+
+    Raises:
+        BackendError: TensorFlow is not installed, or Keras runs on another backend than
+            TensorFlow or JAX (the ones Keras exports a SavedModel from).
     """
+    require_tensorflow("SavedModel export")
+    require_backend("SavedModel export", "tensorflow", "jax")
     directory = Path(directory)
     model.export(str(directory), format="tf_saved_model", verbose=False)
     return directory

@@ -11,6 +11,7 @@ from typing import Any, Iterator, List, Optional, Sequence, Union
 import keras
 import numpy as np
 
+from kerasprune.backend import require_backend, require_tensorflow
 from kerasprune.errors import ExportError
 from kerasprune.export.interpreter import interpreter_name, make_interpreter, run_tflite
 
@@ -157,6 +158,8 @@ def export_tflite(
     Raises:
         ExportError: unknown ``quantize``, ``int8`` without calibration data, a failed
             conversion, or outputs that differ beyond ``tolerance``.
+        BackendError: Keras runs on another backend than TensorFlow, or TensorFlow is
+            not installed.
     """
     if quantize not in QUANTIZATIONS:
         raise ExportError(f"quantize must be one of None, 'float16', 'int8'; got {quantize!r}")
@@ -165,7 +168,8 @@ def export_tflite(
     path = Path(path)
     if path.suffix != ".tflite":
         raise ExportError(f"the TFLite file name must end with .tflite, got {path.name!r}")
-    import tensorflow as tf
+    require_backend("TFLite export", "tensorflow")
+    tf = require_tensorflow("TFLite export")
 
     kwargs: dict = {}
     if quantize is not None:

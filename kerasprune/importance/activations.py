@@ -14,8 +14,9 @@ observed (see :mod:`~kerasprune.importance.observe`). Over the N examples read:
   and positions). The sign is flipped so that, like every criterion, a **low score means
   prune first**: a channel that is almost always zero scores near 0.
 
-All three run inference (``training=False``) through one probe model built once, and
-stream the data batch by batch.
+All three run inference (``training=False``) through one statistics model built once
+(``keras.ops`` on the observed feature maps: every backend), and stream the data batch by
+batch through its ``predict_on_batch``.
 
 References:
 
@@ -30,31 +31,28 @@ References:
 
 from __future__ import annotations
 
-from typing import Callable, Dict
+from typing import Any, Callable, Dict
 
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 from kerasprune.importance.base import ScoringContext, register_criterion
-from kerasprune.importance.observe import ObservationPlan, as_list, stream_sums
+from kerasprune.importance.observe import ObservationPlan, as_list, batch_size_of, stream_sums
 
 __all__ = ["mean_response", "std_response", "apoz"]
 
 
-def _response_sums(ctx: ScoringContext, what: Callable[[tf.Tensor], tf.Tensor], squares: bool):
-    """Sum over examples of the per-example channel values of ``what(feature map)``."""
+def _response_sums(ctx: ScoringContext, what: Callable[[Any], Any], squares: bool):
+    """Mean over examples of the per-example channel values of ``what(feature map)``
+    (and of their squares)."""
     plan = ObservationPlan(ctx)
-    probe, k = plan.probe()
+    stats = plan.statistics_model(what, squares=squares)
     width = plan.width
 
     def batch_sums(x, y, sw):
-        outs = as_list(probe(x, training=False))
-        values = plan.channel_values([plan.spatial_mean(what(t)) for t in outs[:k]])
-        values = tf.cast(values, tf.float64)
-        parts = [tf.reduce_sum(values, axis=0)]
-        if squares:
-            parts.append(tf.reduce_sum(values * values, axis=0))
-        return tf.concat(parts, axis=0), tf.cast(tf.shape(values)[0], tf.float64)
+        parts = as_list(stats.predict_on_batch(x))
+        vec = np.concatenate([np.asarray(p, np.float64) for p in parts])
+        return vec, batch_size_of(x)
 
     sums, n = stream_sums(ctx, width * (2 if squares else 1), batch_sums)
     return plan, sums[:width] / n, (sums[width:] / n if squares else None)
@@ -77,5 +75,5 @@ def std_response(ctx: ScoringContext) -> Dict[str, np.ndarray]:
 @register_criterion("apoz", needs="data")
 def apoz(ctx: ScoringContext) -> Dict[str, np.ndarray]:
     """1 - average percentage of zeros of each channel (low: mostly zero, pruned first)."""
-    plan, zeros, _ = _response_sums(ctx, lambda t: tf.cast(tf.equal(t, 0), tf.float32), squares=False)
+    plan, zeros, _ = _response_sums(ctx, lambda t: ops.cast(ops.equal(t, 0), "float32"), squares=False)
     return plan.combine(1.0 - zeros)

@@ -233,7 +233,7 @@ def register_criterion(
         from kerasprune.importance import WeightGradients
 
         kp.importance.register_criterion(
-            "grad_rms", accumulate=WeightGradients(lambda f: tf.sqrt(f.mean(lambda g, w: g * g)))
+            "grad_rms", accumulate=WeightGradients(lambda f: keras.ops.sqrt(f.mean(lambda g, w: g * g)))
         )
 
     Args:

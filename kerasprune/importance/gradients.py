@@ -14,7 +14,14 @@ as a batch mean). A multi-output model takes a list or dict of losses (or one lo
 every output); per-output losses are summed, loss weights and regularization penalties
 are not included. Sample weights given with the data multiply the per-example losses.
 Everything runs in inference mode (``training=False``: BatchNormalization uses its moving
-statistics, dropout is off).
+statistics, dropout is off), on every Keras backend: the model is run with
+``model.stateless_call`` and differentiated by the backend's own autodiff
+(:func:`~kerasprune.importance.autodiff.gradient_step`: ``tf.GradientTape``,
+``jax.value_and_grad``, ``torch.autograd``), the reductions are ``keras.ops``.
+Feature-map gradients are taken the same way everywhere: the model's graph is called
+with a zero *probe* added to each observed feature map
+(:meth:`~kerasprune.importance.observe.ObservationPlan.gradient_probe`), and the
+gradient with respect to the probe is the gradient with respect to the feature map.
 
 - ``mean_gradient`` (Liu and Wu (2019)): per example, ``|mean over positions of dC/dx_k|`` at the
   group's feature map ``x`` (where it is observed, see
@@ -51,14 +58,16 @@ References:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, List, Sequence
+from typing import Any, Callable, ClassVar, Dict, List, Sequence, Tuple
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from kerasprune.backend import accumulation_dtype, current, require_tensorflow
 from kerasprune.errors import ImportanceError
 from kerasprune.graph.keras_graph import functional_of, producer_name
+from kerasprune.importance.autodiff import gradient_step, variable_values
 from kerasprune.importance.base import (
     FEATURE_GRADIENTS,
     WEIGHT_GRADIENTS,
@@ -68,7 +77,7 @@ from kerasprune.importance.base import (
 )
 from kerasprune.importance.filters import ChannelWeights, combine_layers
 from kerasprune.importance.normalize import relative_norm
-from kerasprune.importance.observe import ObservationPlan, Site, as_list, stream_sums
+from kerasprune.importance.observe import ObservationPlan, Site, as_list, batch_size_of, stream_sums
 
 __all__ = [
     "mean_gradient",
@@ -89,19 +98,19 @@ __all__ = [
     "tf_variable",
 ]
 
-LossFn = Callable[[Any, List[tf.Tensor]], tf.Tensor]
+Tensor = Any  # a tensor of the running backend
+LossFn = Callable[[Any, List[Tensor]], Tensor]
 
 
-def _one_loss(spec: Any) -> Callable[[Any, tf.Tensor], tf.Tensor]:
+def _one_loss(spec: Any) -> Callable[[Any, Tensor], Tensor]:
     if isinstance(spec, str):
         spec = keras.losses.get(spec)
     if isinstance(spec, keras.losses.Loss):
         loss_obj = spec
 
         def call(y_true, y_pred):
-            y_pred = tf.convert_to_tensor(y_pred)
-            y_pred = tf.cast(y_pred, loss_obj.dtype)
-            y_true = tf.cast(tf.convert_to_tensor(y_true), loss_obj.dtype)
+            y_pred = ops.cast(ops.convert_to_tensor(y_pred), loss_obj.dtype)
+            y_true = ops.cast(ops.convert_to_tensor(y_true), loss_obj.dtype)
             return loss_obj.call(y_true, y_pred)
 
         return call
@@ -113,12 +122,13 @@ def _one_loss(spec: Any) -> Callable[[Any, tf.Tensor], tf.Tensor]:
     )
 
 
-def _per_example(values: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
-    values = tf.cast(values, tf.float32)
-    if values.shape.rank == 0:  # a batch mean: back to a sum over the batch
-        return tf.fill([batch], values)
-    if values.shape.rank > 1:
-        values = tf.reduce_mean(values, axis=list(range(1, values.shape.rank)))
+def _per_example(values: Tensor, batch: Any) -> Tensor:
+    values = ops.cast(ops.convert_to_tensor(values), "float32")
+    rank = len(values.shape)
+    if rank == 0:  # a batch mean: back to a sum over the batch
+        return ops.broadcast_to(values, (batch,))
+    if rank > 1:
+        values = ops.mean(values, axis=tuple(range(1, rank)))
     return values
 
 
@@ -171,8 +181,8 @@ def per_example_loss(model: keras.Model, loss: Any, criterion: str = "") -> Loss
             return list(y)
         raise ImportanceError(f"the model has {n} outputs: give y as a list or dict of {n} targets")
 
-    def compute(y, preds: List[tf.Tensor]) -> tf.Tensor:
-        batch = tf.shape(preds[0])[0]
+    def compute(y, preds: List[Tensor]) -> Tensor:
+        batch = ops.shape(preds[0])[0]
         total = None
         for fn, yt, yp in zip(fns, targets(y), preds):
             if fn is None or yt is None:
@@ -186,32 +196,40 @@ def per_example_loss(model: keras.Model, loss: Any, criterion: str = "") -> Loss
     return compute
 
 
-def _weighted(per_ex: tf.Tensor, sw) -> tf.Tensor:
+def _weighted(per_ex: Tensor, sw) -> Tensor:
     if sw is None:
         return per_ex
-    sw = tf.reshape(tf.cast(sw, per_ex.dtype), [-1])
+    sw = ops.reshape(ops.cast(sw, per_ex.dtype), (-1,))
     return per_ex * sw
 
 
-def tf_variable(v) -> tf.Variable:
-    """The TensorFlow variable behind a Keras variable (what tapes watch and steps read)."""
+def _tensors(structure: Any) -> Any:
+    """Every array of a batch (numpy or the backend's) as a tensor of the running backend."""
+    if structure is None:
+        return None
+    return keras.tree.map_structure(lambda a: None if a is None else ops.convert_to_tensor(a), structure)
+
+
+def _plain(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` as it is traced: on TensorFlow without AutoGraph (tensor code, traced as is)."""
+    if current() == "tensorflow":
+        return require_tensorflow("the TensorFlow backend").autograph.experimental.do_not_convert(fn)
+    return fn
+
+
+def tf_variable(v) -> Any:
+    """The TensorFlow variable behind a Keras variable (what the TensorFlow callbacks'
+    tapes watch and train steps read); TensorFlow backend only."""
+    tf = require_tensorflow("tf_variable")
     value = getattr(v, "value", v)
     if isinstance(value, tf.Variable):
         return value
     return getattr(v, "_value", value)
 
 
-def _watch_everything(tape: tf.GradientTape, model: keras.Model, x) -> None:
-    """Record every op: gradients reach feature maps made only by frozen layers too."""
-    for t in keras.tree.flatten(x):
-        if getattr(t, "dtype", None) is not None and tf.as_dtype(t.dtype).is_floating:
-            tape.watch(t)
-    tape.watch([tf_variable(v) for v in model.weights if tf.as_dtype(v.dtype).is_floating])
-
-
 class FilterBlocks:
     """One producer's filters (a :class:`ChannelWeights`) laid out for per-channel sums in
-    TensorFlow, over flat views of its weight arrays.
+    backend tensors (``keras.ops``), over flat views of its weight arrays.
 
     The usual case, a whole kernel with the channels on its last axis, is summed by a
     reshape; other layouts gather their entries and sum them per channel.
@@ -224,8 +242,8 @@ class FilterBlocks:
     Attributes:
         size: channels of the group.
         held: which channels the producer holds (numpy bool).
-        held_f: the same as float32 (TensorFlow).
-        inv: 1 / entries of each held channel (0 elsewhere; TensorFlow float32).
+        held_f: the same as float32 (a backend tensor).
+        inv: 1 / entries of each held channel (0 elsewhere; a float32 backend tensor).
         var_indices: the variable index of each block.
     """
 
@@ -235,31 +253,32 @@ class FilterBlocks:
         self.held = counts > 0
         inv = np.zeros(cw.size, np.float32)
         inv[self.held] = 1.0 / counts[self.held]
-        self.inv = tf.constant(inv)
-        self.held_f = tf.constant(self.held.astype(np.float32))
-        self._held_b = tf.constant(self.held)
+        self.inv = ops.convert_to_tensor(inv)
+        self.held_f = ops.convert_to_tensor(self.held.astype(np.float32))
+        self._held_b = ops.convert_to_tensor(self.held)
         self._blocks = []  # (variable index, flat ids or None for a whole kernel, channel ids)
         for e, v in zip(cw.entries, cw.variables):
             i = var_index(v)
             if e.whole_on_last_axis(cw.size):
                 self._blocks.append((i, None, None))
             else:
-                self._blocks.append((i, tf.constant(e.flat, tf.int64), tf.constant(e.channel, tf.int32)))
+                flat = ops.convert_to_tensor(np.asarray(e.flat, np.int32))
+                self._blocks.append((i, flat, ops.convert_to_tensor(np.asarray(e.channel, np.int32))))
         self.var_indices = [i for i, _, _ in self._blocks]
 
-    def channel_sum(self, values_of: Callable[[int], tf.Tensor]) -> tf.Tensor:
+    def channel_sum(self, values_of: Callable[[int], Tensor]) -> Tensor:
         """Per channel, the sum of ``values_of(variable index)`` (a flat float32 vector of
         that weight's entries) over the channel's entries."""
-        total = tf.zeros([self.size], tf.float32)
+        total = ops.zeros((self.size,), "float32")
         for i, flat, channel in self._blocks:
             values = values_of(i)
             if flat is None:
-                total += tf.reduce_sum(tf.reshape(values, [-1, self.size]), axis=0)
+                total = total + ops.sum(ops.reshape(values, (-1, self.size)), axis=0)
             else:
-                total += tf.math.unsorted_segment_sum(tf.gather(values, flat), channel, self.size)
+                total = total + ops.segment_sum(ops.take(values, flat), channel, num_segments=self.size)
         return total
 
-    def relative(self, values: tf.Tensor) -> tf.Tensor:
+    def relative(self, values: Tensor) -> Tensor:
         """``N * v_n / sum_j v_j`` over the ``N`` held channels (Xu et al. (2018), Eq. 5
         factors; :func:`~kerasprune.importance.normalize.relative_norm`), 0 where not held
         and where the sum is 0."""
@@ -287,8 +306,8 @@ class FilterStep:
     def __init__(
         self,
         blocks: FilterBlocks,
-        grad: Callable[[int], tf.Tensor],
-        weight: Callable[[int], tf.Tensor],
+        grad: Callable[[int], Tensor],
+        weight: Callable[[int], Tensor],
     ) -> None:
         self.blocks = blocks
         self._grad = grad
@@ -300,40 +319,38 @@ class FilterStep:
         return self.blocks.size
 
     @property
-    def held(self) -> tf.Tensor:
+    def held(self) -> Tensor:
         """1.0 for the channels the producer holds, 0.0 elsewhere (float32)."""
         return self.blocks.held_f
 
-    def sum(self, fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]) -> tf.Tensor:
+    def sum(self, fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
         """Per channel, the sum over its filter's entries of ``fn(g, w)`` (element-wise
         in the gradients ``g`` and the weights ``w``, flat float32 tensors)."""
         return self.blocks.channel_sum(lambda i: fn(self._grad(i), self._weight(i)))
 
-    def mean(self, fn: Callable[[tf.Tensor, tf.Tensor], tf.Tensor]) -> tf.Tensor:
+    def mean(self, fn: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
         """:meth:`sum` divided by the entries of each channel's filter (``n``)."""
         return self.sum(fn) * self.blocks.inv
 
-    def relative(self, values: tf.Tensor) -> tf.Tensor:
+    def relative(self, values: Tensor) -> Tensor:
         """``N * v_n / sum_j v_j`` over the producer's ``N`` held channels (Xu et al.
         (2018), Eq. 5)."""
         return self.blocks.relative(values)
 
 
-def _flat(t: Any, like: tf.Variable) -> tf.Tensor:
+def _flat(t: Any, like: Any) -> Tensor:
     """A gradient or weight as a flat float32 vector (zeros for a missing gradient)."""
     if t is None:
-        return tf.zeros([int(np.prod(like.shape))], tf.float32)
-    if isinstance(t, tf.IndexedSlices):
-        t = tf.convert_to_tensor(t)
-    return tf.reshape(tf.cast(t, tf.float32), [-1])
+        return ops.zeros((int(np.prod(like.shape)),), "float32")
+    return ops.reshape(ops.cast(t, "float32"), (-1,))
 
 
 def filter_step_values(
     blocks: Sequence[FilterBlocks],
-    reduce: Callable[[FilterStep], tf.Tensor],
-    grad: Callable[[int], tf.Tensor],
-    weight: Callable[[int], tf.Tensor],
-) -> List[tf.Tensor]:
+    reduce: Callable[[FilterStep], Tensor],
+    grad: Callable[[int], Tensor],
+    weight: Callable[[int], Tensor],
+) -> List[Tensor]:
     """``reduce`` of every producer at one step: float32 per-channel values, 0 where not held.
 
     Args:
@@ -341,8 +358,8 @@ def filter_step_values(
         reduce: the criterion's per-step reduction.
         grad, weight: as :class:`FilterStep` takes them (shared by the producers).
     """
-    plain = tf.autograph.experimental.do_not_convert(reduce)  # tensor code, traced as is
-    return [tf.cast(plain(FilterStep(fb, grad, weight)), tf.float32) * fb.held_f for fb in blocks]
+    plain = _plain(reduce)
+    return [ops.cast(plain(FilterStep(fb, grad, weight)), "float32") * fb.held_f for fb in blocks]
 
 
 @dataclass(frozen=True)
@@ -354,11 +371,12 @@ class WeightGradients(Accumulation):
     that step's mean loss; the values are summed over the steps (no averaging), and a
     group made by several producers gets the mean of theirs. For example ``grad_l1``::
 
-        WeightGradients(lambda f: f.mean(lambda g, w: tf.abs(g)))
+        WeightGradients(lambda f: f.mean(lambda g, w: keras.ops.abs(g)))
 
     Attributes:
-        reduce: the per-step reduction, traced into TensorFlow functions as plain Python
-            (no AutoGraph: tensor operations, no Python branching on tensor values).
+        reduce: the per-step reduction, written with ``keras.ops`` (it runs on every
+            backend) and traced into compiled functions as plain Python (no AutoGraph:
+            tensor operations, no Python branching on tensor values).
     """
 
     kind: ClassVar[str] = WEIGHT_GRADIENTS
@@ -369,8 +387,21 @@ class WeightGradients(Accumulation):
         return weight_gradient_scores(ctx, self.reduce)
 
 
+def _state_slots(model: keras.Model, variables: Sequence[Any]) -> List[Tuple[int, int]]:
+    """Where each of ``variables`` is in ``model``'s stateless state: ``(0, i)`` for the
+    i-th trainable variable, ``(1, i)`` for the i-th non-trainable one."""
+    slots: Dict[int, Tuple[int, int]] = {}
+    for kind, group in enumerate((model.trainable_variables, model.non_trainable_variables)):
+        for i, v in enumerate(group):
+            slots.setdefault(id(v), (kind, i))
+    missing = [getattr(v, "path", str(v)) for v in variables if id(v) not in slots]
+    if missing:
+        raise ImportanceError(f"weights {missing[:3]} are not variables of model '{model.name}'")
+    return [slots[id(v)] for v in variables]
+
+
 def weight_gradient_scores(
-    ctx: ScoringContext, reduce: Callable[[FilterStep], tf.Tensor]
+    ctx: ScoringContext, reduce: Callable[[FilterStep], Tensor]
 ) -> Dict[str, np.ndarray]:
     """The one-shot pass of a :class:`WeightGradients` criterion (see there)."""
     loss_fn = per_example_loss(ctx.model, ctx.loss, ctx.criterion)
@@ -390,20 +421,31 @@ def weight_gradient_scores(
             if id(v) not in index:
                 index[id(v)] = len(variables)
                 variables.append(v)
-    tf_vars = [tf_variable(v) for v in variables]
+    slots = _state_slots(model, variables)
     blocks = [FilterBlocks(cw, lambda v: index[id(v)]) for cw in producers]
     width = sum(cw.size for cw in producers)
 
+    def loss(diff, x, y, sw, trainable, non_trainable):
+        state = [list(trainable), list(non_trainable)]
+        for (kind, i), value in zip(slots, diff):
+            state[kind][i] = value
+        preds, _ = model.stateless_call(state[0], state[1], x, training=False)
+        per_ex = _weighted(loss_fn(y, as_list(preds)), sw)
+        return ops.sum(per_ex) / ops.cast(ops.shape(per_ex)[0], per_ex.dtype), ()
+
+    def finish(grads, _, diff, *rest):
+        g = [_flat(gi, d) for gi, d in zip(grads, diff)]
+        w = [_flat(d, d) for d in diff]
+        values = filter_step_values(blocks, reduce, g.__getitem__, w.__getitem__)
+        return ops.cast(ops.concatenate(values, axis=0), accumulation_dtype())
+
+    step = gradient_step(loss, finish, f"criterion {ctx.criterion!r}")
+    trainable = variable_values(model.trainable_variables)
+    non_trainable = variable_values(model.non_trainable_variables)
+    diff = [(trainable, non_trainable)[kind][i] for kind, i in slots]
+
     def batch_sums(x, y, sw):
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(tf_vars)
-            preds = as_list(model(x, training=False))
-            per_ex = _weighted(loss_fn(y, preds), sw)
-            batch_loss = tf.reduce_sum(per_ex) / tf.cast(tf.shape(per_ex)[0], per_ex.dtype)
-        grads = [_flat(g, v) for g, v in zip(tape.gradient(batch_loss, tf_vars), tf_vars)]
-        weights = [_flat(tf.convert_to_tensor(v), v) for v in tf_vars]
-        values = filter_step_values(blocks, reduce, grads.__getitem__, weights.__getitem__)
-        return tf.cast(tf.concat(values, axis=0), tf.float64), tf.constant(1.0, tf.float64)
+        return step(diff, _tensors(x), _tensors(y), _tensors(sw), trainable, non_trainable), 1.0
 
     sums, _ = stream_sums(ctx, width, batch_sums, needs_labels=True)
     per_group: Dict[str, List[np.ndarray]] = {g.name: [] for g in ctx.groups}
@@ -431,25 +473,25 @@ class FeatureMapStep:
         width: the total channels of the sites (the columns :meth:`channels` returns).
     """
 
-    def __init__(self, x: tf.Tensor, g: tf.Tensor, sites: Sequence[Site]) -> None:
+    def __init__(self, x: Tensor, g: Tensor, sites: Sequence[Site]) -> None:
         self.x = x
         self.g = g
         self.sites = list(sites)
         self.width = sum(s.size for s in self.sites)
 
-    def channels(self, values: tf.Tensor) -> tf.Tensor:
+    def channels(self, values: Tensor) -> Tensor:
         """``(batch, ..., P) -> (batch, width)``: per example and channel, the mean of
         ``values`` over the spatial positions and the positions carrying the channel."""
         per_position = ObservationPlan.spatial_mean(values)
-        return tf.concat([ObservationPlan.site_values(per_position, s) for s in self.sites], axis=1)
+        return ops.concatenate([ObservationPlan.site_values(per_position, s) for s in self.sites], axis=1)
 
 
 def feature_step_sums(
-    step: FeatureMapStep, reduce: Callable[[FeatureMapStep], tf.Tensor]
-) -> tf.Tensor:
-    """``reduce(step)`` summed over the batch's examples: ``(width,)`` float64."""
-    plain = tf.autograph.experimental.do_not_convert(reduce)  # tensor code, traced as is
-    return tf.reduce_sum(tf.cast(plain(step), tf.float64), axis=0)
+    step: FeatureMapStep, reduce: Callable[[FeatureMapStep], Tensor]
+) -> Tensor:
+    """``reduce(step)`` summed over the batch's examples: ``(width,)`` float64 (float32 on
+    JAX without x64, :func:`~kerasprune.backend.accumulation_dtype`)."""
+    return ops.sum(ops.cast(_plain(reduce)(step), accumulation_dtype()), axis=0)
 
 
 @dataclass(frozen=True)
@@ -462,11 +504,12 @@ class FeatureGradients(Accumulation):
     over examples). A group observed at several feature maps gets the mean over them.
     For example ``mean_gradient`` (Liu and Wu (2019))::
 
-        FeatureGradients(lambda m: tf.abs(m.channels(m.g)))
+        FeatureGradients(lambda m: keras.ops.abs(m.channels(m.g)))
 
     Attributes:
-        reduce: the per-step reduction, traced into TensorFlow functions as plain Python
-            (no AutoGraph: tensor operations, no Python branching on tensor values).
+        reduce: the per-step reduction, written with ``keras.ops`` (it runs on every
+            backend) and traced into compiled functions as plain Python (no AutoGraph:
+            tensor operations, no Python branching on tensor values).
     """
 
     kind: ClassVar[str] = FEATURE_GRADIENTS
@@ -477,19 +520,33 @@ class FeatureGradients(Accumulation):
         return feature_gradient_scores(ctx, self.reduce)
 
 
+def _zeros_like_tapped(tensors: Sequence[Any], x: Any, forward: Callable[[Any], Any]) -> List[Tensor]:
+    """Zero probes for one batch: a zero array of each observed tensor's shape at the
+    batch's size (shapes the graph leaves open, other than the batch, are read from
+    ``forward``'s symbolic output specs for ``x``)."""
+    n = batch_size_of(x)
+    shapes = [(n,) + tuple(t.shape[1:]) for t in tensors]
+    if any(d is None for shape in shapes for d in shape):
+        specs = keras.tree.map_structure(lambda a: keras.KerasTensor(tuple(a.shape), dtype=a.dtype), x)
+        shapes = [tuple(o.shape) for o in as_list(forward(specs))[: len(tensors)]]
+    return [ops.zeros(shape, t.dtype) for shape, t in zip(shapes, tensors)]
+
+
 def feature_gradient_scores(
-    ctx: ScoringContext, reduce: Callable[[FeatureMapStep], tf.Tensor]
+    ctx: ScoringContext, reduce: Callable[[FeatureMapStep], Tensor]
 ) -> Dict[str, np.ndarray]:
     """The one-shot pass of a :class:`FeatureGradients` criterion (see there).
 
     In inference mode examples do not interact, so the gradient of the *sum* of the
     per-example losses with respect to the batch's feature map holds every example's own
-    gradient: one backward pass per batch.
+    gradient: one backward pass per batch. The gradient with respect to a feature map is
+    the gradient with respect to a zero probe added to it
+    (:meth:`~kerasprune.importance.observe.ObservationPlan.gradient_probe`).
     """
     plan = ObservationPlan(ctx)
-    probe, k = plan.probe(with_outputs=True)
+    probed, probes = plan.gradient_probe()
+    forward, k = plan.probe()
     loss_fn = per_example_loss(ctx.model, ctx.loss, ctx.criterion)
-    model = ctx.model
     on_tensor: List[List[Site]] = [[] for _ in range(k)]
     for sites in plan.sites.values():
         for s in sites:
@@ -498,55 +555,63 @@ def feature_gradient_scores(
     order = np.concatenate(
         [np.arange(s.offset, s.offset + s.size) for sites in on_tensor for s in sites]
     )
-    layout = tf.constant(np.argsort(order), tf.int32)
+    layout = np.argsort(order)
 
-    def batch_sums(x, y, sw):
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            _watch_everything(tape, model, x)
-            outs = as_list(probe(x, training=False))
-            observed, preds = outs[:k], outs[k:]
-            total = tf.reduce_sum(_weighted(loss_fn(y, preds), sw))
-        grads = tape.gradient(total, observed)
+    def loss(zeros, x, y, sw, trainable, non_trainable):
+        outs, _ = probed.stateless_call(trainable, non_trainable, [x, list(zeros)], training=False)
+        outs = as_list(outs)
+        observed, preds = outs[:k], outs[k:]
+        return ops.sum(_weighted(loss_fn(y, preds), sw)), observed
+
+    def finish(grads, observed, *rest):
         columns = []
         for t, g, sites in zip(observed, grads, on_tensor):
-            t = tf.cast(t, tf.float32)
-            g = tf.zeros_like(t) if g is None else tf.cast(g, tf.float32)
-            columns.append(feature_step_sums(FeatureMapStep(t, g, sites), reduce))
-        count = tf.cast(tf.shape(observed[0])[0], tf.float64)
-        return tf.gather(tf.concat(columns, axis=0), layout), count
+            step = FeatureMapStep(ops.cast(t, "float32"), ops.cast(g, "float32"), sites)
+            columns.append(feature_step_sums(step, reduce))
+        return ops.concatenate(columns, axis=0)
+
+    step = gradient_step(loss, finish, f"criterion {ctx.criterion!r}")
+    trainable = variable_values(probed.trainable_variables)
+    non_trainable = variable_values(probed.non_trainable_variables)
+
+    def batch_sums(x, y, sw):
+        x = _tensors(x)
+        zeros = _zeros_like_tapped(probes, x, forward.compute_output_spec)
+        sums = step(zeros, x, _tensors(y), _tensors(sw), trainable, non_trainable)
+        return sums, batch_size_of(x)
 
     sums, n = stream_sums(ctx, plan.width, batch_sums, needs_labels=True)
-    return plan.combine(sums / n)
+    return plan.combine(sums[layout] / n)
 
 
 # ----------------------------------------------------------------- the criteria
 
 
-def _mean_gradient_step(m: FeatureMapStep) -> tf.Tensor:
+def _mean_gradient_step(m: FeatureMapStep) -> Tensor:
     """|Spatial mean of dLoss/dx| per example and channel (Liu and Wu (2019))."""
-    return tf.abs(m.channels(m.g))
+    return ops.abs(m.channels(m.g))
 
 
-def _taylor_step(m: FeatureMapStep) -> tf.Tensor:
+def _taylor_step(m: FeatureMapStep) -> Tensor:
     """|Spatial mean of x * dLoss/dx| per example and channel (first-order Taylor)."""
-    return tf.abs(m.channels(m.x * m.g))
+    return ops.abs(m.channels(m.x * m.g))
 
 
-def _gsfp_step(f: FilterStep) -> tf.Tensor:
+def _gsfp_step(f: FilterStep) -> Tensor:
     """Eq. 5 of Xu et al. (2018): relative gradient L1 times relative weight L2 of each filter."""
-    g_n = f.mean(lambda g, w: tf.abs(g))
-    w_n = tf.sqrt(f.mean(lambda g, w: tf.square(w)))
+    g_n = f.mean(lambda g, w: ops.abs(g))
+    w_n = ops.sqrt(f.mean(lambda g, w: ops.square(w)))
     return f.relative(g_n) * f.relative(w_n)
 
 
-def _taylor_weights_step(f: FilterStep) -> tf.Tensor:
+def _taylor_weights_step(f: FilterStep) -> Tensor:
     """|sum over the filter of w * g| (first-order Taylor on the weights)."""
-    return tf.abs(f.sum(lambda g, w: w * g))
+    return ops.abs(f.sum(lambda g, w: w * g))
 
 
-def _grad_l1_step(f: FilterStep) -> tf.Tensor:
+def _grad_l1_step(f: FilterStep) -> Tensor:
     """sum |g| / n over the filter's n weights (size-normalized L1 norm of its gradient)."""
-    return f.mean(lambda g, w: tf.abs(g))
+    return f.mean(lambda g, w: ops.abs(g))
 
 
 MEAN_GRADIENT = FeatureGradients(_mean_gradient_step)

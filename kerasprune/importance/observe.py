@@ -13,31 +13,39 @@ it) gets, per channel, **the mean over its points** of the per-point statistic.
 for one example is the mean over every position that carries it: the spatial positions
 of a feature map, and all ``H*W`` positions of a flattened one (``Flatten`` before a Dense).
 
-**Streaming.** Statistics are sums over examples: a compiled ``tf.function`` adds each
-batch's per-channel sums (float64) and its example count to variables, so memory is
-bounded by one batch whatever the data size.
+**Streaming.** Statistics are sums over examples: each batch goes through one compiled
+call (a statistics model's ``predict_on_batch``, or a gradient step of
+:mod:`~kerasprune.importance.autodiff`) that returns the batch's per-channel sums, which
+are added up in float64 on the host, so memory is bounded by one batch whatever the data
+size. Everything here is ``keras.ops``: it runs on every Keras backend.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
+from kerasprune.backend import accumulation_dtype, host_arrays
 from kerasprune.errors import ImportanceError
-from kerasprune.graph.keras_graph import functional_of, graph_inputs
+from kerasprune.graph.keras_graph import functional_of, graph_inputs, iter_nodes
 from kerasprune.graph.keras_graph import readers as tensor_readers
 from kerasprune.importance.base import ScoringContext
 
-__all__ = ["Site", "ObservationPlan", "stream_sums", "as_list"]
+__all__ = ["Site", "ObservationPlan", "stream_sums", "as_list", "batch_size_of"]
 
 
-def as_list(outputs) -> List[tf.Tensor]:
+def as_list(outputs) -> List[Any]:
     """A model's outputs as a list (a single-output model returns a bare tensor)."""
     return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+
+
+def batch_size_of(x: Any) -> int:
+    """The number of examples in a batch of inputs (the first axis of its first array)."""
+    return int(keras.tree.flatten(x)[0].shape[0])
 
 
 @dataclass(frozen=True)
@@ -141,24 +149,90 @@ class ObservationPlan:
             outputs += list(self.fn.outputs)
         return keras.Model(graph_inputs(self.fn), outputs, name="kerasprune_probe"), len(self.tensors)
 
-    # ------------------------------------------------------------------ tf side
+    def statistics_model(self, what: Callable[[Any], Any], squares: bool = False) -> keras.Model:
+        """A model from the inputs to the batch's sums of per-example channel values.
+
+        Args:
+            what: applied to each observed feature map before its spatial mean (a
+                function of ``keras.ops``, run symbolically when the model is built).
+            squares: also return the sums of the squared values.
+
+        Returns:
+            A model whose ``predict_on_batch`` gives the ``(width,)`` sum over the batch's
+            examples of :meth:`channel_values` (then, with ``squares``, the sum of their
+            squares), in :func:`~kerasprune.backend.accumulation_dtype`.
+        """
+        values = self.channel_values([self.spatial_mean(what(t)) for t in self.tensors])
+        values = ops.cast(values, accumulation_dtype())
+        outputs = [ops.sum(values, axis=0)]
+        if squares:
+            outputs.append(ops.sum(values * values, axis=0))
+        return keras.Model(graph_inputs(self.fn), outputs, name="kerasprune_statistics")
+
+    def gradient_probe(self) -> Tuple[keras.Model, List[Any]]:
+        """The model's graph with a zero *probe* input added to every observed tensor.
+
+        Every observed tensor ``t`` is replaced, for the layers that read it (and as an
+        output), by ``t + z`` where ``z`` is a new input of ``t``'s shape: fed with zeros
+        the model computes what it always did, and the gradient of anything with respect
+        to ``z`` is its gradient with respect to ``t``. The layers are the model's own
+        (called again on the new tensors), so are the weights.
+
+        Returns:
+            ``(probed, probes)``: ``probed`` takes ``[model inputs, [z, ...]]`` (one ``z``
+            per observed tensor, in plan order) and returns ``[t, ..., outputs...]``: the
+            observed tensors, then the model's outputs; ``probes`` are the ``z`` inputs.
+        """
+        index = {id(t): i for i, t in enumerate(self.tensors)}
+        probes = [
+            keras.Input(batch_shape=tuple(t.shape), dtype=t.dtype, name=f"kerasprune_probe_{i}")
+            for i, t in enumerate(self.tensors)
+        ]
+        observed: List[Any] = list(self.tensors)
+        mapped: Dict[int, Any] = {}
+
+        def place(old: Any, new: Any) -> None:
+            i = index.get(id(old))
+            if i is not None:
+                observed[i] = new
+                new = ops.add(new, probes[i])
+            mapped[id(old)] = new
+
+        for t in keras.tree.flatten(graph_inputs(self.fn)):
+            place(t, t)
+
+        def swap(a: Any) -> Any:
+            return mapped.get(id(a), a) if isinstance(a, keras.KerasTensor) else a
+
+        for node in iter_nodes(self.fn):
+            args, kwargs = keras.tree.map_structure(
+                swap, (tuple(node.arguments.args), dict(node.arguments.kwargs))
+            )
+            result = node.operation(*args, **kwargs)
+            for old, new in zip(keras.tree.flatten(node.outputs), keras.tree.flatten(result)):
+                place(old, new)
+        outputs = observed + [mapped.get(id(o), o) for o in keras.tree.flatten(self.fn.outputs)]
+        model = keras.Model([graph_inputs(self.fn), probes], outputs, name="kerasprune_gradient_probe")
+        return model, probes
+
+    # ------------------------------------------------------------------ tensor side
 
     @staticmethod
-    def spatial_mean(t: tf.Tensor) -> tf.Tensor:
+    def spatial_mean(t: Any) -> Any:
         """``(batch, ..., P) -> (batch, P)``: the mean over every axis but the first and last."""
-        t = tf.cast(t, tf.float32)
-        rank = t.shape.rank
-        if rank is None or rank < 2:
+        t = ops.cast(t, "float32")
+        rank = len(t.shape)
+        if rank < 2:
             raise ImportanceError("an observed tensor must have a batch and a channel axis")
         if rank == 2:
             return t
-        return tf.reduce_mean(t, axis=list(range(1, rank - 1)))
+        return ops.mean(t, axis=tuple(range(1, rank - 1)))
 
-    def channel_values(self, per_tensor: Sequence[tf.Tensor]) -> tf.Tensor:
+    def channel_values(self, per_tensor: Sequence[Any]) -> Any:
         """Per example, each site's channel values, all sites side by side.
 
         Args:
-            per_tensor: for each observed tensor, a ``(batch, P)`` array of per-position
+            per_tensor: for each observed tensor, a ``(batch, P)`` tensor of per-position
                 values (usually :meth:`spatial_mean` of something).
 
         Returns:
@@ -166,17 +240,17 @@ class ObservationPlan:
             carrying each channel (0 for a channel the site does not carry).
         """
         cols = [self.site_values(per_tensor[s.tensor], s) for sites in self.sites.values() for s in sites]
-        return tf.concat(cols, axis=1)
+        return ops.concatenate(cols, axis=1)
 
     @staticmethod
-    def site_values(per_position: tf.Tensor, site: Site) -> tf.Tensor:
+    def site_values(per_position: Any, site: Site) -> Any:
         """``(batch, P) -> (batch, site.size)``: per channel, the mean over the positions of
         the site's tensor that carry it (0 for a channel the site does not carry)."""
-        picked = tf.gather(per_position, site.positions, axis=1)
+        picked = ops.take(per_position, site.positions, axis=1)
         if site.direct:
             return picked
-        summed = tf.math.unsorted_segment_sum(tf.transpose(picked), site.channels, site.size)
-        return tf.transpose(summed) * tf.constant(site.inv_counts)
+        summed = ops.segment_sum(ops.transpose(picked), site.channels, num_segments=site.size)
+        return ops.transpose(summed) * site.inv_counts
 
     # ------------------------------------------------------------------ numpy side
 
@@ -197,30 +271,23 @@ class ObservationPlan:
 def stream_sums(
     ctx: ScoringContext,
     width: int,
-    batch_sums: Callable[[object, object, object], Tuple[tf.Tensor, tf.Tensor]],
+    batch_sums: Callable[[Any, Any, Any], Tuple[Any, Any]],
     needs_labels: bool = False,
 ) -> Tuple[np.ndarray, float]:
-    """Run ``batch_sums`` over every batch inside one compiled function and add it up.
+    """Run ``batch_sums`` on every batch and add its results up in float64.
 
     Args:
         ctx: the scoring context (its data, ``max_batches``, ``verbose``).
         width: length of the vector ``batch_sums`` returns.
-        batch_sums: ``(x, y, sample_weight) -> (float64 vector of width, float64 count)``,
-            traced once into a ``tf.function``.
+        batch_sums: ``(x, y, sample_weight) -> (vector of width, count)``, usually one
+            compiled call per batch; arrays of any backend (or numpy).
         needs_labels: raise a clear error when a batch has no labels.
 
     Returns:
         ``(sums, count)``: the vector summed over batches and the total count.
     """
-    acc = tf.Variable(tf.zeros([width], tf.float64), trainable=False)
-    count = tf.Variable(tf.constant(0.0, tf.float64), trainable=False)
-
-    @tf.function(reduce_retracing=True)
-    def step(x, y, sw):
-        vec, n = batch_sums(x, y, sw)
-        acc.assign_add(vec)
-        count.assign_add(n)
-
+    acc = np.zeros(width, np.float64)
+    count = 0.0
     bar: Optional[keras.utils.Progbar] = ctx.progress()
     seen = 0
     for x, y, sw in ctx.batches():
@@ -228,10 +295,12 @@ def stream_sums(
             raise ImportanceError(
                 f"criterion {ctx.criterion!r} needs labels: the data must give (x, y) batches"
             )
-        step(x, y, sw)
+        vec, n = batch_sums(host_arrays(x), host_arrays(y), host_arrays(sw))
+        acc += np.asarray(ops.convert_to_numpy(vec), np.float64).reshape(width)
+        count += float(ops.convert_to_numpy(n))
         seen += 1
         if bar is not None:
             bar.update(seen)
     if seen == 0:
         raise ImportanceError(f"criterion {ctx.criterion!r} got no batches: the scoring data is empty")
-    return acc.numpy(), float(count.numpy())
+    return acc, count

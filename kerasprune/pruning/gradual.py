@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import keras
-import tensorflow as tf
 
+from kerasprune.backend import is_tf_dataset
 from kerasprune.callbacks.saliency import SaliencyAccumulator
 from kerasprune.errors import (
     ImportanceError,
@@ -304,7 +304,7 @@ class GradualPruner:
         if self.fine_tune_epochs > 0:
             kwargs = dict(self.fit_kwargs)
             kwargs.setdefault("verbose", self.verbose)
-            if isinstance(train_data, tf.data.Dataset):  # it shuffles itself, if at all
+            if is_tf_dataset(train_data):  # it shuffles itself, if at all
                 kwargs.setdefault("shuffle", False)
             callbacks = list(self.callbacks)
             saliency = None

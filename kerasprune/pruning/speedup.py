@@ -80,7 +80,8 @@ def prune_for_speedup(
     the original (:class:`~kerasprune.costs.latency.LatencyMeter`: compiled calls at
     ``batch_size``, interleaved, medians of ``samples``). ``r`` is found by bisection
     between 0 and ``max_ratio_flops`` until the bracket is narrower than ``tolerance``.
-    The measurements are of this machine and this runtime (Keras on TensorFlow); a
+    The measurements are of this machine and this runtime (the running Keras
+    backend: TensorFlow, JAX or PyTorch, each with its own compiled call); a
     speed-up found on a noisy machine is noisy too. ``model`` is not modified.
 
     Example:

@@ -27,6 +27,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
 
 import numpy as np
 
+from kerasprune.backend import require_tensorflow
+
 __all__ = ["TensorBoardWriter", "read_events", "row_scalars", "histogram_buckets"]
 
 _BUCKETS = 30
@@ -82,7 +84,7 @@ class TensorBoardWriter:
     """
 
     def __init__(self, logdir: Union[str, os.PathLike]) -> None:
-        import tensorflow as tf
+        tf = require_tensorflow("the TensorBoard writer")
 
         self.logdir = Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
@@ -133,7 +135,7 @@ def read_events(logdir: Union[str, os.PathLike]) -> Dict[str, List[Tuple[int, An
         tag -> ``[(step, value), ...]`` in the order written: scalars as floats,
         histograms as ``[k, 3]`` arrays of ``[left, right, count]``.
     """
-    import tensorflow as tf
+    tf = require_tensorflow("reading TensorBoard events")
     from tensorflow.core.util import event_pb2
 
     out: Dict[str, List[Tuple[int, Any]]] = {}
