@@ -17,7 +17,7 @@ TORCH_VERSION ?= 2.13.0
 BACKENDS ?= jax torch
 BACKEND_TESTS ?= tests/test_backends.py tests/test_analysis.py
 
-.PHONY: venv test demo bench bench-rebuild bench-score bench-lenet bench-latency bench-profile bench-callbacks bench-soft bench-torch clean
+.PHONY: venv test demo bench bench-rebuild bench-score bench-lenet bench-latency bench-profile bench-callbacks bench-soft bench-torch bench-llm bench-llm-scale clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -52,6 +52,16 @@ demo: $(STAMP)
 
 # Benchmarks (not run by the tests): each prints a table with the machine and versions.
 bench: bench-rebuild bench-score
+
+# a Llama-style causal LM (about 19 M parameters) pruned by 30% and 50% of its FFN units
+# and heads: parameters, MACs per token, prefill and decode latency against the original
+bench-llm: $(STAMP)
+	$(PY) bench/llm_prune.py
+
+# analyze + rebuild of a 1 B-parameter Llama-style backbone: wall time and peak memory
+# (about 4 GB for the model, float32)
+bench-llm-scale: $(STAMP)
+	$(PY) bench/llm_scale.py
 
 bench-rebuild: $(STAMP)
 	$(PY) bench/rebuild_speed.py
