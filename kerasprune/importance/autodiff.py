@@ -70,6 +70,7 @@ def gradient_step(loss: LossFn, finish: FinishFn, feature: str = "gradient crite
 
 def _tensorflow_step(loss: LossFn, finish: FinishFn) -> Callable[..., Any]:
     tf = require_tensorflow("the TensorFlow backend")
+    finish = tf.autograph.experimental.do_not_convert(finish)  # tensor code, traced as is
 
     @tf.function(reduce_retracing=True)
     def step(diff, *rest):

@@ -57,6 +57,7 @@ References:
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Dict, List, Sequence, Tuple
 
@@ -212,8 +213,9 @@ def _tensors(structure: Any) -> Any:
 
 def _plain(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` as it is traced: on TensorFlow without AutoGraph (tensor code, traced as is)."""
-    if current() == "tensorflow":
-        return require_tensorflow("the TensorFlow backend").autograph.experimental.do_not_convert(fn)
+    tf = sys.modules.get("tensorflow")  # no import here: this runs inside traced functions
+    if tf is not None and current() == "tensorflow":
+        return tf.autograph.experimental.do_not_convert(fn)
     return fn
 
 
