@@ -1,11 +1,12 @@
-"""Prune a small Llama-style causal LM by 30% and 50% of its FFN units and heads.
+"""Prune a small causal LM by 30% and 50% of its FFN units and heads.
 
-A keras-hub ``LlamaCausalLM`` built from its constructor (random weights, float32; no
+A keras-hub ``MistralCausalLM`` (``--family``: or Gemma, or Llama, whose heads stay)
+built from its constructor (random weights, float32; no
 preset is downloaded) is pruned with ``kerasprune.prune(lm, ratio, uniform=True)``:
 ``ratio`` of the channels of its prunable groups (the FFN's intermediate units and the
 attention's key/value heads with the query heads that share them; the hidden size is
 left alone, the default), the same number in every block, so the thin model is again a
-``LlamaCausalLM`` (its ``generate()`` runs). For the original and each thin model the
+causal LM of its class (its ``generate()`` runs). For the original and each thin model the
 table gives:
 
 * parameters, and multiply-adds per token of the projections (every Dense and
@@ -41,17 +42,28 @@ from common import machine, print_table, versions  # noqa: E402
 import kerasprune  # noqa: E402
 
 
+#: family -> (backbone class, causal LM class, takes head_dim): Llama's attention sets
+#: head_dim = hidden // heads, so its heads stay (only its FFN units go)
+FAMILIES = {
+    "mistral": ("MistralBackbone", "MistralCausalLM", True),
+    "gemma": ("GemmaBackbone", "GemmaCausalLM", True),
+    "llama": ("LlamaBackbone", "LlamaCausalLM", False),
+}
+
+
 def build(args: argparse.Namespace) -> keras.Model:
     """The causal LM of the command line, random weights."""
     import keras_hub
 
+    backbone_name, lm_name, takes_head_dim = FAMILIES[args.family]
     keras.utils.set_random_seed(0)
-    backbone = keras_hub.models.LlamaBackbone(
+    extra = {"head_dim": args.hidden // args.heads} if takes_head_dim else {}
+    backbone = getattr(keras_hub.models, backbone_name)(
         vocabulary_size=args.vocab, num_layers=args.layers, num_query_heads=args.heads,
         num_key_value_heads=args.kv_heads, hidden_dim=args.hidden,
-        intermediate_dim=args.intermediate,
+        intermediate_dim=args.intermediate, **extra,
     )
-    return keras_hub.models.LlamaCausalLM(backbone=backbone, preprocessor=None)
+    return getattr(keras_hub.models, lm_name)(backbone=backbone, preprocessor=None)
 
 
 def projection_macs(lm: keras.Model) -> int:
@@ -95,6 +107,7 @@ def median_ms(fn: Callable[[], None], calls: int) -> float:
 
 def main(argv: List[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--family", choices=list(FAMILIES), default="mistral")
     p.add_argument("--vocab", type=int, default=8000)
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--hidden", type=int, default=384)
@@ -144,7 +157,7 @@ def main(argv: List[str]) -> int:
             f"{ms['decode']:.2f} ms ({ms['decode'] / base['decode']:.2f})",
         ))
     print(
-        f"Llama-style causal LM: vocabulary {args.vocab}, {args.layers} blocks, hidden "
+        f"{FAMILIES[args.family][1]}: vocabulary {args.vocab}, {args.layers} blocks, hidden "
         f"{args.hidden}, FFN {args.intermediate}, heads {args.heads}:{args.kv_heads} (query:kv); "
         f"random weights, float32, batch 1, prompt {args.prompt} tokens"
     )
