@@ -41,7 +41,6 @@ from common import machine, print_table, versions  # noqa: E402
 
 import kerasprune  # noqa: E402
 
-
 #: family -> (backbone class, causal LM class, takes head_dim): Llama's attention sets
 #: head_dim = hidden // heads, so its heads stay (only its FFN units go)
 FAMILIES = {
