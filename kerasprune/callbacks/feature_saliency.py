@@ -154,6 +154,12 @@ class FeatureMapSaliency(SaliencySource):
             self.plan = ObservationPlan(ctx)
         except ImportanceError as err:
             raise CallbackError(str(err)) from err
+        if self.plan.nested:
+            raise CallbackError(
+                f"criterion {criterion!r} would observe groups inside a nested model or a "
+                "composite layer, which the train step does not expose; score them with "
+                "kerasprune.score, use a weight-gradient criterion or exclude those groups"
+            )
         calls: Dict[int, int] = {}
         for node in iter_nodes(self.plan.fn):
             calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
