@@ -271,3 +271,16 @@ def test_llama_feedforward_gradients_equal_a_gradient_tape(length):
     for criterion in ("mean_gradient", "taylor"):
         scores = kp.score(lm, criterion, data=data, normalization="none")
         np.testing.assert_allclose(scores[name], ref[criterion], rtol=1e-3, atol=1e-6)
+
+
+def test_a_feature_map_callback_refuses_a_group_inside_a_nested_model():
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the saliency callbacks run on TensorFlow")
+    from kerasprune.callbacks import SaliencyAccumulator
+
+    model = _nested_model()
+    model.compile(keras.optimizers.SGD(learning_rate=0.0), model.loss)
+    x, y = _data()
+    acc = SaliencyAccumulator(criterion="mean_gradient", normalization="none")
+    with pytest.raises(kp.errors.KerasPruneError, match="nested model or a composite layer"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[acc])

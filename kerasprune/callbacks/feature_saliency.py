@@ -128,7 +128,8 @@ class FeatureMapSaliency(SaliencySource):
             scope by the caller).
 
     Raises:
-        CallbackError: a group is never observed as a top-level feature map, an observed
+        CallbackError: a group is never observed as a top-level feature map (it lives
+            inside a nested model or a composite layer: kerasprune.score observes it), an observed
             tensor comes from a shared operation, or no trainable weight is upstream of it.
     """
 
