@@ -18,7 +18,10 @@ import pytest
 
 import kerasprune as kp
 
-tf = pytest.importorskip("tensorflow")
+try:  # the gradient references are tf.GradientTape: those tests need TensorFlow
+    import tensorflow as tf
+except ImportError:  # pragma: no cover
+    tf = None
 
 TOL = dict(rtol=2e-4, atol=1e-5)
 
@@ -140,7 +143,7 @@ def test_a_top_level_tensor_read_only_inside_a_nested_model_is_observed():
 
 @pytest.mark.parametrize("criterion", ["mean_gradient", "taylor"])
 def test_feature_gradients_inside_a_nested_model_equal_a_gradient_tape(criterion):
-    if keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() != "tensorflow" or tf is None:
         pytest.skip("the reference is a tf.GradientTape")
     model = _nested_model()
     x, y = _data()
@@ -205,7 +208,7 @@ def test_responses_inside_a_composite_block_on_sequences_equal_numpy():
 
 @pytest.mark.parametrize("criterion", ["mean_gradient", "taylor"])
 def test_feature_gradients_inside_a_composite_block_equal_a_gradient_tape(criterion):
-    if keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() != "tensorflow" or tf is None:
         pytest.skip("the reference is a tf.GradientTape")
     model = _composite_model()
     x, y = _data()
@@ -252,15 +255,14 @@ def test_llama_feedforward_responses_equal_the_captured_activations(length):
     with _captured_input(reader) as seen:
         lm(x, training=False)
     hidden = np.asarray(keras.ops.convert_to_numpy(seen[0]), np.float64)
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     for criterion in ("mean_response", "apoz"):
-        scores = kp.score(lm, criterion, data=data, normalization="none")
+        scores = kp.score(lm, criterion, data=(x, y), batch_size=8, normalization="none")
         np.testing.assert_allclose(scores[name], _response_references(hidden)[criterion], rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize("length", [8, 12])
 def test_llama_feedforward_gradients_equal_a_gradient_tape(length):
-    if keras.backend.backend() != "tensorflow":
+    if keras.backend.backend() != "tensorflow" or tf is None:
         pytest.skip("the reference is a tf.GradientTape")
     lm = _llama()
     x, y = _token_data(length)
@@ -284,3 +286,36 @@ def test_a_feature_map_callback_refuses_a_group_inside_a_nested_model():
     acc = SaliencyAccumulator(criterion="mean_gradient", normalization="none")
     with pytest.raises(kp.errors.KerasPruneError, match="nested model or a composite layer"):
         model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[acc])
+
+
+@pytest.mark.parametrize("criterion", ["mean_gradient", "taylor", "mean_response"])
+def test_nested_and_composite_groups_score_as_in_the_same_network_written_flat(criterion):
+    """On every backend: the network built again as one plain functional model with the
+    same weights (its groups top-level, observed by the model's own graph)."""
+    x, y = _data()
+    for model, hidden in ((_nested_model(), "inner/inner_a"), (_composite_model(), "block/up")):
+        inp = keras.Input((4,))
+        if hidden == "inner/inner_a":
+            inner = model.get_layer("inner")
+            layers = [model.get_layer("pre"), inner.get_layer("inner_a"), inner.get_layer("inner_b")]
+            clones = [keras.layers.Dense(6), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(5)]
+            h = inp
+            for clone in clones:
+                h = clone(h)
+            flat_out = h
+        else:
+            block = model.get_layer("block")
+            layers = [model.get_layer("stem"), block.up, block.down]
+            clones = [keras.layers.Dense(6), keras.layers.Dense(10, activation="relu"), keras.layers.Dense(6)]
+            s = clones[0](inp)
+            flat_out = keras.layers.Add()([s, clones[2](clones[1](s))])
+        head = keras.layers.Dense(3)
+        flat = keras.Model(inp, head(flat_out))
+        for clone, layer in zip(clones + [head], layers + [model.get_layer("head")]):
+            clone.set_weights(layer.get_weights())
+        flat.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        name = _group(kp.analyze(model), hidden)
+        flat_name = _group(kp.analyze(flat), clones[1].name)
+        got = kp.score(model, criterion, data=(x, y), batch_size=8, normalization="none")[name]
+        want = kp.score(flat, criterion, data=(x, y), batch_size=8, normalization="none")[flat_name]
+        np.testing.assert_allclose(got, want, **TOL)
