@@ -29,7 +29,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasprune.backend import accumulation_dtype, host_arrays
+from kerasprune.backend import accumulation_dtype, current, host_arrays, require_tensorflow
 from kerasprune.errors import ImportanceError
 from kerasprune.graph.composite import FlatRunner
 from kerasprune.graph.keras_graph import functional_of, graph_inputs, iter_nodes
@@ -272,9 +272,15 @@ class ObservationPlan:
             out = [ops.sum(values, axis=0)]
             if squares:
                 out.append(ops.sum(values * values, axis=0))
-            return [ops.convert_to_numpy(v) for v in out]
+            return out
 
-        return statistics
+        compiled = _compiled(statistics)
+
+        def run(x: Any) -> List[Any]:
+            tensors = keras.tree.map_structure(ops.convert_to_tensor, x)
+            return [ops.convert_to_numpy(v) for v in compiled(tensors)]
+
+        return run
 
     # ------------------------------------------------------------------ tensor side
 
@@ -327,6 +333,19 @@ class ObservationPlan:
                 n += s.present
             out[name] = total / n
         return out
+
+
+def _compiled(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``fn`` compiled by the backend (``tf.function``, ``jax.jit``; eager on PyTorch):
+    a model run call by call is then one compiled program per input shape."""
+    name = current()
+    if name == "tensorflow":
+        return require_tensorflow("the TensorFlow backend").function(fn, reduce_retracing=True)
+    if name == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
 
 
 def stream_sums(
