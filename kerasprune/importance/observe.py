@@ -6,6 +6,13 @@ axis. kerasprune observes a group at the points read by a layer that creates cha
 its own (the next convolution or Dense layer: the feature map it sees, after
 BatchNormalization and activation); points read only by per-channel layers (the
 BatchNormalization right after a conv) are used only when there is no such point. A
+group that no top-level layer reads (its channels live inside a nested model, a
+keras-hub Backbone in a CausalLM, or inside a composite layer, a transformer block) is
+observed at the tensors its readers get inside those graphs
+(:meth:`PruningGraph.nested_response_points`): the model is then run call by call
+(:class:`~kerasprune.graph.composite.FlatRunner`), each composite traced again at the
+batch's real shapes, so a block the analysis traced at a fixed length is observed at the
+data's length. A
 group observed at several points (a residual group: the input of every block that reads
 it) gets, per channel, **the mean over its points** of the per-point statistic.
 
