@@ -319,3 +319,26 @@ def test_nested_and_composite_groups_score_as_in_the_same_network_written_flat(c
         got = kp.score(model, criterion, data=(x, y), batch_size=8, normalization="none")[name]
         want = kp.score(flat, criterion, data=(x, y), batch_size=8, normalization="none")[flat_name]
         np.testing.assert_allclose(got, want, **TOL)
+
+
+def test_a_nested_model_called_twice_is_observed_at_both_calls():
+    """Each call of a shared nested model is a point of its own: the group gets the mean
+    over them of the per-point statistic."""
+    keras.utils.set_random_seed(6)
+    inner_in = keras.Input((6,))
+    h = keras.layers.Dense(8, activation="relu", name="inner_a")(inner_in)
+    inner = keras.Model(inner_in, keras.layers.Dense(5, name="inner_b")(h), name="inner")
+    x = keras.Input((4,))
+    a = inner(keras.layers.Dense(6, name="left")(x))
+    b = inner(keras.layers.Dense(6, name="right")(x))
+    out = keras.layers.Dense(3, name="head")(keras.layers.Concatenate()([a, b]))
+    model = keras.Model(x, out)
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    xs, ys = _data()
+    name = _group(kp.analyze(model, warn=False), "inner/inner_a")
+    per_call = []
+    for side in ("left", "right"):
+        hidden = _relu(_dense(inner.get_layer("inner_a"), _dense(model.get_layer(side), xs.astype(np.float64))))
+        per_call.append(_response_references(hidden)["mean_response"])
+    scores = kp.score(model, "mean_response", data=(xs, ys), batch_size=8, normalization="none")
+    np.testing.assert_allclose(scores[name], np.mean(per_call, axis=0), **TOL)
