@@ -99,8 +99,8 @@ class ImportanceError(KerasPruneError, ValueError):
 
     Raised for an unknown criterion or normalization, a data-driven criterion without
     data (or without labels or a loss), and a group a criterion cannot score (``bn_gamma``
-    on a group without BatchNormalization, a response criterion on a group that is only
-    visible inside a nested model), and an ``exclude`` pattern that matches no group or
+    on a group without BatchNormalization, a response criterion on a group whose channels
+    no layer's weights read), and an ``exclude`` pattern that matches no group or
     layer.
     """
 

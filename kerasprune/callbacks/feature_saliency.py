@@ -128,7 +128,8 @@ class FeatureMapSaliency(SaliencySource):
             scope by the caller).
 
     Raises:
-        CallbackError: a group is never observed as a top-level feature map, an observed
+        CallbackError: a group is never observed as a top-level feature map (it lives
+            inside a nested model or a composite layer: kerasprune.score observes it), an observed
             tensor comes from a shared operation, or no trainable weight is upstream of it.
     """
 
@@ -154,6 +155,12 @@ class FeatureMapSaliency(SaliencySource):
             self.plan = ObservationPlan(ctx)
         except ImportanceError as err:
             raise CallbackError(str(err)) from err
+        if self.plan.nested:
+            raise CallbackError(
+                f"criterion {criterion!r} would observe groups inside a nested model or a "
+                "composite layer, which the train step does not expose; score them with "
+                "kerasprune.score, use a weight-gradient criterion or exclude those groups"
+            )
         calls: Dict[int, int] = {}
         for node in iter_nodes(self.plan.fn):
             calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1

@@ -22,7 +22,14 @@ from kerasprune.errors import (
     OptionError,
     UnsupportedModelError,
 )
-from kerasprune.graph.composite import is_composite, trace_composite, traced_at_fixed_shape
+from kerasprune.graph.composite import (
+    call_key,
+    input_key,
+    is_composite,
+    scope_of,
+    trace_composite,
+    traced_at_fixed_shape,
+)
 from kerasprune.graph.groups import ChannelGroup, Member, PruningGraph
 from kerasprune.graph.handler import LayerRecord, NodeContext, handler_step
 from kerasprune.graph.keras_graph import (
@@ -98,6 +105,15 @@ class _Analyzer:
         # (KerasTensor, layout) for every top-level tensor that a layer's weights read:
         # where a group's channels can be observed as activations
         self.consumer_inputs: List[Tuple[Any, Layout]] = []
+        # (key, rank, layout, reading layer) for every tensor inside a nested model or a
+        # traced composite that a layer's weights read; keys as in composite.FlatRunner
+        self.nested_inputs: List[Tuple[Tuple[Any, ...], int, Layout, Any]] = []
+        # id(KerasTensor) -> its observation key, for the tensors of the graphs walked
+        self.tensor_keys: Dict[int, Tuple[Any, ...]] = {}
+        # path -> calls of a nested graph walked so far (part of its scope)
+        self.call_counts: Dict[str, int] = {}
+        # the scopes of the nested graphs the walk is inside now ("": the top level)
+        self.scopes: List[str] = [""]
         # source id -> layout its channels are a view of (set when a whole source is
         # coupled to a concatenation or a repeated layout, see _alias)
         self.alias: Dict[int, Layout] = {}
@@ -139,8 +155,13 @@ class _Analyzer:
                 src[sel], idx[sel] = target.src[pos], target.idx[pos]
         return Layout(src, idx, layout.axis) if changed else layout
 
-    def add_consumer_input(self, tensor: Any, layout: Layout) -> None:
-        self.consumer_inputs.append((tensor, layout))
+    def add_consumer_input(self, tensor: Any, layout: Layout, reader: Any = None) -> None:
+        if len(self.scopes) == 1:
+            self.consumer_inputs.append((tensor, layout))
+            return
+        key = self.tensor_keys.get(id(tensor))
+        if key is not None:
+            self.nested_inputs.append((key, len(tensor.shape), layout, reader))
 
     def _repeats(self, layout: Layout) -> Optional[Tuple[int, int]]:
         """``(source id, times)`` when ``layout`` is one whole source in order, each
@@ -279,13 +300,16 @@ class _Analyzer:
         tensors: Dict[int, Optional[Layout]] = {}
         for kt, layout in zip(fn.inputs, input_layouts):
             tensors[id(kt)] = layout
-        for node in iter_nodes(fn):
+        scope = self.scopes[-1]
+        for ordinal, node in enumerate(iter_nodes(fn)):
             op = node.operation
             kts = node.input_tensors
+            path = prefix + op.name
+            for j, kt in enumerate(node.outputs):
+                self.tensor_keys[id(kt)] = call_key(scope, ordinal, j)
             if any(id(t) not in tensors for t in kts):
                 continue
             ins = [tensors[id(t)] for t in kts]
-            path = prefix + op.name
             traced = trace_composite(op, node) if is_composite(op) else None
             if is_graph_model(op):
                 outs = self.walk_nested(op, node, ins, path)
@@ -323,6 +347,10 @@ class _Analyzer:
         self.record_for(model if record is None else record, path)
         inner = functional_of(model)
         n_in = len(inner.inputs)
+        # a nested graph's input is the tensor its call was given: the same key
+        for kt, outer in zip(inner.inputs, node.input_tensors):
+            if id(outer) in self.tensor_keys:
+                self.tensor_keys[id(kt)] = self.tensor_keys[id(outer)]
         if len(ins) != n_in:
             reason = f"nested model '{path}' is called with inputs kerasprune cannot match"
             for l in ins:
@@ -340,18 +368,23 @@ class _Analyzer:
                 rec.slots["channels"] = layout
             else:
                 self.unify([seen, layout], f"shared nested model '{path}'")
-        if record is None:
-            return self.walk(inner, ins, path + "/")
-        self.enclosing.append((record, traced_at_fixed_shape(model)))
+        occurrence = self.call_counts.get(path, 0)
+        self.call_counts[path] = occurrence + 1
+        self.scopes.append(scope_of(path, occurrence))
+        if record is not None:
+            self.enclosing.append((record, traced_at_fixed_shape(model)))
         try:
             return self.walk(inner, ins, path + "/")
         finally:
-            self.enclosing.pop()
+            self.scopes.pop()
+            if record is not None:
+                self.enclosing.pop()
 
     def run(self) -> PruningGraph:
         fn = functional_of(self.model)
         ins = []
-        for kt in fn.inputs:
+        for i, kt in enumerate(fn.inputs):
+            self.tensor_keys[id(kt)] = input_key(i)
             name = producer_name(kt)
             ins.append(self.opaque_layout(name, tuple(kt.shape), f"fed by model input '{name}'"))
         outs = self.walk(fn, ins, "")
@@ -367,6 +400,12 @@ class _Analyzer:
             if id(kt) not in seen_kt:
                 seen_kt.add(id(kt))
                 observed.append((kt, self.resolve(layout)))
+        nested: Dict[Tuple[Any, ...], Tuple[int, Layout, List[Any]]] = {}
+        for key, rank, layout, reader in self.nested_inputs:
+            if key not in nested:
+                nested[key] = (rank, self.resolve(layout), [])
+            if reader is not None and all(r is not reader for r in nested[key][2]):
+                nested[key][2].append(reader)
         for rec in self.order:
             rec.slots = {k: self.resolve(v) for k, v in rec.slots.items()}
         members_of: Dict[int, List[_Source]] = {}
@@ -428,6 +467,7 @@ class _Analyzer:
         return PruningGraph(
             self.model, groups, self.order, self.unsupported, source_group, observed,
             composites=self.composites,
+            nested_observed=[(k, r, l, tuple(rd)) for k, (r, l, rd) in nested.items()],
         )
 
 

@@ -18,7 +18,13 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import keras
 
-from kerasprune.graph.keras_graph import functional_of, is_graph_model, iter_nodes, sublayers
+from kerasprune.graph.keras_graph import (
+    functional_of,
+    graph_inputs,
+    is_graph_model,
+    iter_nodes,
+    sublayers,
+)
 from kerasprune.graph.registry import has_handler
 
 __all__ = [
@@ -30,6 +36,10 @@ __all__ = [
     "TraceFailure",
     "iter_layers",
     "iter_calls",
+    "input_key",
+    "call_key",
+    "scope_of",
+    "FlatRunner",
 ]
 
 
@@ -308,3 +318,149 @@ def iter_calls(model: keras.Model, prefix: str = "") -> Iterator[Tuple[str, obje
                 yield from iter_calls(traced, path + "/")
                 continue
         yield path, op, node
+
+
+def input_key(index: int) -> Tuple[Any, ...]:
+    """The observation key of the model's ``index``-th input (see :class:`FlatRunner`)."""
+    return ("#input", index, 0)
+
+
+def call_key(scope: str, ordinal: int, output: int) -> Tuple[Any, ...]:
+    """The observation key of output ``output`` of the ``ordinal``-th call node (in
+    :func:`~kerasprune.graph.keras_graph.iter_nodes` order) of the graph walked in
+    ``scope`` (see :func:`scope_of`; ``""`` for the model's own graph). Positions, not
+    names: the operations of a composite traced again are new objects with new names."""
+    return (scope, ordinal, output)
+
+
+def scope_of(path: str, occurrence: int) -> str:
+    """The scope of the graph of the ``occurrence``-th call walked at ``path`` of a
+    nested model or composite layer (layers keep their names, so paths are stable)."""
+    return f"{path}#{occurrence}"
+
+
+def _trace_shaped(layer: keras.layers.Layer, node: Any, shapes: List[Tuple[int, ...]]) -> Union[keras.Model, TraceFailure]:
+    """The functional graph of call ``node`` of composite ``layer`` traced again with its
+    input tensors (in ``node.input_tensors`` order) of concrete ``shapes``."""
+    order = {id(t): i for i, t in enumerate(node.input_tensors)}
+    what = f"composite layer '{layer.name}' ({type(layer).__name__})"
+    try:
+        args, kwargs, inputs = _fresh_arguments(node, lambda x: shapes[order[id(x)]], layer.name)
+        with _none_arguments_tolerated(layer):
+            outputs = layer.call(*args, **kwargs)
+        return keras.Model(inputs, keras.tree.flatten(outputs), name=layer.name)
+    except Exception as exc:  # noqa: BLE001  (whatever the layer's code raises)
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return TraceFailure(f"{what} cannot be traced symbolically: {first[:200]}")
+
+
+class FlatRunner:
+    """Run a model call by call, nested models and composite layers walked into, and
+    see (or change) any tensor the analysis walk can name.
+
+    The model is evaluated leaf call by leaf call (a layer with a handler, a Keras
+    operation, a composite layer that cannot be traced) in topological order, on
+    whatever tensors it is given: symbolic ``KerasTensor``s or a batch's arrays. A
+    composite's ``call`` is traced again at the shapes it receives (the batch's real size
+    and sequence length; once per shapes), so a block the analysis traced at a fixed
+    length is run at the data's. The layers are the model's own, so are their weights.
+
+    Tensors are named as the analysis walk names them: :func:`input_key` for the model's
+    inputs, :func:`call_key` for each output of each call (a nested graph's input has the
+    key of the tensor its call was given); top-level tensors may also be named by the
+    model's own KerasTensor.
+
+    Args:
+        model: a functional or Sequential model.
+    """
+
+    def __init__(self, model: keras.Model) -> None:
+        self.fn = functional_of(model)
+        self._traces: Dict[Tuple[int, int, Tuple[Any, ...]], keras.Model] = {}
+
+    def __call__(
+        self,
+        inputs: Any,
+        watch: List[Any],
+        edit: Optional[Callable[[int, Any], Any]] = None,
+    ) -> Tuple[List[Any], List[Any]]:
+        """Evaluate the model on ``inputs`` (the structure of its inputs).
+
+        Args:
+            inputs: the model's inputs (tensors of any backend, or KerasTensors).
+            watch: the tensors to return, each an observation key or a top-level
+                KerasTensor of the model.
+            edit: ``edit(i, value)`` replaces the ``i``-th watched tensor, for every call
+                that reads it (the watched value returned is the one before the edit).
+
+        Returns:
+            ``(watched, outputs)``: the watched tensors, and the model's outputs (a list).
+
+        Raises:
+            ValueError: a watched tensor is not in the model's graph, or a composite
+                cannot be traced at the shapes it receives.
+        """
+        index: Dict[Any, int] = {}
+        for i, w in enumerate(watch):
+            index[("top", id(w)) if isinstance(w, keras.KerasTensor) else ("key",) + tuple(w)] = i
+        seen: List[Any] = [None] * len(watch)
+        counts: Dict[str, int] = {}
+
+        def place(value: Any, key: Tuple[Any, ...], top: Any = None) -> Any:
+            for name in (("key",) + key, ("top", id(top)) if top is not None else None):
+                i = index.get(name) if name is not None else None
+                if i is not None and seen[i] is None:
+                    seen[i] = value
+                    return value if edit is None else edit(i, value)
+            return value
+
+        def run(graph: keras.Model, given: List[Any], prefix: str, scope: str, mapped: Dict[int, Any]) -> List[Any]:
+            for kt, value in zip(graph.inputs, given):
+                mapped[id(kt)] = value
+
+            def swap(a: Any) -> Any:
+                return mapped.get(id(a), a) if isinstance(a, keras.KerasTensor) else a
+
+            for ordinal, node in enumerate(iter_nodes(graph)):
+                op = node.operation
+                path = prefix + op.name
+                given_in = [swap(t) for t in node.input_tensors]
+                inner: Any = None
+                if is_graph_model(op):
+                    inner = functional_of(op)
+                elif is_composite(op) and not isinstance(trace_composite(op, node), TraceFailure):
+                    inner = self._trace(op, node, [tuple(t.shape) for t in given_in])
+                if inner is not None:
+                    occurrence = counts.get(path, 0)
+                    counts[path] = occurrence + 1
+                    result = run(inner, given_in, path + "/", scope_of(path, occurrence), {})
+                else:
+                    args, kwargs = keras.tree.map_structure(
+                        swap, (tuple(node.arguments.args), dict(node.arguments.kwargs))
+                    )
+                    result = keras.tree.flatten(op(*args, **kwargs))
+                top_level = scope == ""
+                for j, (old, value) in enumerate(zip(node.outputs, result)):
+                    mapped[id(old)] = place(value, call_key(scope, ordinal, j), old if top_level else None)
+            return [mapped.get(id(o), o) for o in graph.outputs]
+
+        flat_in = keras.tree.flatten(inputs)
+        if len(flat_in) != len(self.fn.inputs):
+            raise ValueError(f"model '{self.fn.name}' has {len(self.fn.inputs)} inputs, got {len(flat_in)}")
+        # the batch's inputs in the order of the graph's own (keras.tree order of its structure)
+        by_id = {id(t): v for t, v in zip(keras.tree.flatten(graph_inputs(self.fn)), flat_in)}
+        given = [place(by_id[id(t)], input_key(i), t) for i, t in enumerate(self.fn.inputs)]
+        outputs = run(self.fn, given, "", "", {})
+        missing = [watch[i] for i, v in enumerate(seen) if v is None]
+        if missing:
+            raise ValueError(f"tensor {missing[0]!r} is not in the graph of model '{self.fn.name}'")
+        return seen, outputs
+
+    def _trace(self, layer: keras.layers.Layer, node: Any, shapes: List[Tuple[Any, ...]]) -> keras.Model:
+        key = (id(layer), id(node), tuple(shapes))
+        if key not in self._traces:
+            traced = _trace_shaped(layer, node, shapes)
+            if isinstance(traced, TraceFailure):
+                raise ValueError(str(traced))
+            self._traces[key] = traced
+        return self._traces[key]

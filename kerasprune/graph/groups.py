@@ -129,6 +129,8 @@ class PruningGraph:
             weights read.
         composites: path -> the traced functional graph of each composite layer the
             walk entered (see :func:`kerasprune.graph.composite.trace_composite`).
+        nested_observed: ``(key, rank, layout, readers)`` of every tensor inside a
+            nested model or a composite layer that a layer's weights read.
     """
 
     def __init__(
@@ -140,6 +142,7 @@ class PruningGraph:
         source_group: np.ndarray,
         observed: Sequence[Tuple[Any, Layout]],
         composites: Optional[Mapping[str, keras.Model]] = None,
+        nested_observed: Sequence[Tuple[Tuple[Any, ...], int, Layout, Tuple[Any, ...]]] = (),
     ) -> None:
         self.model = model
         self.groups: List[ChannelGroup] = list(groups)
@@ -151,6 +154,7 @@ class PruningGraph:
         self._observed = list(observed)
         self._positions: Dict[Tuple[str, str], List[Optional[Positions]]] = {}
         self.composites: Dict[str, keras.Model] = dict(composites or {})
+        self._nested_observed = list(nested_observed)
 
     # lookup --------------------------------------------------------------
 
@@ -388,6 +392,26 @@ class PruningGraph:
             hit = self._source_group[layout.src] == index
             if hit.any() and layout.axis == len(kt.shape) - 1:
                 out.append((kt, np.nonzero(hit)[0], layout.idx[hit]))
+        return out
+
+    def nested_response_points(
+        self, group: GroupRef
+    ) -> List[Tuple[Tuple[Any, ...], np.ndarray, np.ndarray, Tuple[Any, ...]]]:
+        """Where the channels of ``group`` can be observed inside nested models and
+        composite layers (tensors that no top-level layer reads).
+
+        Returns a list of ``(key, positions, channels, readers)``: ``key`` names the
+        tensor in the model's flattened graph
+        (:class:`kerasprune.graph.composite.FlatRunner`), ``positions`` and ``channels``
+        are as in :meth:`response_points`, ``readers`` are the layers whose weights read
+        the tensor.
+        """
+        index = self._idx(group)
+        out = []
+        for key, rank, layout, readers in self._nested_observed:
+            hit = self._source_group[layout.src] == index
+            if hit.any() and layout.axis == rank - 1:
+                out.append((key, np.nonzero(hit)[0], layout.idx[hit], readers))
         return out
 
     # display -------------------------------------------------------------

@@ -82,8 +82,9 @@ class WalkState(Protocol):
     def opaque_layout(self, name: str, shape: Sequence[Optional[int]], reason: str) -> Optional[Layout]:
         """A frozen source along the last axis of ``shape`` (None if unknown)."""
 
-    def add_consumer_input(self, tensor: Any, layout: Layout) -> None:
-        """Record that a layer's weights read ``tensor`` (an observable feature map)."""
+    def add_consumer_input(self, tensor: Any, layout: Layout, reader: Any = None) -> None:
+        """Record that the weights of layer ``reader`` read ``tensor`` (an observable
+        feature map; inside a nested model or a composite layer too)."""
 
     def unify(self, layouts: Sequence[Layout], where: str) -> None:
         """Couple layouts position by position."""
@@ -203,11 +204,11 @@ class NodeContext:
         """Record that the layer's weights read the channels of input ``layout`` (a feature
         map where they can be observed as activations) without binding them to a slot;
         :meth:`bind` does this itself."""
-        if layout is None or not self.top_level:
+        if layout is None:
             return
         for kt, seen in zip(self.input_tensors, self.inputs):
             if seen is layout:
-                self._an.add_consumer_input(kt, layout)
+                self._an.add_consumer_input(kt, layout, self.layer)
                 break
 
     def unify(self, layouts: Sequence[Optional[Layout]], where: str) -> None:

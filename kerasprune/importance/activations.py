@@ -46,11 +46,14 @@ def _response_sums(ctx: ScoringContext, what: Callable[[Any], Any], squares: boo
     """Mean over examples of the per-example channel values of ``what(feature map)``
     (and of their squares)."""
     plan = ObservationPlan(ctx)
-    stats = plan.statistics_model(what, squares=squares)
     width = plan.width
+    if plan.nested:
+        run = plan.nested_statistics(what, squares=squares)
+    else:
+        run = plan.statistics_model(what, squares=squares).predict_on_batch
 
     def batch_sums(x, y, sw):
-        parts = as_list(stats.predict_on_batch(x))
+        parts = as_list(run(x))
         vec = np.concatenate([np.asarray(p, np.float64) for p in parts])
         return vec, batch_size_of(x)
 

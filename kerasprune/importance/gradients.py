@@ -546,9 +546,8 @@ def feature_gradient_scores(
     (:meth:`~kerasprune.importance.observe.ObservationPlan.gradient_probe`).
     """
     plan = ObservationPlan(ctx)
-    probed, probes = plan.gradient_probe()
-    forward, k = plan.probe()
     loss_fn = per_example_loss(ctx.model, ctx.loss, ctx.criterion)
+    k = len(plan.tensors)
     on_tensor: List[List[Site]] = [[] for _ in range(k)]
     for sites in plan.sites.values():
         for s in sites:
@@ -559,18 +558,42 @@ def feature_gradient_scores(
     )
     layout = np.argsort(order)
 
-    def loss(zeros, x, y, sw, trainable, non_trainable):
-        outs, _ = probed.stateless_call(trainable, non_trainable, [x, list(zeros)], training=False)
-        outs = as_list(outs)
-        observed, preds = outs[:k], outs[k:]
-        return ops.sum(_weighted(loss_fn(y, preds), sw)), observed
-
     def finish(grads, observed, *rest):
         columns = []
         for t, g, sites in zip(observed, grads, on_tensor):
             step = FeatureMapStep(ops.cast(t, "float32"), ops.cast(g, "float32"), sites)
             columns.append(feature_step_sums(step, reduce))
         return ops.concatenate(columns, axis=0)
+
+    if plan.nested:
+        # groups inside nested models or composites: the model run call by call, each
+        # observed tensor plus its zero probe (ObservationPlan.run_nested)
+        def nested_loss(zeros, x, y, sw):
+            observed, preds = plan.run_nested(x, add=list(zeros))
+            return ops.sum(_weighted(loss_fn(y, preds), sw)), observed
+
+        nested_step = gradient_step(nested_loss, finish, f"criterion {ctx.criterion!r}")
+        probes: Dict[Any, List[Any]] = {}  # zero probes per input signature
+
+        def batch_sums(x, y, sw):
+            signature = tuple(tuple(np.shape(a)) for a in keras.tree.flatten(x))
+            if signature not in probes:
+                probes[signature] = plan.nested_zeros(x)
+            zeros = probes[signature]
+            sums = nested_step(zeros, _tensors(x), _tensors(y), _tensors(sw))
+            return sums, batch_size_of(x)
+
+        sums, n = stream_sums(ctx, plan.width, batch_sums, needs_labels=True)
+        return plan.combine(sums[layout] / n)
+
+    probed, probes = plan.gradient_probe()
+    forward, _ = plan.probe()
+
+    def loss(zeros, x, y, sw, trainable, non_trainable):
+        outs, _ = probed.stateless_call(trainable, non_trainable, [x, list(zeros)], training=False)
+        outs = as_list(outs)
+        observed, preds = outs[:k], outs[k:]
+        return ops.sum(_weighted(loss_fn(y, preds), sw)), observed
 
     step = gradient_step(loss, finish, f"criterion {ctx.criterion!r}")
     trainable = variable_values(probed.trainable_variables)

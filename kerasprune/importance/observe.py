@@ -6,6 +6,13 @@ axis. kerasprune observes a group at the points read by a layer that creates cha
 its own (the next convolution or Dense layer: the feature map it sees, after
 BatchNormalization and activation); points read only by per-channel layers (the
 BatchNormalization right after a conv) are used only when there is no such point. A
+group that no top-level layer reads (its channels live inside a nested model, a
+keras-hub Backbone in a CausalLM, or inside a composite layer, a transformer block) is
+observed at the tensors its readers get inside those graphs
+(:meth:`PruningGraph.nested_response_points`): the model is then run call by call
+(:class:`~kerasprune.graph.composite.FlatRunner`), each composite traced again at the
+batch's real shapes, so a block the analysis traced at a fixed length is observed at the
+data's length. A
 group observed at several points (a residual group: the input of every block that reads
 it) gets, per channel, **the mean over its points** of the per-point statistic.
 
@@ -29,8 +36,9 @@ import keras
 import numpy as np
 from keras import ops
 
-from kerasprune.backend import accumulation_dtype, host_arrays
+from kerasprune.backend import accumulation_dtype, current, host_arrays, require_tensorflow
 from kerasprune.errors import ImportanceError
+from kerasprune.graph.composite import FlatRunner
 from kerasprune.graph.keras_graph import functional_of, graph_inputs, iter_nodes
 from kerasprune.graph.keras_graph import readers as tensor_readers
 from kerasprune.importance.base import ScoringContext
@@ -82,9 +90,16 @@ class ObservationPlan:
     Args:
         ctx: the scoring context (model, graph, groups).
 
+    A group whose channels no top-level layer reads (it lives inside a nested model or
+    a composite layer) is observed in the model's flattened graph
+    call by call (:class:`~kerasprune.graph.composite.FlatRunner`): then :attr:`nested`
+    is True, its entries of :attr:`tensors` are observation keys or top-level
+    KerasTensors, and :meth:`run_nested` takes the place of the models (which a graph
+    holding a layer name twice cannot be: every block of a transformer has a
+    ``self_attention_layernorm``).
+
     Raises:
-        ImportanceError: a group has no observation point (it is only visible inside a
-            nested model).
+        ImportanceError: a group has no observation point.
     """
 
     def __init__(self, ctx: ScoringContext) -> None:
@@ -95,15 +110,20 @@ class ObservationPlan:
         self.tensors: List[object] = []
         self.sites: Dict[str, List[Site]] = {}
         self.width = 0
+        self.nested = False
+        self._runner: Optional[FlatRunner] = None
         for group in ctx.groups:
             points = ctx.graph.response_points(group)
             if not points:
-                raise ctx.fail(
-                    group,
-                    "its channels are never seen as a top-level feature map (they live "
-                    "inside a nested model)",
-                )
-            fed = [p for p in points if any(id(op) in makers for op in readers.get(id(p[0]), []))]
+                inner = ctx.graph.nested_response_points(group)
+                if not inner:
+                    raise ctx.fail(group, "its channels are never seen as a feature map that a layer's weights read")
+                self.nested = True
+                fed_inner = [p for p in inner if any(id(r) in makers for r in p[3])]
+                points = [p[:3] for p in (fed_inner or inner)]
+                fed = []
+            else:
+                fed = [p for p in points if any(id(op) in makers for op in readers.get(id(p[0]), []))]
             sites = [self._site(kt, pos, ch, group.size) for kt, pos, ch in (fed or points)]
             held = np.any([s.present for s in sites], axis=0)
             if not held.all():
@@ -112,7 +132,7 @@ class ObservationPlan:
 
     def _site(self, kt, positions: np.ndarray, channels: np.ndarray, size: int) -> Site:
         for i, t in enumerate(self.tensors):
-            if t is kt:
+            if t is kt or (isinstance(t, tuple) and isinstance(kt, tuple) and t == kt):
                 index = i
                 break
         else:
@@ -215,6 +235,60 @@ class ObservationPlan:
         model = keras.Model([graph_inputs(self.fn), probes], outputs, name="kerasprune_gradient_probe")
         return model, probes
 
+    # ------------------------------------------------------------------ nested plans
+
+    def run_nested(self, x: Any, add: Optional[Sequence[Any]] = None) -> Tuple[List[Any], List[Any]]:
+        """For a :attr:`nested` plan: run the model on ``x`` call by call
+        (:class:`~kerasprune.graph.composite.FlatRunner`) and return ``(observed,
+        outputs)``: the observed tensors (in plan order) and the model's outputs.
+
+        Args:
+            x: a batch of the model's inputs (arrays, backend tensors or KerasTensors).
+            add: one tensor per observed tensor, added to it for every call that reads
+                it (a zero probe: the gradient with respect to it is the gradient with
+                respect to the observed tensor).
+
+        Raises:
+            ImportanceError: the model cannot be run call by call on ``x``.
+        """
+        if self._runner is None:
+            self._runner = FlatRunner(self.fn)
+        edit = None if add is None else (lambda i, v: ops.add(v, add[i]))
+        try:
+            return self._runner(x, list(self.tensors), edit)
+        except ValueError as err:
+            raise ImportanceError(f"the model cannot be run call by call to observe its nested groups: {err}") from err
+
+    def nested_zeros(self, x: Any) -> List[Any]:
+        """Zeros shaped like each observed tensor for batch ``x`` (shapes found by
+        running the model symbolically)."""
+        specs = keras.tree.map_structure(
+            lambda a: keras.KerasTensor(tuple(np.shape(a)), dtype=keras.backend.standardize_dtype(a.dtype)), x
+        )
+        observed, _ = self.run_nested(specs)
+        return [ops.zeros(tuple(t.shape), t.dtype) for t in observed]
+
+    def nested_statistics(self, what: Callable[[Any], Any], squares: bool = False) -> Callable[[Any], List[Any]]:
+        """For a :attr:`nested` plan, what :meth:`statistics_model`'s ``predict_on_batch``
+        gives: ``x -> [sums]`` (then the sums of squares), computed call by call."""
+
+        def statistics(x: Any) -> List[Any]:
+            observed, _ = self.run_nested(x)
+            values = self.channel_values([self.spatial_mean(what(t)) for t in observed])
+            values = ops.cast(values, accumulation_dtype())
+            out = [ops.sum(values, axis=0)]
+            if squares:
+                out.append(ops.sum(values * values, axis=0))
+            return out
+
+        compiled = _compiled(statistics)
+
+        def run(x: Any) -> List[Any]:
+            tensors = keras.tree.map_structure(ops.convert_to_tensor, x)
+            return [ops.convert_to_numpy(v) for v in compiled(tensors)]
+
+        return run
+
     # ------------------------------------------------------------------ tensor side
 
     @staticmethod
@@ -266,6 +340,19 @@ class ObservationPlan:
                 n += s.present
             out[name] = total / n
         return out
+
+
+def _compiled(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``fn`` compiled by the backend (``tf.function``, ``jax.jit``; eager on PyTorch):
+    a model run call by call is then one compiled program per input shape."""
+    name = current()
+    if name == "tensorflow":
+        return require_tensorflow("the TensorFlow backend").function(fn, reduce_retracing=True)
+    if name == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
 
 
 def stream_sums(
