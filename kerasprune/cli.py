@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 from kerasprune.backend import configured as configured_backend
-from kerasprune.errors import KerasPruneError, UsageError
+from kerasprune.errors import KerasPruneError, UsageError, first_line
 
 __all__ = ["main", "build_parser", "Command", "COMMANDS", "OPTIMIZERS"]
 
@@ -55,7 +55,7 @@ def _load_model(path: str):
     try:
         return keras.models.load_model(p)
     except Exception as exc:  # a corrupt or foreign file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc, type(exc).__name__)
         raise UsageError(f"cannot load {path} as a Keras model: {reason[:200]}") from None
 
 

@@ -36,7 +36,7 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 
 from kerasprune.backend import TENSORFLOW_EXTRA, require_tensorflow
-from kerasprune.errors import BackendError, DatasetError, DatasetNotAvailableError
+from kerasprune.errors import BackendError, DatasetError, DatasetNotAvailableError, first_line
 
 __all__ = [
     "load_dataset",
@@ -116,8 +116,7 @@ def _resolve_data_dir(data_dir: Optional[Union[str, os.PathLike]]) -> Optional[s
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    line = text.splitlines()[0] if text else ""
+    line = first_line(exc)
     return f"{type(exc).__name__}: {line[:300]}" if line else type(exc).__name__
 
 

@@ -11,6 +11,7 @@ catch them all.
 from __future__ import annotations
 
 __all__ = [
+    "first_line",
     "KerasPruneError",
     "UnsupportedModelError",
     "GraphMismatchError",
@@ -183,3 +184,10 @@ class UsageError(KerasPruneError, ValueError):
 class BackendError(KerasPruneError, RuntimeError):
     """A feature that needs TensorFlow installed (``pip install kerasprune[tensorflow]``)
     or another Keras backend than the one running; the message names which."""
+
+
+def first_line(exc: BaseException, default: str = "") -> str:
+    """The first line of ``exc``'s message, for a one-line error that names its cause
+    (Keras's messages run over several lines); ``default`` when the message is empty."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else default

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import keras
 
+from kerasprune.errors import first_line
 from kerasprune.graph.keras_graph import (
     functional_of,
     graph_inputs,
@@ -292,8 +293,9 @@ def _trace_at(layer: keras.layers.Layer, node: Any, fixed: bool) -> Union[keras.
         flat_outputs = tree.flatten(outputs)
         traced = keras.Model(inputs, flat_outputs, name=layer.name)
     except Exception as exc:  # noqa: BLE001  (whatever the layer's code raises)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return TraceFailure(f"{what} cannot be traced symbolically: {first[:200]}")
+        return TraceFailure(
+            f"{what} cannot be traced symbolically: {first_line(exc, type(exc).__name__)[:200]}"
+        )
     if len(traced.outputs) != len(node.outputs) or any(
         tuple(a.shape) != tuple(shape_of(b)) for a, b in zip(traced.outputs, node.outputs)
     ):
@@ -350,8 +352,9 @@ def _trace_shaped(layer: keras.layers.Layer, node: Any, shapes: List[Tuple[int, 
             outputs = layer.call(*args, **kwargs)
         return keras.Model(inputs, keras.tree.flatten(outputs), name=layer.name)
     except Exception as exc:  # noqa: BLE001  (whatever the layer's code raises)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return TraceFailure(f"{what} cannot be traced symbolically: {first[:200]}")
+        return TraceFailure(
+            f"{what} cannot be traced symbolically: {first_line(exc, type(exc).__name__)[:200]}"
+        )
 
 
 class FlatRunner:

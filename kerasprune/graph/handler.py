@@ -27,7 +27,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Protocol, Seque
 import keras
 import numpy as np
 
-from kerasprune.errors import HandlerError, KerasPruneError
+from kerasprune.errors import HandlerError, KerasPruneError, first_line
 from kerasprune.graph.keras_graph import describe_call
 from kerasprune.graph.layout import Layout
 
@@ -329,7 +329,7 @@ def handler_step(
     except KerasPruneError:
         raise
     except Exception as exc:  # whatever the handler's code raises
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        first = first_line(exc)
         raise error(
             f"the pruning handler {type(handler).__name__} failed in {step}() on layer "
             f"'{path}' ({type(layer).__name__}): {type(exc).__name__}: {first[:300]}"

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import keras
 import numpy as np
 
-from kerasprune.errors import HandlerError, RebuildError
+from kerasprune.errors import HandlerError, RebuildError, first_line
 from kerasprune.graph.analysis import analyze
 from kerasprune.graph.composite import call_like, is_container, iter_layers, traced_at_fixed_shape
 from kerasprune.graph.groups import PruningGraph, check_graph
@@ -114,12 +114,6 @@ def _shared_across_nesting(model: keras.Model) -> Optional[str]:
         if "/" in path and id(layer) in top:
             return path
     return None
-
-
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (Keras's run over several)."""
-    text = str(exc).strip()
-    return " ".join(text.splitlines()[0].split()) if text else "no message"
 
 
 def _describe(layer: Any) -> str:
@@ -281,7 +275,7 @@ class _Plan:
             raise RebuildError(
                 f"composite layer '{path}' ({type(layer).__name__}) has thinner sublayers and "
                 f"{why}, and the functional model of its sublayers cannot be serialized "
-                f"either ({type(exc).__name__}: {_first_line(exc)})"
+                f"either ({type(exc).__name__}: {first_line(exc, 'no message')})"
             ) from exc
         self.composites.append(path)
         warnings.warn(
@@ -519,10 +513,10 @@ def rebuild(
 
     new.trainable = model.trainable  # first: on a Model it cascades to every layer
     new_layers = dict(iter_layers(new))
-    old_layers = dict(iter_layers(model))
     for path in plan.same_class:
-        _carry_weightless(old_layers.get(path, model) if path else model,
-                          new_layers.get(path, new) if path else new)
+        before, after = (model, new) if not path else (plan.layers.get(path), new_layers.get(path))
+        if before is not None and after is not None:
+            _carry_weightless(before, after)
     _restore_init(swapped, new_layers)
     sliced: Dict[str, tuple] = {}
     renames: Dict[str, str] = {}
