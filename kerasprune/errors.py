@@ -11,7 +11,6 @@ catch them all.
 from __future__ import annotations
 
 __all__ = [
-    "first_line",
     "KerasPruneError",
     "UnsupportedModelError",
     "GraphMismatchError",
