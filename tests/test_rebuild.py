@@ -340,3 +340,41 @@ def test_skipping_random_initial_values_leaves_configs_and_weights_as_they_would
     conv = [l for l in fast.layers if isinstance(l, keras.layers.Conv2D)]
     for layer in conv:
         assert not isinstance(layer.kernel_initializer, keras.initializers.Zeros)
+
+
+def _lambda_net(scale):
+    inp = keras.Input((6,))
+    x = keras.layers.Dense(10, activation="relu", name="d1")(inp)
+    x = keras.layers.Lambda(lambda t: t * scale, name="lam")(x)  # closes over a live value
+    x = keras.layers.Dense(9, activation="relu", name="d2")(x)
+    return keras.Model(inp, keras.layers.Dense(3, name="out")(x))
+
+
+def test_lambda_layer_is_rebuilt_around_the_original_function_and_only_its_groups_freeze(rng):
+    scale = np.float32(1.7)
+    model = randomize(_lambda_net(scale))
+    with pytest.warns(UserWarning, match="Lambda"):
+        g = kp.analyze(model)
+    assert [grp.name for grp in g.prunable] == ["d2"]
+    keep = {"d2": [0, 2, 3, 7]}
+    thin = kp.rebuild(model, keep, graph=g)
+    assert thin.get_layer("lam").function is model.get_layer("lam").function
+    x = rng.normal(size=(5, 6)).astype("float32")
+    (w1, b1), (w2, b2), (w3, b3) = (model.get_layer(n).get_weights() for n in ("d1", "d2", "out"))
+    k = np.array(keep["d2"])
+    h = np.maximum(x @ w1 + b1, 0) * scale
+    h = np.maximum(h @ w2[:, k] + b2[k], 0)
+    assert_close(thin(x), h @ w3[k] + b3)
+
+
+def test_thin_model_with_a_python_lambda_saves_and_loads_as_keras_allows(tmp_path, rng):
+    model = randomize(_lambda_net(np.float32(0.5)), seed=1)
+    with pytest.warns(UserWarning, match="Lambda"):
+        thin = kp.prune(model, 0.3)
+    path = str(tmp_path / "thin.keras")
+    thin.save(path)
+    with pytest.raises(ValueError, match="safe_mode=False"):  # Keras's own refusal, as for the original
+        keras.models.load_model(path)
+    back = keras.models.load_model(path, safe_mode=False)
+    x = rng.normal(size=(4, 6)).astype("float32")
+    assert_close(back(x), thin(x))

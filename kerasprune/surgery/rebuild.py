@@ -352,6 +352,53 @@ def _config_tensors(node: Any) -> List[dict]:
     return []
 
 
+_LIVE = "kerasprune>live:"
+
+
+def _live_layer(original: keras.layers.Lambda) -> type:
+    """A deserializer that builds a new ``Lambda`` around ``original``'s own function.
+
+    A ``Lambda`` holding a Python lambda cannot be re-created from its config in safe
+    mode (its function is serialized as bytecode, which Keras refuses to load), and a
+    function that closes over live objects would not survive the round trip anyway. The
+    model being rebuilt is live, so its functions are reused as they are.
+    """
+
+    class _Live:
+        @classmethod
+        def from_config(cls, config: dict) -> keras.layers.Lambda:
+            return keras.layers.Lambda(
+                original.function,
+                output_shape=original._output_shape,
+                mask=original.mask,
+                arguments=dict(original.arguments),
+                name=config.get("name", original.name),
+                dtype=original.dtype_policy,
+                trainable=original.trainable,
+            )
+
+    return _Live
+
+
+def _reuse_live_functions(
+    index: Mapping[str, dict], layers: Mapping[str, keras.layers.Layer], custom_objects: Dict[str, Any]
+) -> None:
+    """Point every ``Lambda`` entry of the edited config at the original's function.
+
+    Each entry gets a name of its own, looked up in ``custom_objects``
+    (:func:`_live_layer`); the layer's config itself is not changed, so the thin model
+    saves as the original does (Keras serializes the function, and loading a Python
+    lambda needs ``safe_mode=False`` there as for the original).
+    """
+    for path, entry in index.items():
+        layer = layers.get(path)
+        if type(layer) is not keras.layers.Lambda:
+            continue
+        token = _LIVE + path
+        entry.update(class_name=token, registered_name=token, module=None)
+        custom_objects[token] = _live_layer(layer)
+
+
 def _culprit(
     index: Mapping[str, dict],
     layers: Mapping[str, keras.layers.Layer],
@@ -489,6 +536,7 @@ def rebuild(
             )
         _edit_config(graph, path, graph.record(path).layer, entry["config"], layer_masks)
     swapped = _skip_random_init(plan.index, layers)
+    _reuse_live_functions(plan.index, layers, custom_objects)
 
     if "" in plan.built:
         new = plan.built[""]
