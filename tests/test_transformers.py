@@ -117,10 +117,23 @@ def test_prune_by_parameters_removes_that_fraction_of_a_causal_lms_parameters(fa
     assert type(thin) is type(lm)
 
 
-def test_non_uniform_prune_of_a_causal_lm_is_refused_naming_the_tied_embedding_and_uniform():
-    lm = lm_for("Gemma")
-    with pytest.raises(kp.RebuildError, match=r"two copies of layer 'gemma_backbone/token_embedding'.*uniform=True"):
-        quietly(kp.prune, lm, 0.3)
+@pytest.mark.parametrize("family", ["GPT2", "Gemma"])
+def test_non_uniform_causal_lm_is_a_plain_model_with_one_tied_embedding_equal_to_the_cut_off_original(
+    family, tmp_path
+):
+    lm = lm_for(family)
+    graph = quietly(kp.analyze, lm)
+    keep = kp.select(graph, kp.score(lm, "l1", graph=graph), 0.3)
+    with pytest.warns(UserWarning, match="plain functional"):
+        thin = kp.rebuild(lm, keep, graph=graph)
+    x = tokens()
+    assert_close(thin(x), cut_off(lm, graph, keep)(x))
+    embeddings = [layer for layer in thin.layers if type(layer).__name__ == "ReversibleEmbedding"]
+    assert len(embeddings) == 1  # the logits still read the token embedding: tied, not copied
+    assert thin.count_params() < lm.count_params()
+    path = str(tmp_path / "thin.keras")
+    thin.save(path)
+    assert_close(keras.models.load_model(path)(x), thin(x))
 
 
 def test_gpt2_heads_stay_because_its_decoder_block_sets_their_width_and_ffn_units_go():

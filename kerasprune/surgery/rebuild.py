@@ -158,6 +158,8 @@ class _Plan:
         self.built: Dict[str, keras.Model] = {}
         self.plain: List[Tuple[str, str, str]] = []
         self.composites: List[str] = []
+        #: path prefixes of nested models merged into their parent -> the parent's prefix
+        self.aliases: Dict[str, str] = {}
 
     def model_config(self, model: keras.Model, path: str) -> Tuple[Optional[dict], dict]:
         """``(serialized plain model or None, config)`` to build ``model`` (at ``path``):
@@ -177,15 +179,6 @@ class _Plan:
             self.built[path] = found[1]
             return None, plain_config(found[0])
         self.plain.append((path, type(model).__name__, found))
-        shared = _shared_across_nesting(model)
-        if shared is not None:
-            raise RebuildError(
-                f"model {_describe(model)} builds its graph in its constructor, {found}, and "
-                f"as a plain functional model it would hold two copies of layer '{shared}', "
-                "which it shares with a nested model (a tied embedding): prune it uniformly "
-                "(uniform=True: as many channels from every block) so that its own "
-                "constructor builds the thin model"
-            )
         try:
             serialized = keras.saving.serialize_keras_object(functional_copy(model))
         except Exception as exc:
@@ -197,7 +190,49 @@ class _Plan:
         config = serialized["config"]
         config["trainable"] = model.trainable
         self._enter(config, path)
+        shared = _shared_across_nesting(model)
+        if shared is not None:
+            self._inline_sharing(model, config, path, shared, found)
         return serialized, config
+
+    def _inline_sharing(self, model: keras.Model, config: dict, path: str, shared: str, found: str) -> None:
+        """Merge the nested model that shares layer ``shared`` with ``model``'s own graph
+        into ``model``'s plain functional config.
+
+        A functional config lists a layer used by both a model and a nested model twice,
+        and deserializing it would make two layers of it (keras-hub's CausalLM calls its
+        backbone's token embedding again for the tied logits: the thin model would hold
+        two embeddings). With the nested model's layers spliced into the outer config
+        (:func:`_inline_nested`) the layer is one entry with both calls, as in the
+        original. The layers' new paths lose the nested model's prefix
+        (:attr:`aliases`).
+        """
+        nested = shared.split("/")[0]
+        entries = [e for e in config["layers"] if e.get("name") == nested]
+        if shared.count("/") != 1 or len(entries) != 1 or entries[0].get("class_name") != "Functional":
+            raise RebuildError(
+                f"model {_describe(model)} builds its graph in its constructor, {found}, and "
+                f"as a plain functional model it would hold two copies of layer '{shared}', "
+                "which it shares with a nested model (a tied embedding): prune it uniformly "
+                "(uniform=True: as many channels from every block) so that its own "
+                "constructor builds the thin model"
+            )
+        try:
+            _inline_nested(config, entries[0])
+        except ValueError as exc:
+            raise RebuildError(
+                f"model {_describe(model)} shares layer '{shared}' with its nested model "
+                f"'{nested}', which cannot be merged into it: {exc}"
+            ) from exc
+        prefix = (path + "/" if path else "") + nested + "/"
+        self.aliases[prefix] = path + "/" if path else ""
+
+    def new_path(self, path: str) -> str:
+        """The path in the thin model of the original's layer at ``path``."""
+        for prefix, to in self.aliases.items():
+            if path.startswith(prefix):
+                return to + path[len(prefix):]
+        return path
 
     def _enter(self, config: dict, path: str) -> None:
         prefix = path + "/" if path else ""
@@ -352,6 +387,102 @@ def _config_tensors(node: Any) -> List[dict]:
     return []
 
 
+def _is_history(node: Any) -> bool:
+    return (
+        isinstance(node, list) and len(node) == 3 and isinstance(node[0], str)
+        and all(isinstance(i, int) for i in node[1:])
+    )
+
+
+def _histories(node: Any) -> List[list]:
+    """The ``[layer, node, tensor]`` references of a config's ``input_layers`` or
+    ``output_layers``, in ``keras.tree`` order (dict keys sorted)."""
+    if _is_history(node):
+        return [node]
+    if isinstance(node, dict):
+        return [h for key in sorted(node) for h in _histories(node[key])]
+    if isinstance(node, (list, tuple)):
+        return [h for item in node for h in _histories(item)]
+    return []
+
+
+def _map_histories(node: Any, fn: Any) -> Any:
+    """``node`` with every tensor reference ``[layer, node, tensor]`` (in serialized
+    tensors and in ``output_layers``) replaced by ``fn(reference)``, in place."""
+    if isinstance(node, dict):
+        if node.get("class_name") == "__keras_tensor__":
+            cfg = node["config"]
+            cfg["keras_history"] = list(fn(list(cfg["keras_history"])))
+            return node
+        for key in node:
+            node[key] = _map_histories(node[key], fn)
+        return node
+    if _is_history(node):
+        return list(fn(node))
+    if isinstance(node, (list, tuple)):
+        return type(node)(_map_histories(item, fn) for item in node)
+    return node
+
+
+def _inline_nested(outer: dict, entry: dict) -> None:
+    """Splice the functional model of layer entry ``entry`` into functional config
+    ``outer``, in place: its layers join ``outer``'s, its inputs become the tensors it
+    was called on, and its outputs the tensors that ``outer`` read from it. A layer both
+    hold (same name) becomes one entry with the nested calls first and ``outer``'s after.
+
+    Raises:
+        ValueError: the nested model is called more than once, its inputs do not match
+            its call, or a name is taken in both with different layers' entries.
+    """
+    inner = entry["config"]
+    calls = entry.get("inbound_nodes", [])
+    if len(calls) != 1:
+        raise ValueError(f"it is called {len(calls)} times")
+    call_tensors = _config_tensors((calls[0].get("args", []), calls[0].get("kwargs", {})))
+    inputs = _histories(inner.get("input_layers", []))
+    if len(call_tensors) != len(inputs):
+        raise ValueError(f"its {len(inputs)} inputs are called with {len(call_tensors)} tensors")
+    fed = {h[0]: t["config"]["keras_history"] for h, t in zip(inputs, call_tensors)}
+    outputs = [list(fed.get(h[0], h)) for h in _histories(inner.get("output_layers", []))]
+    nested_name = entry["name"]
+    position = next(i for i, e in enumerate(outer["layers"]) if e is entry)
+    others = {e["name"]: e for e in outer["layers"] if e is not entry}
+    kept, shift = [], {}
+    for e in inner["layers"]:
+        if e["name"] in fed:
+            continue  # an input of the nested model: its tensor is the call's
+        _map_histories(e.get("inbound_nodes", []), lambda h: fed.get(h[0], h))
+        twin = others.get(e["name"])
+        if twin is not None:
+            if twin.get("class_name") != e.get("class_name") or twin.get("config") != e.get("config"):
+                raise ValueError(f"both hold a layer named '{e['name']}'")
+            shift[e["name"]] = len(e.get("inbound_nodes", []))
+            e["inbound_nodes"] = e.get("inbound_nodes", []) + twin.get("inbound_nodes", [])
+            outer["layers"] = [x for x in outer["layers"] if x is not twin]
+        kept.append(e)
+
+    def outer_reference(h: list) -> list:
+        if h[0] == nested_name:
+            return list(outputs[h[2]])
+        if h[0] in shift:
+            return [h[0], h[1] + shift[h[0]], h[2]]
+        return h
+
+    rest = [e for e in outer["layers"] if e is not entry]
+    for e in rest:
+        _map_histories(e.get("inbound_nodes", []), outer_reference)
+    for e in kept:  # the calls that came from the outer entry of a shared layer
+        nodes = e.get("inbound_nodes", [])
+        if e["name"] in shift:
+            e["inbound_nodes"] = nodes[: shift[e["name"]]] + [
+                _map_histories(n, outer_reference) for n in nodes[shift[e["name"]]:]
+            ]
+    outer["output_layers"] = _map_histories(outer["output_layers"], outer_reference)
+    before = outer["layers"][position - 1] if position else None
+    at = next(i + 1 for i, e in enumerate(rest) if e is before) if position else 0
+    outer["layers"] = rest[:at] + kept + rest[at:]
+
+
 _LIVE = "kerasprune>live:"
 
 
@@ -426,7 +557,7 @@ def _pairs(model: keras.Model, new: keras.Model, plan: _Plan) -> List[Tuple[str,
     by_position: Dict[str, Any] = {}
     for prefix in plan.same_class:
         old_sub = model if prefix == "" else plan.layers[prefix]
-        new_sub = new if prefix == "" else new_layers.get(prefix)
+        new_sub = new if prefix == "" else new_layers.get(plan.new_path(prefix))
         if new_sub is None:
             continue
         sub = prefix + "/" if prefix else ""
@@ -435,7 +566,10 @@ def _pairs(model: keras.Model, new: keras.Model, plan: _Plan) -> List[Tuple[str,
     plain = {path for path, _, _ in plan.plain} | set(plan.composites)
     out = []
     for path, layer in iter_layers(model):
-        new_layer = by_position.get(path) if plan.inside_same_class(path) else new_layers.get(path)
+        if plan.inside_same_class(path):
+            new_layer = by_position.get(path)
+        else:
+            new_layer = new_layers.get(plan.new_path(path))
         if path in plain and isinstance(new_layer, keras.Model):
             pass  # a plain functional model now
         elif new_layer is None and (not layer.weights or is_container(layer)):
@@ -562,10 +696,10 @@ def rebuild(
     new.trainable = model.trainable  # first: on a Model it cascades to every layer
     new_layers = dict(iter_layers(new))
     for path in plan.same_class:
-        before, after = (model, new) if not path else (plan.layers.get(path), new_layers.get(path))
+        before, after = (model, new) if not path else (plan.layers.get(path), new_layers.get(plan.new_path(path)))
         if before is not None and after is not None:
             _carry_weightless(before, after)
-    _restore_init(swapped, new_layers)
+    _restore_init({plan.new_path(path): attrs for path, attrs in swapped.items()}, new_layers)
     sliced: Dict[str, tuple] = {}
     renames: Dict[str, str] = {}
     for path, layer, new_layer in _pairs(model, new, plan):
