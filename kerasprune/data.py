@@ -400,6 +400,39 @@ def data_kind(source: Union[str, os.PathLike]) -> str:
     return "tfds"
 
 
+def check_options(source: str, kind: str, *, augment: bool = False,
+                  rescale: Optional[float] = None, take: Optional[int] = None,
+                  val_take: Optional[int] = None, image_size: Any = None) -> None:
+    """Refuse options of :func:`load_data` that do not apply to a kind of source.
+
+    Args:
+        source: the source, for the message.
+        kind: its kind (:func:`data_kind`).
+        augment, rescale, take, val_take, image_size: as :func:`load_data` takes them.
+
+    Raises:
+        DatasetError: ``augment`` for other data than the prepared datasets, ``rescale`` for
+            a prepared dataset, or any of them for ``module:function`` data.
+    """
+    if kind == "function":
+        given = [n for n, v in (("take (--take)", take), ("val_take (--val-take)", val_take),
+                                ("rescale (--rescale)", rescale),
+                                ("image_size (--image-size)", image_size), ("augment", augment))
+                 if v not in (None, False)]
+        if given:
+            raise DatasetError(f"the (train, val) of {source} are used as they are: "
+                               f"{', '.join(given)} does not apply to them")
+    if augment and kind != "dataset":
+        raise DatasetError(
+            f"augment (--augment) applies to the datasets kerasprune prepares "
+            f"({', '.join(_DATASETS)}); for {source}, put augmentation layers "
+            "(keras.layers.RandomCrop, RandomFlip) in the model, where they run in training only"
+        )
+    if kind == "dataset" and rescale is not None:
+        raise DatasetError(f"rescale (--rescale) applies to a user's data; {source} is already "
+                           "scaled as kerasprune.data says")
+
+
 def _count(arg: str, value: object) -> Optional[int]:
     _check_count(arg, value, allow_none=True)
     return None if value is None else int(value)
@@ -631,21 +664,9 @@ def load_data(
     if rescale is not None and not (isinstance(rescale, (int, float)) and math.isfinite(rescale)
                                     and rescale > 0):
         raise DatasetError(f"rescale must be a positive number, got {rescale!r}")
-    if augment and kind != "dataset":
-        raise DatasetError(
-            f"augment applies to the datasets kerasprune prepares ({', '.join(_DATASETS)}); "
-            f"for {text}, put augmentation layers (keras.layers.RandomCrop, RandomFlip) in "
-            "the model, where they run in training only"
-        )
-    if kind == "dataset" and rescale is not None:
-        raise DatasetError(f"rescale applies to a user's data; {text} is already scaled as "
-                           "kerasprune.data says")
+    check_options(text, kind, augment=augment, rescale=rescale, take=take, val_take=val_take,
+                  image_size=size)
     if kind == "function":
-        given = [n for n, v in (("take", take), ("val_take", val_take), ("rescale", rescale),
-                                ("image_size", size)) if v is not None]
-        if given:
-            raise DatasetError(f"the (train, val) of {text} are used as they are: "
-                               f"{', '.join(given)} does not apply to them")
         train, val = _from_function(text)
         _require_examples(train, f"the training set of {text}")
         _require_examples(val, f"the validation set of {text}")
