@@ -134,8 +134,10 @@ def _training_setup(model, args: argparse.Namespace) -> str:
     """
     import keras
 
+    from kerasprune.pruning.preflight import has_loss
+
     compiled = bool(getattr(model, "compiled", False))
-    if (not compiled or getattr(model, "loss", None) is None) and args.loss is None:
+    if not has_loss(model) and args.loss is None:
         how = "without a loss" if compiled else "uncompiled (no loss, optimizer or metrics)"
         raise UsageError(
             f"{args.model} was saved {how}: pass --loss, e.g. --loss "
@@ -662,8 +664,8 @@ def _rescale(text: str) -> float:
     return value
 
 
-def _keras_name(kind: str, examples: str) -> Callable[[str], str]:
-    """An argparse type: a name ``keras.<kind>.get`` knows."""
+def _keras_name(kind: str, one: str, examples: str) -> Callable[[str], str]:
+    """An argparse type: a name ``keras.<kind>.get`` knows (``one``: what it names)."""
 
     def parse(text: str) -> str:
         import keras
@@ -672,16 +674,16 @@ def _keras_name(kind: str, examples: str) -> Callable[[str], str]:
             getattr(keras, kind).get(text)
         except (ValueError, TypeError):
             raise argparse.ArgumentTypeError(
-                f"Keras has no {kind[:-1]} named {text!r} (e.g. {examples})") from None
+                f"Keras has no {one} named {text!r} (e.g. {examples})") from None
         return text
 
     return parse
 
 
-_loss = _keras_name("losses", "sparse_categorical_crossentropy, categorical_crossentropy, "
+_loss = _keras_name("losses", "loss", "sparse_categorical_crossentropy, categorical_crossentropy, "
                               "binary_crossentropy, mse")
-_metric = _keras_name("metrics", "accuracy, sparse_top_k_categorical_accuracy, auc")
-_optimizer_name = _keras_name("optimizers", ", ".join(OPTIMIZERS))
+_metric = _keras_name("metrics", "metric", "accuracy, sparse_top_k_categorical_accuracy, auc")
+_optimizer_name = _keras_name("optimizers", "optimizer", ", ".join(OPTIMIZERS))
 
 
 class _Moved(argparse.Action):

@@ -316,6 +316,7 @@ DATA_KINDS = ("dataset", "tfds", "npz", "directory", "function")
 _FUNCTION = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 _TFDS_NAME = re.compile(r"^[a-z][a-z0-9_]*(/[a-z0-9_.]+)?(:[0-9.*]+)?$")  # name/config:version
 _COLOR_MODES = {1: "grayscale", 3: "rgb", 4: "rgba"}
+_IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png")  # image_dataset_from_directory's
 
 
 class DataSplits(tuple):
@@ -503,6 +504,14 @@ def _from_directory(tf, directory: str, *, image_size, channels: int, val_fracti
     if channels not in _COLOR_MODES:
         raise DatasetError(f"images have 1, 3 or 4 channels (grayscale, rgb, rgba); the model "
                            f"takes {channels}")
+    count = sum(1 for f in Path(directory).glob("*/**/*")
+                if f.suffix.lower() in _IMAGE_SUFFIXES and f.is_file())
+    if count and int(count * val_fraction) == 0:
+        raise DatasetError(
+            f"{directory} holds {count} images, of which val_fraction {val_fraction:g} "
+            "(--val-fraction) holds out none for validation: give more images or a larger "
+            "fraction"
+        )
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # "Using N files for training."
             train, val = keras.utils.image_dataset_from_directory(

@@ -20,7 +20,25 @@ from kerasprune.importance import get_criterion
 from kerasprune.importance.stream import count_batches, iter_batches
 from kerasprune.runs.target import Target
 
-__all__ = ["check_run", "first_batch", "measured_metrics"]
+__all__ = ["check_run", "first_batch", "has_loss", "measured_metrics"]
+
+
+def has_loss(model: keras.Model) -> bool:
+    """Whether ``model`` is compiled with a loss.
+
+    The compile configuration decides where there is one: a model compiled again without
+    a loss keeps its former ``model.loss``, yet neither trains nor passes it to the models
+    :func:`kerasprune.rebuild` makes from it.
+    """
+    if not getattr(model, "compiled", False):
+        return False
+    try:
+        config = model.get_compile_config()
+    except Exception:  # a model whose compile arguments cannot be serialized
+        config = None
+    if config:
+        return config.get("loss") is not None
+    return getattr(model, "loss", None) is not None
 
 
 def first_batch(data: Any, what: str) -> Optional[tuple]:
@@ -106,7 +124,7 @@ def check_run(
     graph.require_prunable()
     graph.matching(list(exclude), error=SelectionError)
     needs = get_criterion(criterion).needs
-    if getattr(model, "loss", None) is None and (fine_tune_epochs > 0 or needs == "labels"):
+    if not has_loss(model) and (fine_tune_epochs > 0 or needs == "labels"):
         why = "fine-tuned" if fine_tune_epochs > 0 else f"scored by {criterion!r}"
         raise RunError(
             f"model '{model.name}' is compiled without a loss, so it cannot be {why}: "
