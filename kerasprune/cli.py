@@ -9,9 +9,15 @@ choices it lists from the registries that define them (criteria from
 :mod:`kerasprune.importance.normalize`, scopes, units, methods and hierarchies from
 :mod:`kerasprune.selection`, models from the zoo, datasets from :mod:`kerasprune.data`, ...).
 
+``--data`` reads a user's data (:func:`kerasprune.data.load_data`: a directory of images in
+class folders, a ``.npz``, ``module:function`` or a tensorflow-datasets name); ``prune`` and
+``soft`` train with the loss, metrics and optimizer saved in the ``.keras`` file, replaced
+only by ``--loss``, ``--metrics``, ``--optimizer`` and ``--lr``.
+
 Every argument error is one line, ``kerasprune: error: ...``, naming the flag and what it
 accepts, with exit status 1; numeric ranges and the flags that only make sense together are
-checked while parsing, before anything is read or written.
+checked while parsing, before anything is read or written, and the rest (data, loss,
+exclude patterns, the target's metric) before ``prune`` writes to its run directory.
 
 References:
 
@@ -37,7 +43,8 @@ from kerasprune.errors import KerasPruneError, UsageError, first_line
 
 __all__ = ["main", "build_parser", "Command", "COMMANDS", "OPTIMIZERS"]
 
-#: the optimizers of ``train``, ``prune`` and ``soft`` (built by :func:`_compile`)
+#: the optimizers ``--optimizer`` names as examples (it takes any Keras optimizer; ``sgd``
+#: gets momentum 0.9)
 OPTIMIZERS = ("adam", "sgd")
 
 

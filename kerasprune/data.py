@@ -1,6 +1,14 @@
-"""Image classification datasets as batched ``tf.data`` pipelines (tensorflow-datasets).
+"""Data for ``model.fit`` as batched ``tf.data`` pipelines: a user's own, and the papers'.
 
-:func:`load_dataset` gives ``(images, labels)`` batches ready for ``model.fit``:
+:func:`load_data` reads the data a user has as ``(train, val)``: a directory of images in
+one folder per class, a ``.npz`` file of ``x``/``y`` arrays, ``module:function`` returning
+``(train, val)``, any tensorflow-datasets name, or one of the datasets below. Those inputs
+are fed as they are (float32, image pixels 0 to 255): the preprocessing a model expects
+is inside the model, or given as ``rescale``. The ``kerasprune`` command's ``--data``
+calls it.
+
+:func:`load_dataset` prepares the papers' datasets, ``(images, labels)`` batches ready
+for ``model.fit``:
 
 - ``mnist`` and ``fashion_mnist``: 28x28x1 float32 images scaled to ``[0, 1]``.
 - ``cifar10``: 32x32x3 float32 images standardized per channel,

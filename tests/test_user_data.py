@@ -266,7 +266,7 @@ def test_an_uncompiled_model_prunes_with_the_loss_and_optimizer_given(folder, tm
     _model(compile_it=False).save(path)
     run = tmp_path / "run"
     code = main(["prune", str(path), "--data", str(folder), "--dir", str(run), "--rounds", "1",
-                 "--ratio", "0.2", "--loss", "sparse_categorical_crossentropy",
+                 "--ratio", "0.2", "--fine-tune-epochs", "0", "--loss", "sparse_categorical_crossentropy",
                  "--metrics", "accuracy", "--optimizer", "adam", "--lr", "0.002", "-q",
                  "--take", "24", "--val-take", "8", "--batch-size", "8"])
     assert code == 0, capsys.readouterr().err
