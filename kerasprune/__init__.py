@@ -76,6 +76,7 @@ _LAZY: Dict[str, str] = {
     "count_params": "kerasprune.costs",
     "count_flops": "kerasprune.costs",
     "compare": "kerasprune.report",
+    "load_data": "kerasprune.data",
     "available_criteria": "kerasprune.importance",
     "register_criterion": "kerasprune.importance",
     "PruningGraph": "kerasprune.graph",

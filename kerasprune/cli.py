@@ -9,9 +9,15 @@ choices it lists from the registries that define them (criteria from
 :mod:`kerasprune.importance.normalize`, scopes, units, methods and hierarchies from
 :mod:`kerasprune.selection`, models from the zoo, datasets from :mod:`kerasprune.data`, ...).
 
+``--data`` reads a user's data (:func:`kerasprune.data.load_data`: a directory of images in
+class folders, a ``.npz``, ``module:function`` or a tensorflow-datasets name); ``prune`` and
+``soft`` train with the loss, metrics and optimizer saved in the ``.keras`` file, replaced
+only by ``--loss``, ``--metrics``, ``--optimizer`` and ``--lr``.
+
 Every argument error is one line, ``kerasprune: error: ...``, naming the flag and what it
 accepts, with exit status 1; numeric ranges and the flags that only make sense together are
-checked while parsing, before anything is read or written.
+checked while parsing, before anything is read or written, and the rest (data, loss,
+exclude patterns, the target's metric) before ``prune`` writes to its run directory.
 
 References:
 
@@ -37,7 +43,8 @@ from kerasprune.errors import KerasPruneError, UsageError, first_line
 
 __all__ = ["main", "build_parser", "Command", "COMMANDS", "OPTIMIZERS"]
 
-#: the optimizers of ``train``, ``prune`` and ``soft`` (built by :func:`_compile`)
+#: the optimizers ``--optimizer`` names as examples (it takes any Keras optimizer; ``sgd``
+#: gets momentum 0.9)
 OPTIMIZERS = ("adam", "sgd")
 
 
@@ -59,24 +66,138 @@ def _load_model(path: str):
         raise UsageError(f"cannot load {path} as a Keras model: {reason[:200]}") from None
 
 
-def _data(args: argparse.Namespace, split: str, *, augment: bool = False,
-          take: Optional[int] = None, shuffle: bool = False):
+def _data(args: argparse.Namespace, input_shape: Optional[Sequence[Optional[int]]]):
+    """The ``(train, val)`` of the data flags (:func:`kerasprune.data.load_data`).
+
+    A directory's images are read at ``--image-size``, else at the size of
+    ``input_shape`` (the model's own input), with its number of channels.
+    """
     from kerasprune import data
 
-    return data.load_dataset(
-        args.dataset, split=split, batch_size=args.batch_size, data_dir=args.data_dir,
-        augment=augment, take=take, shuffle=shuffle,
+    shape = tuple(input_shape) if input_shape is not None else ()
+    image_size = args.image_size
+    if image_size is None and len(shape) == 3 and None not in shape[:2]:
+        image_size = (int(shape[0]), int(shape[1]))
+    channels = int(shape[-1]) if len(shape) == 3 and shape[-1] is not None else 3
+    return data.load_data(
+        _source(args), batch_size=args.batch_size, train_split=args.train_split,
+        val_split=args.val_split, val_fraction=args.val_fraction, image_size=image_size,
+        channels=channels, rescale=args.rescale, take=args.take, val_take=args.val_take,
+        augment=args.augment, seed=args.seed, data_dir=args.data_dir,
     )
 
 
-def _compile(model, args: argparse.Namespace) -> None:
+def _source(args: argparse.Namespace) -> str:
+    """The data source of ``--data`` or ``--dataset`` (default mnist)."""
+    return args.data or args.dataset or "mnist"
+
+
+def _fits(splits, model, source: str) -> None:
+    """Refuse data whose inputs or classes do not fit the model, naming both."""
+    expected = tuple(model.input_shape[1:]) if len(model.inputs) == 1 else None
+    got = splits.input_shape
+    if expected is not None and got is not None and (
+        len(got) != len(expected)
+        or any(e is not None and g is not None and e != g for e, g in zip(expected, got))
+    ):
+        hint = " (--image-size sets the size images are read at)" if splits.kind in (
+            "directory", "tfds") else ""
+        raise UsageError(f"--data {source} gives inputs of shape {tuple(got)}, and "
+                         f"{model.name} takes {expected}{hint}")
+    out = model.output_shape
+    if splits.num_classes and isinstance(out, tuple) and len(out) == 2 and out[-1] not in (
+            None, 1, splits.num_classes):
+        raise UsageError(f"--data {source} has {splits.num_classes} classes, and {model.name} "
+                         f"outputs {out[-1]} scores per example")
+
+
+def _optimizer(name: str, lr: float):
+    """A new optimizer named ``name`` with learning rate ``lr`` (``sgd``: momentum 0.9)."""
     import keras
 
-    if args.optimizer == "sgd":
-        opt = keras.optimizers.SGD(args.lr, momentum=0.9)
-    else:
-        opt = keras.optimizers.Adam(args.lr)
-    model.compile(optimizer=opt, loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    if name == "sgd":
+        return keras.optimizers.SGD(lr, momentum=0.9)
+    cls = type(keras.optimizers.get(name))
+    return cls(learning_rate=lr)
+
+
+def _compile(model, args: argparse.Namespace) -> None:
+    """``train``: the zoo model's setup, ``--optimizer`` (default adam) at ``--lr`` (0.001),
+    ``--loss`` (default sparse categorical cross-entropy), ``--metrics`` (accuracy)."""
+    model.compile(optimizer=_optimizer(args.optimizer or "adam", args.lr or 1e-3),
+                  loss=args.loss or "sparse_categorical_crossentropy",
+                  metrics=args.metrics or ["accuracy"])
+
+
+def _training_setup(model, args: argparse.Namespace) -> str:
+    """``prune`` and ``soft``: the compile configuration saved in the ``.keras`` file, with
+    ``--loss``, ``--metrics``, ``--optimizer`` and ``--lr`` replacing its parts.
+
+    Returns:
+        One line saying which loss, optimizer and metrics are used, and where they come from.
+
+    Raises:
+        UsageError: the model has no loss and ``--loss`` is not given.
+    """
+    import keras
+
+    from kerasprune.pruning.preflight import has_loss
+
+    compiled = bool(getattr(model, "compiled", False))
+    if not has_loss(model) and args.loss is None:
+        how = "without a loss" if compiled else "uncompiled (no loss, optimizer or metrics)"
+        raise UsageError(
+            f"{args.model} was saved {how}: pass --loss, e.g. --loss "
+            "sparse_categorical_crossentropy for integer labels and softmax outputs, and "
+            "--metrics accuracy to measure accuracy (--optimizer and --lr default to adam, "
+            "0.001)"
+        )
+    overrides = [f for f in ("loss", "metrics", "optimizer", "lr") if getattr(args, f)]
+    if overrides:
+        config = dict(model.get_compile_config() or {}) if compiled else {}
+        if args.loss:
+            config["loss"] = args.loss
+        if args.metrics:
+            config["metrics"] = list(args.metrics)
+        saved = getattr(model, "optimizer", None) if compiled else None
+        if args.optimizer or saved is None:
+            lr = args.lr or (_learning_rate(saved) if saved is not None else None) or 1e-3
+            optimizer = _optimizer(args.optimizer or "adam", lr)
+        elif args.lr:
+            optimizer = type(saved).from_config({**saved.get_config(), "learning_rate": args.lr})
+        else:
+            optimizer = saved
+        config["optimizer"] = keras.optimizers.serialize(optimizer)
+        model.compile_from_config(config)
+    loss = getattr(model.loss, "name", None) or getattr(model.loss, "__name__", None) or str(
+        model.loss)
+    names = ", ".join(_metric_names(model)) or "none"
+    lr = _learning_rate(model.optimizer)
+    lr_text = f" (lr {lr:g})" if lr is not None else ""
+    where = f"{Path(args.model).name}'s own" if not overrides else (
+        f"{Path(args.model).name}'s, with --{', --'.join(overrides)}")
+    return (f"training setup ({where}): loss {loss}, optimizer "
+            f"{type(model.optimizer).__name__}{lr_text}, metrics {names}")
+
+
+def _learning_rate(optimizer) -> Optional[float]:
+    try:
+        return float(optimizer.learning_rate)
+    except (TypeError, ValueError, AttributeError):  # a schedule
+        return None
+
+
+def _metric_names(model) -> List[str]:
+    config = model.get_compile_config() or {}
+    metrics = config.get("metrics") or []
+    if isinstance(metrics, dict):
+        metrics = [m for ms in metrics.values() for m in (ms if isinstance(ms, list) else [ms])]
+    out = []
+    for m in metrics if isinstance(metrics, list) else [metrics]:
+        if isinstance(m, dict):
+            m = (m.get("config") or {}).get("name") or m.get("class_name")
+        out.append(str(m))
+    return out
 
 
 def _verbose(args: argparse.Namespace) -> int:
@@ -97,13 +218,19 @@ def cmd_train(args: argparse.Namespace) -> int:
     from kerasprune import data, models
 
     keras.utils.set_random_seed(args.seed)
-    model = models.get_model(
-        args.model, num_classes=data.num_classes(args.dataset),
-        input_shape=data.input_shape(args.dataset),
-    )
+    source = _source(args)
+    default_shape = None
+    if args.image_size is None and data.data_kind(source) in ("directory", "tfds"):
+        default_shape = models.get_model(args.model).input_shape[1:]  # the builder's own size
+    splits = _data(args, default_shape)
+    if splits.num_classes is None or splits.input_shape is None:
+        raise UsageError(f"--data {source} does not say how many classes or what shape its "
+                         f"inputs have, which train needs to build {args.model}: give a "
+                         "directory, a .npz or a dataset name")
+    train, val = splits
+    model = models.get_model(args.model, num_classes=splits.num_classes,
+                             input_shape=splits.input_shape)
     _compile(model, args)
-    train = _data(args, args.train_split, augment=args.augment, take=args.take, shuffle=True)
-    val = _data(args, args.val_split, take=args.val_take)
     model.fit(train, validation_data=val, epochs=args.epochs, shuffle=False,
               verbose=_verbose(args))
     out = Path(args.out)
@@ -137,10 +264,10 @@ def cmd_prune(args: argparse.Namespace) -> int:
             f"{args.dir} already holds a run: add --resume to continue it, or pick another --dir"
         )
     model = None
+    setup = None
     if not resuming:
         model = _load_model(args.model)
-        if not getattr(model, "compiled", False):
-            _compile(model, args)
+        setup = _training_setup(model, args)
     pruner = GradualPruner(
         args.dir, target=args.target, rounds=args.rounds,
         ratio=args.rising if args.rising is not None else args.ratio, criterion=criterion,
@@ -148,9 +275,14 @@ def cmd_prune(args: argparse.Namespace) -> int:
         fine_tune_epochs=args.fine_tune_epochs, accumulate=args.accumulate,
         score_batches=args.score_batches, verbose=_verbose(args), tensorboard=args.tensorboard,
     )
-    train = _data(args, args.train_split, augment=args.augment, take=args.take, shuffle=True)
-    val = _data(args, args.val_split, take=args.val_take)
-    best = pruner.run(model, train, val, resume=args.resume)
+    if model is None:
+        model = _load_model(str(run_dir.checkpoint(0)))  # for the input size of the data
+    splits = _data(args, model.input_shape[1:] if len(model.inputs) == 1 else None)
+    _fits(splits, model, _source(args))
+    if setup is not None:
+        print(setup)
+    train, val = splits
+    best = pruner.run(None if resuming else model, train, val, resume=args.resume)
     out = Path(args.dir) / "pruned.keras"
     best.save(out)
     baseline = _load_model(str(run_dir.checkpoint(0)))
@@ -186,11 +318,12 @@ def cmd_soft(args: argparse.Namespace) -> int:
         options=_options(args), tensorboard_dir=args.tensorboard,
     )
     model = _load_model(args.model)
-    if not getattr(model, "compiled", False):
-        _compile(model, args)
+    setup = _training_setup(model, args)
     base = _load_model(args.model)  # the report's "before"
-    train = _data(args, args.train_split, augment=args.augment, take=args.take, shuffle=True)
-    val = _data(args, args.val_split, take=args.val_take)
+    splits = _data(args, model.input_shape[1:] if len(model.inputs) == 1 else None)
+    _fits(splits, model, _source(args))
+    print(setup)
+    train, val = splits
     model.fit(train, validation_data=val, epochs=args.epochs, callbacks=[soft], shuffle=False,
               verbose=_verbose(args))
     thin = strip(model)
@@ -223,8 +356,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibration(args: argparse.Namespace):
-    """``--calibration-data``: a ``.npy`` file of inputs, or a dataset name."""
+def _calibration(args: argparse.Namespace, model):
+    """``--calibration-data``: a ``.npy`` file of inputs, or data as ``--data`` takes it (its
+    training batches; a directory's images at the model's input size)."""
     if args.calibration_data is None:
         return None
     src = args.calibration_data
@@ -236,8 +370,14 @@ def _calibration(args: argparse.Namespace):
         return np.load(src)
     from kerasprune import data
 
-    return data.load_dataset(src, split="train", batch_size=32, take=args.calibration_steps,
-                             data_dir=args.data_dir)
+    shape = tuple(model.input_shape[1:]) if len(model.inputs) == 1 else ()
+    sized = len(shape) == 3 and None not in shape
+    function = data.data_kind(src) == "function"
+    return data.load_data(
+        src, batch_size=32, take=None if function else args.calibration_steps,
+        image_size=shape[:2] if sized and not function else None,
+        channels=int(shape[2]) if sized else 3, data_dir=args.data_dir,
+    ).train
 
 
 def cmd_speedup(args: argparse.Namespace) -> int:
@@ -285,7 +425,8 @@ def cmd_export(args: argparse.Namespace) -> int:
         print(f"SavedModel: {path}")
     if args.tflite:
         result = export_tflite(
-            model, args.tflite, quantize=args.quantize, calibration_data=_calibration(args),
+            model, args.tflite, quantize=args.quantize,
+            calibration_data=_calibration(args, model),
             calibration_steps=args.calibration_steps,
         )
         print(f"TFLite: {result}")
@@ -476,15 +617,80 @@ def _accumulable_criteria() -> List[str]:
 
 
 def _calibration_source(text: str) -> str:
-    """An argparse type: a ``.npy`` file, or a dataset name of :mod:`kerasprune.data`."""
-    from kerasprune.data import available_datasets
+    """An argparse type: a ``.npy`` file, or data as ``--data`` takes it."""
+    from kerasprune.data import data_kind
 
-    if text.endswith(".npy") or text in available_datasets():
+    if text.endswith(".npy"):
         return text
-    raise argparse.ArgumentTypeError(
-        f"must be a .npy file of inputs or a dataset ({', '.join(available_datasets())}), "
-        f"got {text!r}"
-    )
+    try:
+        data_kind(text)
+    except KerasPruneError as exc:
+        raise argparse.ArgumentTypeError(
+            f"must be a .npy file of inputs or data as --data takes it (a directory of images, "
+            f"a .npz, module:function, or a dataset such as mnist): {exc}"
+        ) from None
+    return text
+
+
+def _data_source(text: str) -> str:
+    """An argparse type: a data source :func:`kerasprune.data.load_data` can read."""
+    from kerasprune.data import data_kind
+
+    try:
+        data_kind(text)
+    except KerasPruneError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _image_size(text: str) -> Tuple[int, int]:
+    """An argparse type: ``HxW`` (or ``H,W``, or one number for a square) in pixels."""
+    parts = text.lower().replace(",", "x").split("x")
+    try:
+        size = tuple(int(v) for v in parts)
+    except ValueError:
+        size = ()
+    if len(size) == 1:
+        size = size * 2
+    if len(size) != 2 or min(size) < 1:
+        raise argparse.ArgumentTypeError(f"must be HEIGHTxWIDTH in pixels, e.g. 32x32, got "
+                                         f"{text!r}")
+    return size  # type: ignore[return-value]
+
+
+def _rescale(text: str) -> float:
+    """An argparse type: a positive factor, as a number or a fraction (``1/255``)."""
+    try:
+        top, _, bottom = text.partition("/")
+        value = float(top) / float(bottom) if bottom else float(top)
+    except (ValueError, ZeroDivisionError):
+        value = float("nan")
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number or fraction, e.g. 1/255, "
+                                         f"got {text!r}")
+    return value
+
+
+def _keras_name(kind: str, one: str, examples: str) -> Callable[[str], str]:
+    """An argparse type: a name ``keras.<kind>.get`` knows (``one``: what it names)."""
+
+    def parse(text: str) -> str:
+        import keras
+
+        try:
+            getattr(keras, kind).get(text)
+        except (ValueError, TypeError):
+            raise argparse.ArgumentTypeError(
+                f"Keras has no {one} named {text!r} (e.g. {examples})") from None
+        return text
+
+    return parse
+
+
+_loss = _keras_name("losses", "loss", "sparse_categorical_crossentropy, categorical_crossentropy, "
+                              "binary_crossentropy, mse")
+_metric = _keras_name("metrics", "metric", "accuracy, sparse_top_k_categorical_accuracy, auc")
+_optimizer_name = _keras_name("optimizers", "optimizer", ", ".join(OPTIMIZERS))
 
 
 class _Moved(argparse.Action):
@@ -514,25 +720,50 @@ def _choices_help(text: str, names: Sequence[str]) -> str:
 def _data_args(p: argparse.ArgumentParser) -> None:
     from kerasprune.data import available_datasets
 
-    g = p.add_argument_group("data and training")
-    g.add_argument("--dataset", default="mnist", choices=available_datasets(),
-                   help="tfds dataset (default mnist)")
+    g = p.add_argument_group(
+        "data", "inputs are fed as they are (pixels 0-255 for images), except those of the "
+        "datasets kerasprune prepares (" + ", ".join(available_datasets()) + "): the model "
+        "holds the preprocessing it expects, or --rescale gives it")
+    g.add_argument("--data", type=_data_source, default=None, metavar="SOURCE",
+                   help="a directory of images in class folders (DIR/<class>/<image>), a .npz "
+                        "with arrays x, y (and x_val, y_val), module:function returning "
+                        "(train, val) datasets, or a tensorflow-datasets name (default mnist)")
+    g.add_argument("--dataset", default=None, choices=available_datasets(),
+                   help="a dataset kerasprune prepares: the same as --data NAME")
     g.add_argument("--data-dir", default=None,
                    help="tfds data_dir (default: $TFDS_DATA_DIR or ~/tensorflow_datasets)")
     g.add_argument("--batch-size", type=_integer(1), default=128, help="(default 128)")
-    g.add_argument("--train-split", default="train[:90%]", help="(default train[:90%%])")
+    g.add_argument("--train-split", default="train[:90%]",
+                   help="tfds split trained on (default train[:90%%])")
     g.add_argument("--val-split", default="train[90%:]",
-                   help="the split metrics are measured on (default train[90%%:])")
+                   help="tfds split metrics are measured on (default train[90%%:])")
+    g.add_argument("--val-fraction", type=_FRACTION, default=0.1,
+                   help="fraction of a directory's images (or of a .npz without x_val) held "
+                        "out for validation (default 0.1)")
+    g.add_argument("--image-size", type=_image_size, default=None, metavar="HxW",
+                   help="size images are read at (default: the model's input size)")
+    g.add_argument("--rescale", type=_rescale, default=None, metavar="FACTOR",
+                   help="multiply every input by FACTOR, e.g. 1/255 (for data whose "
+                        "scaling is not inside the model)")
     g.add_argument("--take", type=_integer(1), default=None,
                    help="use only this many training examples")
     g.add_argument("--val-take", type=_integer(1), default=None,
                    help="use only this many validation examples")
-    g.add_argument("--augment", action="store_true", help="random crop (and flip, CIFAR-10)")
-    g.add_argument("--optimizer", choices=OPTIMIZERS, default="adam",
-                   help="used when the model is not compiled (default adam)")
-    g.add_argument("--lr", type=_number(0.0), default=1e-3, help="learning rate (default 0.001)")
+    g.add_argument("--augment", action="store_true",
+                   help="random crop (and flip, CIFAR-10) of a dataset kerasprune prepares")
     g.add_argument("--seed", type=_integer(0), default=0)
-    g.add_argument("-q", "--quiet", dest="verbose", action="store_false",
+    t = p.add_argument_group(
+        "training", "prune and soft use the loss, metrics and optimizer saved in the .keras "
+        "file; these flags replace them (a model saved without a loss needs --loss)")
+    t.add_argument("--loss", type=_loss, default=None, metavar="NAME",
+                   help="a Keras loss, e.g. sparse_categorical_crossentropy")
+    t.add_argument("--metrics", type=_metric, action="append", default=None, metavar="NAME",
+                   help="a Keras metric, e.g. accuracy (repeatable)")
+    t.add_argument("--optimizer", type=_optimizer_name, default=None, metavar="NAME",
+                   help=f"a Keras optimizer, e.g. {', '.join(OPTIMIZERS)} (default adam)")
+    t.add_argument("--lr", type=_number(0.0), default=None,
+                   help="learning rate (default: the saved optimizer's, else 0.001)")
+    t.add_argument("-q", "--quiet", dest="verbose", action="store_false",
                    help="one line per epoch instead of progress bars")
 
 
@@ -710,9 +941,9 @@ def _export_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantize", choices=[q for q in QUANTIZATIONS if q], default=None,
                    help="TFLite quantization (default none: float32)")
     p.add_argument("--calibration-data", type=_calibration_source, default=None,
-                   metavar="NPY_OR_DATASET",
-                   help=_choices_help("int8 calibration inputs: a .npy file of inputs, or a "
-                                      "dataset", available_datasets()))
+                   metavar="NPY_OR_DATA",
+                   help=_choices_help("int8 calibration inputs: a .npy file of inputs, or data "
+                                      "as --data of prune takes it, such as", available_datasets()))
     p.add_argument("--calibration-steps", type=_integer(1), default=100,
                    help="calibration examples (default 100)")
     p.add_argument("--data-dir", default=None, help="tfds data_dir for --calibration-data")
@@ -721,7 +952,23 @@ def _export_args(p: argparse.ArgumentParser) -> None:
 # --------------------------------------------------------------------------- checks across flags
 
 
+def _check_data(args: argparse.Namespace) -> None:
+    from kerasprune import data
+
+    if args.data is not None and args.dataset is not None:
+        raise UsageError(f"give --data or --dataset, not both (--dataset {args.dataset} is "
+                         f"--data {args.dataset})")
+    source = _source(args)
+    try:
+        data.check_options(source, data.data_kind(source), augment=args.augment,
+                           rescale=args.rescale, take=args.take, val_take=args.val_take,
+                           image_size=args.image_size)
+    except KerasPruneError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def _check_prune(args: argparse.Namespace) -> None:
+    _check_data(args)
     if args.accumulate:
         allowed = _accumulable_criteria()
         criterion = args.criterion or "gsfp"
@@ -816,11 +1063,11 @@ COMMANDS: Dict[str, Command] = {
     c.name: c
     for c in (
         Command("train", "train a zoo model to get a baseline .keras file", _train_args,
-                cmd_train),
+                cmd_train, _check_data),
         Command("prune", "gradual global pruning of a .keras file, round after round",
                 _prune_args, cmd_prune, _check_prune),
         Command("soft", "soft filter pruning (GSFP) while training, then strip the masked "
-                "channels", _soft_args, cmd_soft),
+                "channels", _soft_args, cmd_soft, _check_data),
         Command("speedup", "one-shot pruning to a speed-up measured on this machine",
                 _speedup_args, cmd_speedup),
         Command("analyze", "the channel groups of a .keras file, prunable or why not",

@@ -33,6 +33,7 @@ from kerasprune.errors import (
 from kerasprune.graph.analysis import analyze
 from kerasprune.importance import accumulable_criteria, get_criterion, score
 from kerasprune.importance.normalize import check_method
+from kerasprune.pruning.preflight import check_run
 from kerasprune.pruning.schedules import RatioSchedule, get_schedule
 from kerasprune.report.compare import model_stats
 from kerasprune.runs.history import history_row
@@ -258,7 +259,10 @@ class GradualPruner:
                 raise RunError(
                     "the model must be compiled (loss, optimizer, metrics) so it can be fine-tuned and measured"
                 )
-            analyze(model, warn=False).require_prunable()
+            check_run(  # before anything is written (kerasprune.pruning.preflight)
+                model, train_data, val_data, target=self.target, exclude=self.options.exclude,
+                criterion=self.criterion, fine_tune_epochs=self.fine_tune_epochs,
+            )
             rows = [self._baseline(model, val_data)]
         first = rows[0]
         last = rows[-1]
