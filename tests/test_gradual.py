@@ -108,10 +108,10 @@ def test_resume_after_a_crash_loses_and_redoes_no_completed_round(tmp_path, monk
     pruner = GradualPruner(run, rounds=3, ratio=0.2, callbacks=[counter], verbose=0)
     original_save, original_append = RunDirectory.save_model, RunDirectory.append
 
-    def save_model(self, model, r):
+    def save_model(self, model, r, **kwargs):
         if r == 2 and where == "before_checkpoint":
             raise Crash()
-        return original_save(self, model, r)
+        return original_save(self, model, r, **kwargs)
 
     def append(self, row):
         if row["round"] == 2 and where == "after_checkpoint":
