@@ -26,6 +26,7 @@ from kerasprune.backend import is_tf_dataset
 from kerasprune.callbacks.saliency import SaliencyAccumulator
 from kerasprune.errors import (
     ImportanceError,
+    OptionError,
     RunError,
     ScheduleError,
     SelectionError,
@@ -249,7 +250,7 @@ class GradualPruner:
         self.normalization = normalization
         self.fine_tune_epochs = fine_tune_epochs
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-            raise RunError(f"seed must be an integer, got {seed!r}")
+            raise OptionError(f"seed must be an integer, got {seed!r}")
         self.seed = int(seed)
         self.accumulate = bool(accumulate)
         self._accumulated: Optional[tuple] = None  # (model, scores) of the last fine-tuning
