@@ -108,10 +108,10 @@ def test_resume_after_a_crash_loses_and_redoes_no_completed_round(tmp_path, monk
     pruner = GradualPruner(run, rounds=3, ratio=0.2, callbacks=[counter], verbose=0)
     original_save, original_append = RunDirectory.save_model, RunDirectory.append
 
-    def save_model(self, model, r):
+    def save_model(self, model, r, **kwargs):
         if r == 2 and where == "before_checkpoint":
             raise Crash()
-        return original_save(self, model, r)
+        return original_save(self, model, r, **kwargs)
 
     def append(self, row):
         if row["round"] == 2 and where == "after_checkpoint":
@@ -159,7 +159,7 @@ def test_kill_minus_nine_mid_run_then_resume(tmp_path):
     run = tmp_path / "run"
     script = tmp_path / "job.py"
     script.write_text(KILL_SCRIPT.format(tests=str(ROOT / "tests"), run=str(run)))
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT))  # this checkout's kerasprune
     proc = subprocess.Popen([sys.executable, str(script)], env=env, start_new_session=True)
     deadline = time.time() + 240
     try:
@@ -210,7 +210,7 @@ def test_fine_tuning_runs_under_the_callers_mirrored_strategy(tmp_path):
     script.write_text(MIRRORED_SCRIPT.format(tests=str(ROOT / "tests"), run=str(tmp_path / "run")))
     out = subprocess.run(
         [sys.executable, str(script)], capture_output=True, text=True, timeout=300,
-        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=str(ROOT)),
     )
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])

@@ -14,16 +14,19 @@ References:
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 
 import keras
+import numpy as np
 
 from kerasprune.backend import is_tf_dataset
 from kerasprune.callbacks.saliency import SaliencyAccumulator
 from kerasprune.errors import (
     ImportanceError,
+    OptionError,
     RunError,
     ScheduleError,
     SelectionError,
@@ -36,6 +39,7 @@ from kerasprune.importance.normalize import check_method
 from kerasprune.pruning.preflight import check_run
 from kerasprune.pruning.schedules import RatioSchedule, get_schedule
 from kerasprune.report.compare import model_stats
+from kerasprune.runs import _faults
 from kerasprune.runs.history import history_row
 from kerasprune.runs.rundir import RunDirectory
 from kerasprune.runs.target import Target, parse_target
@@ -50,6 +54,47 @@ def _take(data: Any, batches: Optional[int]) -> Any:
     if hasattr(data, "take"):
         return data.take(batches)
     return data
+
+
+def round_seed(seed: int, round: int, phase: str = "round") -> int:
+    """The seed of one phase of one round: a function of ``(seed, round, phase)`` only.
+
+    Every random choice of a round (its data order and augmentation, dropout, the
+    initializers of rebuilt layers) is drawn after ``keras.utils.set_random_seed`` of
+    this value, so a round replays the same way in a resumed process as in one that ran
+    from the start.
+
+    Args:
+        seed: the run's seed.
+        round: the round number.
+        phase: ``"round"`` (the start of the round: data, scoring, rebuild) or ``"fit"``
+            (fine-tuning).
+    """
+    words = [int(seed) & 0xFFFFFFFF, int(round), {"round": 0, "fit": 1}[phase]]
+    return int(np.random.SeedSequence(words).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _round_data(train_data: Any, seed: int) -> Any:
+    """``train_data(seed)`` for a function of the round's seed, else ``train_data`` itself."""
+    if callable(train_data) and not hasattr(train_data, "element_spec") and not hasattr(train_data, "__len__"):
+        return train_data(seed)
+    return train_data
+
+
+class _KillPoint(keras.callbacks.Callback):
+    """The ``fine_tune`` kill point of the resume tests: after the first training batch."""
+
+    def __init__(self, round: int) -> None:
+        super().__init__()
+        self.round = round
+
+    def on_train_batch_end(self, batch: int, logs: Optional[Dict[str, Any]] = None) -> None:
+        _faults.reached("fine_tune", self.round)
+
+
+def _bar(done: int, total: int, width: int = 20) -> str:
+    filled = min(width, int(width * done / max(1, total)))
+    return "[" + "=" * filled + ">" * (filled < width) + "." * (width - filled - 1 * (filled < width)) + "]"
 
 
 def _with_options(saved: Dict[str, Any]) -> Dict[str, Any]:
@@ -79,8 +124,19 @@ class GradualPruner:
 
     Every round writes ``round_NNN.keras`` and a row of ``history.json`` (round, neurons,
     parameters, FLOPs, the width of every layer, the metrics, seconds) into
-    ``directory``. A run killed at any point (``kill -9`` included) continues where it
-    stopped when run again on the same directory: no completed round is lost or redone.
+    ``directory``, and at the end the returned model as ``pruned.keras``, each file
+    atomically. A run killed at any point (``kill -9`` included) continues where it
+    stopped when run again on the same directory: no completed round is lost or redone,
+    and the resumed run is the same experiment as one never killed. Each round draws all
+    its randomness after ``keras.utils.set_random_seed`` of a seed made from ``(seed,
+    round)`` (:func:`round_seed`; this reseeds Python, NumPy, TensorFlow and Keras in the
+    caller's process), and what carries from one round to the next is in its checkpoint:
+    the weights, the optimizer's state (step count, momenta: rebuilding carries it over to
+    the thinner model, and a ``.keras`` checkpoint keeps it) and, with ``accumulate``, the
+    scores the fine-tuning accumulated. A ``tf.data`` pipeline that shuffles or augments
+    draws each epoch from how often that dataset object was iterated in this process, so
+    for a resumed run to see the same data, pass ``train_data`` as a function of the
+    round's seed that builds the pipeline (``lambda seed: ds.shuffle(1024, seed=seed)``).
 
     Args:
         directory: where checkpoints and the history go.
@@ -93,6 +149,8 @@ class GradualPruner:
             :func:`kerasprune.prune` (the selection
             options are shortcuts for the fields of ``options``; None: not given).
         fine_tune_epochs: epochs of ``model.fit`` after each round.
+        seed: the run's seed; every round's random choices derive from it and the round
+            number alone (written into ``run.json``).
         accumulate: take each round's scores from a
             :class:`~kerasprune.callbacks.SaliencyAccumulator` attached to the previous
             round's fine-tuning (the saliency of ``criterion`` added up over every
@@ -100,14 +158,16 @@ class GradualPruner:
             pass over the data. Needs an accumulable criterion
             (:func:`kerasprune.importance.accumulable_criteria`: ``gsfp``, ``grad_l1``,
             ``taylor_weights``, ``mean_gradient``, ``taylor``, ...); the
-            first round, which has no fine-tuning before it, and the first round after a
-            resume score with a separate pass.
+            first round, which has no fine-tuning before it, scores with a separate pass
+            (a resumed run takes the scores kept in the last round's checkpoint).
         score_batches: batches of the training data used by data-driven criteria.
         callbacks: the caller's Keras callbacks, passed to every fine-tuning ``fit``.
         strategy: a ``tf.distribute`` strategy; each rebuilt model is created and compiled
             in its scope, so fine-tuning runs on all its devices.
-        verbose: 0 silent; 1 Keras progress bars and one summary line per round; 2 one
-            line per fine-tuning epoch (Keras's ``verbose=2``) and one per round.
+        verbose: 0 silent; 1 a bar over the rounds at the start of each (``round k/n``,
+            the parameters and the metrics so far) above Keras's progress bars, and one
+            summary line per round; 2 the same with one line per fine-tuning epoch
+            (Keras's ``verbose=2``). Plain lines, so a notebook shows them alike.
         fit_kwargs: extra keyword arguments for ``fit`` (``steps_per_epoch`` ...).
         tensorboard: a TensorBoard log directory: every round (0 = before pruning) writes
             its parameters, FLOPs, neurons, ratio, ``width/<layer>`` and
@@ -157,6 +217,7 @@ class GradualPruner:
         uniform: Optional[bool] = None,
         hidden_size: Optional[bool] = None,
         fine_tune_epochs: int = 1,
+        seed: int = 0,
         accumulate: bool = False,
         score_batches: Optional[int] = None,
         callbacks: Sequence[keras.callbacks.Callback] = (),
@@ -189,6 +250,9 @@ class GradualPruner:
         self.criterion = criterion
         self.normalization = normalization
         self.fine_tune_epochs = fine_tune_epochs
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+            raise OptionError(f"seed must be an integer, got {seed!r}")
+        self.seed = int(seed)
         self.accumulate = bool(accumulate)
         self._accumulated: Optional[tuple] = None  # (model, scores) of the last fine-tuning
         self.score_batches = score_batches
@@ -213,8 +277,8 @@ class GradualPruner:
         Returns:
             A JSON-serializable dict: the target, rounds, schedule, criterion,
             normalization, ``"options"`` (the selection options'
-            :meth:`~kerasprune.SelectionOptions.get_config`), fine-tuning epochs and
-            whether scores are accumulated.
+            :meth:`~kerasprune.SelectionOptions.get_config`), fine-tuning epochs, the
+            seed and whether scores are accumulated.
         """
         return {
             "target": None if self.target is None else str(self.target),
@@ -224,16 +288,22 @@ class GradualPruner:
             "normalization": self.normalization,
             "options": self.options.get_config(),
             "fine_tune_epochs": self.fine_tune_epochs,
+            "seed": self.seed,
             "accumulate": self.accumulate,
         }
 
     def run(self, model: Optional[keras.Model], train_data: Any, val_data: Any, *, resume: bool = True) -> keras.Model:
         """Prune ``model`` round after round; returns the last model that met the target.
 
+        The returned model is also written to the directory as ``pruned.keras``.
+
         Args:
             model: a trained, compiled model (may be None when resuming a run directory).
             train_data: data for fine-tuning and for data-driven criteria (anything
-                ``model.fit`` takes as ``x``: a ``tf.data.Dataset`` of ``(x, y)``).
+                ``model.fit`` takes as ``x``: a ``tf.data.Dataset`` of ``(x, y)``), or a
+                function ``train_data(seed) -> data`` called at the start of each round
+                with the round's seed (:func:`round_seed`), for a pipeline whose shuffling
+                and augmentation replay alike when the run is resumed.
             val_data: data the target is measured on (``model.evaluate``).
             resume: continue a run found in the directory (otherwise such a directory
                 is an error).
@@ -242,6 +312,9 @@ class GradualPruner:
             TargetNotMetError: the model does not meet the target before pruning.
             SelectionError: the directory holds a run started with other selection
                 options (the message names them).
+            RunError: the directory holds another run (``resume=False``) or none to
+                resume (``model=None``), or one of its files is truncated or corrupt
+                (the message names it and says what to do).
         """
         rd = self.run_dir
         rd.clean_temporaries()
@@ -273,23 +346,30 @@ class GradualPruner:
             if self.target is not None and not self.target.met(last["metrics"]):
                 break
             t0 = time.time()
+            self._progress(r, last, first)
+            keras.utils.set_random_seed(round_seed(self.seed, r))
+            data = _round_data(train_data, round_seed(self.seed, r))
             unit = self.options.unit
             removed = 1.0 - last[unit] / max(1, first[unit])
             ratio = float(self.schedule(r, removed))
-            thin = self._prune_round(model, train_data, ratio) if ratio > 0 else None
+            thin = self._prune_round(model, data, ratio, r) if ratio > 0 else None
             if thin is None:
                 self._say(f"round {r}: nothing left to prune under the guards; stopping")
                 break
-            self._fit(thin, train_data)
+            keras.utils.set_random_seed(round_seed(self.seed, r, "fit"))
+            scores = self._fit(thin, data, r)
             metrics = self._evaluate(thin, val_data)
-            rd.save_model(thin, r)  # the checkpoint first, then the row that completes the round
             row = self._row(r, thin, metrics, time.time() - t0, ratio)
+            # the checkpoint, which keeps a copy of its row, first; then the row that completes the round
+            rd.save_model(thin, r, row=row, scores=scores)
             rd.append(row)
             self._log_tensorboard(row)
             rows.append(row)
             self._report(row, first)
             model, last = thin, row
-        return self._best(rows, model)
+        best = self._best(rows, model)
+        rd.save_pruned(best)
+        return best
 
     # ------------------------------------------------------------------ steps
 
@@ -300,26 +380,45 @@ class GradualPruner:
         if self.verbose:
             print(text, flush=True)
 
+    def _progress(self, r: int, last: Dict[str, Any], first: Dict[str, Any]) -> None:
+        """The bar over the rounds: round ``r`` of at most ``rounds``, what was reached so far."""
+        if not self.verbose:
+            return
+        kept = 100.0 * last["params"] / max(1, first["params"])
+        metrics = " ".join(f"{k}={v:.4f}" for k, v in last["metrics"].items())
+        if self.rounds is not None:
+            head = f"round {r}/{self.rounds} {_bar(r - 1, self.rounds)}"
+        else:
+            head = f"round {r}"
+        until = "" if self.target is None else f" (while {self.target})"
+        self._say(f"{head} params {last['params']:,} ({kept:.1f}%) {metrics}{until}")
+
     def _evaluate(self, model: keras.Model, val_data: Any) -> Dict[str, float]:
         result = model.evaluate(val_data, return_dict=True, verbose=0)
         return {f"val_{k}": float(v) for k, v in result.items()}
 
-    def _fit(self, model: keras.Model, train_data: Any) -> None:
-        if self.fine_tune_epochs > 0:
-            kwargs = dict(self.fit_kwargs)
-            kwargs.setdefault("verbose", self.verbose)
-            if is_tf_dataset(train_data):  # it shuffles itself, if at all
-                kwargs.setdefault("shuffle", False)
-            callbacks = list(self.callbacks)
-            saliency = None
-            if self.accumulate:
-                saliency = SaliencyAccumulator(
-                    self.criterion, normalization=self.normalization, exclude=self.options.exclude
-                )
-                callbacks.append(saliency)
-            model.fit(train_data, epochs=self.fine_tune_epochs, callbacks=callbacks, **kwargs)
-            if saliency is not None and saliency.scores:
-                self._accumulated = (model, saliency.scores)
+    def _fit(self, model: keras.Model, train_data: Any, r: int) -> Optional[Dict[str, Any]]:
+        """Fine-tune ``model``; returns the scores accumulated over it (``accumulate``) or None."""
+        if self.fine_tune_epochs <= 0:
+            return None
+        kwargs = dict(self.fit_kwargs)
+        kwargs.setdefault("verbose", self.verbose)
+        if is_tf_dataset(train_data):  # it shuffles itself, if at all
+            kwargs.setdefault("shuffle", False)
+        callbacks = list(self.callbacks)
+        saliency = None
+        if self.accumulate:
+            saliency = SaliencyAccumulator(
+                self.criterion, normalization=self.normalization, exclude=self.options.exclude
+            )
+            callbacks.append(saliency)
+        if os.environ.get(_faults.KILL_AT_ENV):
+            callbacks.append(_KillPoint(r))
+        model.fit(train_data, epochs=self.fine_tune_epochs, callbacks=callbacks, **kwargs)
+        if saliency is not None and saliency.scores:
+            self._accumulated = (model, saliency.scores)
+            return saliency.scores
+        return None
 
     def _row(self, r: int, model: keras.Model, metrics: Dict[str, float], seconds: Optional[float], ratio: Optional[float]) -> Dict[str, Any]:
         return history_row(
@@ -338,16 +437,16 @@ class GradualPruner:
                 f"the model does not meet the target before any pruning: "
                 f"{self.target.metric}={metrics[self.target.metric]:.4f}, target {self.target}"
             )
-        rd.save_model(model, 0)
         row = self._row(0, model, metrics, time.time() - t0, 0.0)
+        rd.save_model(model, 0, row=row)
         rd.append(row)
         self._log_tensorboard(row)
         self._report(row, row)
         return row
 
-    def _load(self, path: Path) -> keras.Model:
+    def _load(self, round: int, recorded: bool = True) -> keras.Model:
         with self._scope():
-            return keras.models.load_model(path)
+            return self.run_dir.load_model(round, recorded=recorded)
 
     def _resume(self, rows: List[Dict[str, Any]], val_data: Any):
         rd = self.run_dir
@@ -362,17 +461,22 @@ class GradualPruner:
             if differ:
                 self._say(f"resuming with settings that differ from the run's: {', '.join(differ)}")
         last = rows[-1]
-        orphan = rd.checkpoint(last["round"] + 1)
-        if orphan.exists():  # killed after the checkpoint, before its row: finish the round
-            model = self._load(orphan)
-            metrics = self._evaluate(model, val_data)
-            row = self._row(last["round"] + 1, model, metrics, None, None)
+        r = last["round"] + 1
+        if rd.checkpoint(r).exists():  # killed after the checkpoint, before its row: finish the round
+            model = self._load(r, recorded=False)
+            row = rd.checkpoint_row(r)
+            if row is None:  # a checkpoint written before rows were kept inside them
+                row = self._row(r, model, self._evaluate(model, val_data), None, None)
             rd.append(row)
             self._log_tensorboard(row)
             rows = rows + [row]
             self._say(f"resumed: round {row['round']} was saved but not recorded; recorded it")
         else:
-            model = self._load(rd.checkpoint(last["round"]))
+            model = self._load(last["round"])
+        if self.accumulate:
+            scores = rd.checkpoint_scores(rows[-1]["round"])
+            if scores:
+                self._accumulated = (model, scores)
         self._say(f"resuming {rd.path} after round {rows[-1]['round']}")
         return model, rows
 
@@ -399,7 +503,7 @@ class GradualPruner:
             f"{self.run_dir.settings_file.name}), or prune into another directory"
         )
 
-    def _prune_round(self, model: keras.Model, train_data: Any, ratio: float) -> Optional[keras.Model]:
+    def _prune_round(self, model: keras.Model, train_data: Any, ratio: float, r: int) -> Optional[keras.Model]:
         graph = analyze(model, warn=False)
         if self._accumulated is not None and self._accumulated[0] is model:
             scores = self._accumulated[1]  # from the fine-tuning that produced this model
@@ -411,6 +515,7 @@ class GradualPruner:
             )
         self._accumulated = None
         self._round_scores = scores
+        _faults.reached("score", r)
         keep = select(graph, scores, ratio, model=model, options=self.options)
         if not keep:
             return None
@@ -441,4 +546,4 @@ class GradualPruner:
         best = good[-1] if good else rows[0]
         if best is rows[-1]:
             return current
-        return self._load(self.run_dir.checkpoint(best["round"]))
+        return self._load(best["round"])

@@ -18,7 +18,9 @@ import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Union
 
-__all__ = ["HISTORY_FILE", "SETTINGS_FILE", "history_row", "read_history"]
+from kerasprune.errors import RunError, first_line
+
+__all__ = ["HISTORY_FILE", "SETTINGS_FILE", "history_row", "read_history", "read_json"]
 
 HISTORY_FILE = "history.json"
 SETTINGS_FILE = "run.json"
@@ -59,13 +61,42 @@ def _milliseconds(seconds: float) -> float:
     return float(f"{float(seconds):.3f}")
 
 
+def read_json(path: Union[str, os.PathLike], what_to_do: str) -> Any:
+    """The JSON content of ``path``; a :class:`RunError` naming it when it cannot be read.
+
+    Args:
+        path: a JSON file of a run directory.
+        what_to_do: the end of the message when the file is truncated or corrupt.
+
+    Raises:
+        FileNotFoundError: there is no file at ``path``.
+        RunError: the file is truncated or corrupt (not JSON, not UTF-8).
+    """
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise RunError(f"{path} is truncated or corrupt ({first_line(exc)}): {what_to_do}") from None
+
+
 def read_history(path: Union[str, os.PathLike]) -> List[Dict[str, Any]]:
     """The rows of a run directory (or of a ``history.json`` file itself).
 
     Raises:
         FileNotFoundError: there is no history at ``path``.
+        RunError: the history is truncated or corrupt, or is not a list of rows.
     """
     p = Path(path)
     file = p / HISTORY_FILE if p.is_dir() else p
-    with open(file) as f:
-        return json.load(f)
+    rows = read_json(
+        file,
+        "restore it from a copy, or prune again in a new run directory (the run cannot "
+        "resume without the rows of its rounds)",
+    )
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "round" in r for r in rows):
+        raise RunError(
+            f"{file} is not a run history (a list of rows with a \"round\"): restore it from "
+            "a copy, or prune again in a new run directory"
+        )
+    return rows
