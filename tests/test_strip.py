@@ -258,3 +258,77 @@ def test_weight_masks_zero_exactly_the_entries_of_the_removed_channels(rng):
             np.testing.assert_array_equal(new.ravel()[~gone], old.ravel()[~gone])
     other = {"c2_conv": [0, 5]}
     assert weight_masks(graph, other) is not masks
+
+
+def mlp():
+    inp = keras.Input((6,))
+    h = L.Dense(8, activation="relu", name="h")(inp)
+    return keras.Model(inp, L.Dense(3, name="out")(h))
+
+
+def test_prune_compensate_mean_folds_the_removed_units_mean_activation_as_numpy_says(rng):
+    model = randomize(mlp())
+    x = rng.normal(size=(40, 6)).astype("float32")
+    k1, b1 = model.get_layer("h").get_weights()
+    w2, b2 = model.get_layer("out").get_weights()
+    thin = kp.prune(model, 0.5, "l1", data=x, compensate="mean")
+    plain = kp.prune(model, 0.5, "l1")
+    kept = [j for j in range(8) if any(np.array_equal(k1[:, j], c) for c in thin.get_layer("h").get_weights()[0].T)]
+    gone = np.setdiff1d(np.arange(8), kept)
+    assert len(kept) == 4
+    act = np.maximum(x.astype(np.float64) @ k1 + b1, 0.0)  # numpy reference
+    expected = b2 + act[:, gone].mean(axis=0) @ w2[gone]
+    np.testing.assert_allclose(thin.get_layer("out").get_weights()[1], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(plain.get_layer("out").get_weights()[1], b2)
+    # the outputs' mean over the scoring data is the original's (the output layer is linear)
+    np.testing.assert_allclose(np.asarray(thin(x)).mean(axis=0), np.asarray(model(x)).mean(axis=0), atol=1e-5)
+
+
+def test_prune_compensate_mean_folds_into_a_convolution_over_its_window(rng):
+    inp = keras.Input((7, 7, 2))
+    x = L.Conv2D(6, 3, activation="relu", name="c1")(inp)
+    x = L.Conv2D(3, 3, name="c2")(x)
+    model = randomize(keras.Model(inp, L.GlobalAveragePooling2D()(x)))
+    data = rng.normal(size=(10, 7, 7, 2)).astype("float32")
+    thin = kp.prune(model, 0.5, "l2", scope="layerwise", data=data, compensate="mean")
+    k1 = model.get_layer("c1").get_weights()[0]
+    kept = [j for j in range(6) if any(np.array_equal(k1[..., j], thin.get_layer("c1").get_weights()[0][..., i])
+                                       for i in range(3))]
+    gone = np.setdiff1d(np.arange(6), kept)
+    feat = np.asarray(keras.Model(model.input, model.get_layer("c1").output)(data), dtype=np.float64)
+    k2, b2 = model.get_layer("c2").get_weights()
+    expected = b2 + feat[..., gone].mean(axis=(0, 1, 2)) @ k2[:, :, gone, :].sum(axis=(0, 1))
+    np.testing.assert_allclose(thin.get_layer("c2").get_weights()[1], expected, rtol=1e-5, atol=1e-5)
+
+
+def test_prune_compensate_needs_data_and_a_known_value():
+    model = mlp()
+    with pytest.raises(kp.OptionError):
+        kp.prune(model, 0.5, "l1", compensate="mean")
+    with pytest.raises(kp.OptionError):
+        kp.prune(model, 0.5, "l1", data=np.zeros((2, 6), "float32"), compensate="median")
+
+
+def test_gradual_pruner_compensate_mean_folds_the_removed_units_into_the_next_bias(tmp_path, rng):
+    from kerasprune.pruning import GradualPruner
+
+    model = randomize(mlp())
+    model.compile(optimizer="sgd", loss="mse")
+    x = rng.normal(size=(32, 6)).astype("float32")
+    y = rng.normal(size=(32, 3)).astype("float32")
+    pruner = GradualPruner(tmp_path / "run", rounds=1, ratio=0.25, criterion="l1", fine_tune_epochs=0,
+                           compensate="mean", verbose=0)
+    import tensorflow as tf
+
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    thin = pruner.run(model, data, data)
+    k1, b1 = model.get_layer("h").get_weights()
+    w2, b2 = model.get_layer("out").get_weights()
+    kept = [j for j in range(8) if any(np.array_equal(k1[:, j], c) for c in thin.get_layer("h").get_weights()[0].T)]
+    gone = np.setdiff1d(np.arange(8), kept)
+    assert len(gone) == 2
+    act = np.maximum(x.astype(np.float64) @ k1 + b1, 0.0)
+    np.testing.assert_allclose(thin.get_layer("out").get_weights()[1], b2 + act[:, gone].mean(axis=0) @ w2[gone],
+                               rtol=1e-5, atol=1e-5)
+    with pytest.raises(kp.OptionError):
+        GradualPruner(tmp_path / "other", rounds=1, compensate="median")

@@ -38,13 +38,16 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import keras
 import numpy as np
 
-from kerasprune.errors import RebuildError
+from kerasprune.errors import OptionError, RebuildError
 from kerasprune.graph.composite import iter_layers
 from kerasprune.graph.groups import ChannelGroup, PruningGraph
 from kerasprune.graph.keras_graph import functional_of, iter_nodes
 from kerasprune.surgery.rebuild import rebuild
 
-__all__ = ["tensor_constants", "Carried", "carried_channels", "slot_inputs", "fold_values", "rebuild_folded"]
+__all__ = [
+    "tensor_constants", "Carried", "carried_channels", "slot_inputs", "fold_values", "rebuild_folded",
+    "COMPENSATIONS", "check_compensate", "mean_inputs", "rebuild_compensated",
+]
 
 SlotKey = Tuple[str, str]
 
@@ -323,3 +326,105 @@ def rebuild_folded(
     finally:
         for path, weights in saved.items():
             graph.record(path).layer.set_weights(weights)
+
+
+#: the values of ``compensate`` (:func:`kerasprune.prune`, :class:`kerasprune.GradualPruner`)
+COMPENSATIONS = ("none", "mean")
+
+
+def check_compensate(value: Any) -> str:
+    """``value`` as one of :data:`COMPENSATIONS` (None is ``"none"``).
+
+    Raises:
+        OptionError: any other value.
+    """
+    if value is None:
+        return "none"
+    if not isinstance(value, str) or value not in COMPENSATIONS:
+        raise OptionError(f"compensate must be one of {', '.join(map(repr, COMPENSATIONS))} or None, got {value!r}")
+    return value
+
+
+def mean_inputs(
+    model: keras.Model, graph: PruningGraph, keys: Iterable[SlotKey], data: Any, max_batches: Optional[int] = None
+) -> Dict[SlotKey, np.ndarray]:
+    """Per reading ``(layer, slot)``, the mean of what it reads, per slot position, over
+    every example of ``data`` and every other position (spatial, time).
+
+    Args:
+        model: the analyzed model.
+        graph: ``analyze(model)``.
+        keys: the readers (those :func:`slot_inputs` cannot map are left out).
+        data: batches of inputs, as for the data-driven criteria.
+        max_batches: at most this many batches.
+
+    Returns:
+        ``(layer path, slot) -> float64 means`` of the slot's length.
+    """
+    from kerasprune.importance.stream import iter_batches
+
+    nodes = _nodes_of(model)
+    fn = functional_of(model)
+    wanted: Dict[SlotKey, List[int]] = {}
+    outputs, index = [], {}
+    for key in keys:
+        tensors = slot_inputs(graph, nodes, *key)
+        if tensors is None:
+            continue
+        for kt in tensors:
+            if id(kt) not in index:
+                index[id(kt)] = len(outputs)
+                rank = len(kt.shape)
+                outputs.append(kt if rank == 2 else keras.ops.mean(kt, axis=tuple(range(1, rank - 1))))
+            wanted.setdefault(key, []).append(index[id(kt)])
+    if not outputs:
+        return {}
+    stats = keras.Model(fn.inputs, outputs)
+    sums = [np.zeros(int(o.shape[-1])) for o in outputs]
+    count = 0
+    for x, _, _ in iter_batches(data, max_batches=max_batches):
+        got = stats.predict_on_batch(x)
+        got = got if isinstance(got, (list, tuple)) else [got]
+        for s, g in zip(sums, got):
+            s += np.asarray(g, dtype=np.float64).sum(axis=0)
+        count += int(np.asarray(got[0]).shape[0])
+    if count == 0:
+        raise OptionError("compensate='mean' needs scoring data with at least one example")
+    return {key: np.mean([sums[i] for i in idx], axis=0) / count for key, idx in wanted.items()}
+
+
+def rebuild_compensated(
+    model: keras.Model, keep: Mapping[str, Iterable[int]], graph: PruningGraph, data: Any,
+    max_batches: Optional[int] = None, **kwargs: Any,
+) -> keras.Model:
+    """:func:`kerasprune.rebuild` that folds each removed channel's mean input (over
+    ``data``) into the biases of the layers that read it (Wang et al. (2017)'s notebooks:
+    ``b += mean * w``). Layers that cannot fold (grouped convolutions, attention) are
+    left as rebuild leaves them; a padded convolution folds as if unpadded.
+
+    Args:
+        model: the analyzed model; not modified.
+        keep: the keep-set.
+        graph: ``analyze(model)``.
+        data: the scoring data whose means are folded.
+        max_batches: at most this many batches of ``data``.
+        **kwargs: passed to :func:`kerasprune.rebuild`.
+
+    Returns:
+        The thin model.
+    """
+    from kerasprune.surgery.keep import keep_masks
+
+    masks = keep_masks(graph, keep)
+    removed = {name: np.nonzero(~m)[0] for name, m in masks.items()}
+    keys = []
+    for name in removed:
+        for key in _readers(graph, graph[name]):
+            rec = graph.record(key[0])
+            probe = np.ones(len(rec.slots[key[1]]))
+            weights = [np.asarray(w) for w in rec.layer.get_weights()]
+            if key not in keys and rec.handler.fold_inputs(rec.layer, key[1], probe, weights, exact=False) is not None:
+                keys.append(key)
+    means = mean_inputs(model, graph, keys, data, max_batches)
+    folds = fold_values(graph, removed, means)
+    return rebuild_folded(model, keep, folds, graph, exact=False, **kwargs)
