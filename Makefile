@@ -17,7 +17,7 @@ TORCH_VERSION ?= 2.13.0
 BACKENDS ?= jax torch
 BACKEND_TESTS ?= tests/test_backends.py tests/test_analysis.py
 
-.PHONY: venv test demo bench bench-rebuild bench-score bench-lenet bench-latency bench-profile bench-callbacks bench-soft bench-torch bench-llm bench-llm-scale clean
+.PHONY: venv test demo bench bench-rebuild bench-score bench-lenet bench-latency bench-profile bench-callbacks bench-epoch-end bench-compensate bench-soft bench-torch bench-llm bench-llm-scale clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -83,6 +83,12 @@ bench-profile: $(STAMP)
 # needs the trained LeNet-5 of bench-lenet)
 bench-callbacks: $(STAMP)
 	$(PY) bench/callback_overhead.py
+
+bench-epoch-end: $(STAMP)
+	$(PY) bench/epoch_end.py --old
+
+bench-compensate: $(STAMP)
+	$(PY) bench/compensate.py
 
 bench-soft: $(STAMP)
 	$(PY) bench/soft_lenet.py --epochs 6

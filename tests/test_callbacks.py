@@ -202,6 +202,10 @@ def test_strip_keeps_a_channel_whose_batchnorm_beta_still_sends_a_constant():
     b = bias.numpy()
     b[2] = 0.0
     bias.assign(b)
+    bn = model.get_layer("bn")  # a positive constant after BN, which the ReLU passes
+    gamma, beta, mean, var = bn.get_weights()
+    beta[2] = 1.0 + abs(gamma[2] * mean[2]) / np.sqrt(var[2] + bn.epsilon)
+    bn.set_weights([gamma, beta, mean, var])
     assert dead_channels(model) == {}
     assert count_params(strip(model)).total == count_params(model).total
 

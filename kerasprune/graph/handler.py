@@ -304,6 +304,44 @@ class LayerHandler:
         """Multiply-adds of one call of the layer (0 for layers without matmul work)."""
         return 0
 
+    def passes(self, layer: "keras.layers.Layer", slot: str) -> bool:
+        """Whether the layer hands the positions of ``slot`` on to its output one for one
+        (per-channel parameters: BatchNormalization, depthwise kernels, PReLU), so that
+        what a channel carries there matters only where later layers read it
+        (:func:`kerasprune.strip`). Default: False."""
+        return False
+
+    def fold_inputs(
+        self,
+        layer: "keras.layers.Layer",
+        slot: str,
+        values: np.ndarray,
+        weights: Sequence[np.ndarray],
+        *,
+        exact: bool = True,
+    ) -> Optional[list]:
+        """The layer's weights with constant inputs folded into its bias.
+
+        Used when channels that carry a constant are removed (:func:`kerasprune.strip`
+        with ``fold_constants``, :func:`kerasprune.prune` with ``compensate``): the
+        layer must then compute what it computed with those inputs present.
+
+        Args:
+            layer: the layer.
+            slot: the slot whose positions are removed.
+            values: per position of ``slot``, the constant it carries (0 where nothing
+                is folded).
+            weights: the layer's weight arrays.
+            exact: refuse a fold that is not exact (a convolution's zero-padded
+                borders); with False, fold as if there were no padding.
+
+        Returns:
+            The new weight arrays (same shapes), or None when the layer cannot fold
+            these values (then the channels are kept). The default folds nothing: it
+            accepts all-zero values only.
+        """
+        return list(weights) if not np.any(values) else None
+
 
 @contextlib.contextmanager
 def handler_step(

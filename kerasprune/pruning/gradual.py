@@ -44,6 +44,7 @@ from kerasprune.runs.history import history_row
 from kerasprune.runs.rundir import RunDirectory
 from kerasprune.runs.target import Target, parse_target
 from kerasprune.selection import SelectionOptions, resolve_options, select
+from kerasprune.surgery.fold import check_compensate, rebuild_compensated
 from kerasprune.surgery.rebuild import rebuild
 
 __all__ = ["GradualPruner", "TargetNotMetError"]
@@ -178,6 +179,9 @@ class GradualPruner:
             shortcut given as well must agree with it. Written into ``run.json``
             (``"options"``, its :meth:`~kerasprune.SelectionOptions.get_config`); a run is
             resumed only with the options it was started with.
+        compensate: ``"mean"`` folds each removed channel's mean activation over the
+            round's scoring data into the next layers' biases (see :func:`kerasprune.prune`);
+            ``None`` (the default) folds nothing.
 
     Attributes:
         options: the :class:`kerasprune.SelectionOptions` every round selects with.
@@ -226,6 +230,7 @@ class GradualPruner:
         fit_kwargs: Optional[Dict[str, Any]] = None,
         tensorboard: Optional[Union[str, Path]] = None,
         options: Optional[SelectionOptions] = None,
+        compensate: Optional[str] = None,
     ) -> None:
         if target is None and rounds is None:
             raise TargetError("give a target (e.g. 'val_accuracy>=0.99') or a number of rounds")
@@ -263,6 +268,7 @@ class GradualPruner:
         self.tensorboard = tensorboard
         self._tb: Any = None
         self._round_scores: Optional[Dict[str, Any]] = None  # the scores of the round being pruned
+        self.compensate = check_compensate(compensate)
 
     # ------------------------------------------------------------------ public
 
@@ -520,6 +526,9 @@ class GradualPruner:
         if not keep:
             return None
         with self._scope():
+            if self.compensate == "mean":
+                data = _take(train_data, self.score_batches)
+                return rebuild_compensated(model, keep, graph, data)
             return rebuild(model, keep, graph=graph)
 
     def _log_tensorboard(self, row: Dict[str, Any]) -> None:

@@ -17,9 +17,11 @@ from typing import Any, Iterable, Optional
 
 import keras
 
+from kerasprune.errors import OptionError
 from kerasprune.graph.analysis import analyze
 from kerasprune.importance import score
 from kerasprune.selection import SelectionOptions, resolve_options, select
+from kerasprune.surgery.fold import check_compensate, rebuild_compensated
 from kerasprune.surgery.rebuild import rebuild
 
 __all__ = ["prune"]
@@ -46,6 +48,7 @@ def prune(
     max_batches: Optional[int] = None,
     verbose: int = 0,
     options: Optional[SelectionOptions] = None,
+    compensate: Optional[str] = None,
 ) -> keras.Model:
     """Remove ``ratio`` of the model's neurons (or parameters, or FLOPs) in one shot.
 
@@ -81,6 +84,11 @@ def prune(
         verbose: 1 shows a progress bar while data-driven criteria stream ``data``.
         options: every selection option in one :class:`kerasprune.SelectionOptions`; a
             shortcut given as well must agree with it.
+        compensate: ``"mean"`` folds each removed channel's mean activation over
+            ``data`` (every example and position, at most ``max_batches`` batches) into
+            the biases of the next Dense and convolution layers, as the notebooks of Wang
+            et al. (2017) do (``b += mean * w``); ``None`` or ``"none"`` (the default)
+            folds nothing. See :mod:`kerasprune.surgery.fold`.
 
     Returns:
         The thinner model (compiled like ``model`` if it was compiled).
@@ -90,7 +98,11 @@ def prune(
             ``options``.
         ImportanceError: an unknown criterion, missing data, or an ``exclude`` pattern
             that matches no group or layer.
+        OptionError: an unknown ``compensate``, or ``compensate="mean"`` without data.
     """
+    compensate = check_compensate(compensate)
+    if compensate == "mean" and data is None:
+        raise OptionError("compensate='mean' folds the removed channels' mean activations over data; pass data=")
     opts = resolve_options(
         options, scope=scope, unit=unit, min_channels=min_channels, max_ratio=max_ratio,
         round_to=round_to, exclude=exclude, hierarchy=hierarchy, method=method,
@@ -103,4 +115,6 @@ def prune(
         max_batches=max_batches, exclude=opts.exclude, verbose=verbose,
     )
     keep = select(graph, scores, ratio, model=model, options=opts)
+    if compensate == "mean" and keep:
+        return rebuild_compensated(model, keep, graph, data, max_batches=max_batches)
     return rebuild(model, keep, graph=graph)

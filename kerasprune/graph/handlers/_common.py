@@ -90,3 +90,19 @@ def positions_along(layer, axes: Dict[str, Optional[int]], size: int) -> Optiona
             return None
         out.append(AxisPositions(shape, axis % len(shape)))
     return out
+
+
+def add_to_bias(layer, weights: Sequence[np.ndarray], kernel_fn: Callable[[np.ndarray], np.ndarray]) -> Optional[list]:
+    """``weights`` with ``kernel_fn(kernel)`` added to the bias (a fold of constant inputs,
+    see :meth:`~kerasprune.LayerHandler.fold_inputs`); None when the layer has no float
+    ``kernel`` and ``bias`` (no bias, quantized or LoRA weights)."""
+    names = [v.name.split("/")[-1] for v in layer.weights]
+    if sorted(names) != ["bias", "kernel"]:
+        return None
+    out = [np.array(w) for w in weights]
+    k, b = names.index("kernel"), names.index("bias")
+    if not np.issubdtype(out[k].dtype, np.floating):
+        return None
+    delta = kernel_fn(out[k].astype(np.float64))
+    out[b] = (out[b].astype(np.float64) + delta).astype(out[b].dtype)
+    return out

@@ -9,7 +9,14 @@ import numpy as np
 from keras import layers
 
 from kerasprune.graph.handler import LayerHandler, NodeContext
-from kerasprune.graph.handlers._common import channel_axis, mixes_channels, positions_along, prod, slice_named
+from kerasprune.graph.handlers._common import (
+    add_to_bias,
+    channel_axis,
+    mixes_channels,
+    positions_along,
+    prod,
+    slice_named,
+)
 from kerasprune.graph.layout import Layout
 from kerasprune.graph.registry import register_handler
 
@@ -159,6 +166,22 @@ class ConvHandler(LayerHandler):
         spatial = [d for i, d in enumerate(out_shape[1:], start=1) if i != axis]
         return prod(layer.kernel.shape) * prod(spatial)
 
+    def passes(self, layer, slot):
+        return slot == "groups"  # the groups mode with one input channel per group
+
+    def fold_inputs(self, layer, slot, values, weights, *, exact=True):
+        """Input ``j`` constant at ``c``: the bias gains ``c`` times the sum of the kernel
+        over its window (``kernel[..., j, :]``). Exact where no zero padding reaches the
+        window (``padding="valid"``, or a 1x1 kernel); with ``exact=False`` the padded
+        borders are ignored. Grouped convolutions fold nothing."""
+        if slot != "in" or not np.any(values) or _groups(layer) != 1:
+            return super().fold_inputs(layer, slot, values, weights, exact=exact)
+        padded = layer.padding != "valid" and any(int(k) > 1 for k in layer.kernel_size)
+        if padded and exact:
+            return None
+        v = np.asarray(values, np.float64)
+        return add_to_bias(layer, weights, lambda k: v @ k.reshape(-1, *k.shape[-2:]).sum(axis=0))
+
 
 def _group_positions(layer: layers.Layer, groups: int) -> Optional[list]:
     per_out = layer.filters // groups
@@ -220,6 +243,9 @@ class DepthwiseConvHandler(LayerHandler):
         if mixes_channels(getattr(layer, "activation", None)):
             ctx.freeze(out, f"layer '{ctx.path}' applies a softmax across its channels")
         return [out]
+
+    def passes(self, layer, slot):
+        return slot == "channels"
 
     def slice_weights(self, layer, weights, masks):
         mask = masks.get("channels")

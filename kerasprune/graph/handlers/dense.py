@@ -9,7 +9,14 @@ import numpy as np
 from keras import layers
 
 from kerasprune.graph.handler import LayerHandler
-from kerasprune.graph.handlers._common import call_arg, mixes_channels, positions_along, prod, slice_named
+from kerasprune.graph.handlers._common import (
+    add_to_bias,
+    call_arg,
+    mixes_channels,
+    positions_along,
+    prod,
+    slice_named,
+)
 from kerasprune.graph.registry import register_handler
 
 
@@ -61,6 +68,12 @@ class DenseHandler(LayerHandler):
     def macs(self, layer, node):
         in_shape = tuple(node.input_tensors[0].shape)
         return prod(in_shape[1:-1]) * prod(layer.kernel.shape)
+
+    def fold_inputs(self, layer, slot, values, weights, *, exact=True):
+        """Input ``i`` constant at ``c``: the bias gains ``c * kernel[i]``."""
+        if slot != "in" or not np.any(values):
+            return super().fold_inputs(layer, slot, values, weights, exact=exact)
+        return add_to_bias(layer, weights, lambda k: np.asarray(values, np.float64) @ k)
 
 
 @register_handler(layers.Embedding)

@@ -50,6 +50,9 @@ class PerChannelHandler(LayerHandler):
             return list(weights)
         return [w[..., mask] if w.ndim >= 1 and w.shape[-1] == mask.shape[0] else w for w in weights]
 
+    def passes(self, layer, slot):
+        return slot == "channels"
+
 
 @register_handler(layers.BatchNormalization)
 class BatchNormHandler(PerChannelHandler):

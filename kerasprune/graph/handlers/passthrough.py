@@ -81,6 +81,9 @@ class RescalingHandler(PassThroughHandler):
         )
         return outs
 
+    def passes(self, layer, slot):
+        return slot == "channels"
+
     def edit_config(self, layer, config, masks):
         mask = masks.get("channels")
         if mask is None:
@@ -134,6 +137,9 @@ class RepeatVectorHandler(LayerHandler):
 @register_handler(layers.InputLayer)
 class InputLayerHandler(LayerHandler):
     """The input layer of a nested model: its ``batch_shape`` follows the pruned width."""
+
+    def passes(self, layer, slot):
+        return slot == "channels"
 
     def edit_config(self, layer, config, masks):
         mask = masks.get("channels")
