@@ -16,6 +16,7 @@ from typing import Any, Dict, List, Optional
 
 import keras
 
+from kerasprune import distribute
 from kerasprune.runs.history import HISTORY_FILE, SETTINGS_FILE, read_history
 
 __all__ = ["RunDirectory"]
@@ -59,12 +60,16 @@ class RunDirectory:
     # writing -------------------------------------------------------------
 
     def _atomic(self, final: Path, write) -> None:
+        if not distribute.is_writer():  # process 0 writes; the others wait until it has
+            distribute.barrier(f"write {final.name}")
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         # the temporary keeps the final suffix: keras only saves to names ending in .keras
         fd, tmp = tempfile.mkstemp(prefix=f".tmp-{final.stem}.", suffix=final.suffix, dir=self.path)
         os.close(fd)
         try:
-            write(tmp)
+            with distribute.alone():
+                write(tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
             os.replace(tmp, final)
@@ -72,6 +77,7 @@ class RunDirectory:
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
+        distribute.barrier(f"write {final.name}")
 
     def write_json(self, final: Path, data: Any) -> None:
         """Write ``data`` as JSON to ``final`` atomically."""
@@ -110,7 +116,7 @@ class RunDirectory:
         self.write_json(self.history_file, rows)
 
     def clean_temporaries(self) -> None:
-        """Remove temporary files left by a process killed mid-write."""
-        if self.path.exists():
+        """Remove temporary files left by a process killed mid-write (process 0 only)."""
+        if distribute.is_writer() and self.path.exists():
             for p in self.path.glob(".tmp-*"):
                 p.unlink(missing_ok=True)
