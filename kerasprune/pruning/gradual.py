@@ -22,6 +22,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
 import keras
 import numpy as np
 
+from kerasprune import distribute
 from kerasprune.backend import is_tf_dataset
 from kerasprune.callbacks.saliency import SaliencyAccumulator
 from kerasprune.errors import (
@@ -164,7 +165,11 @@ class GradualPruner:
         score_batches: batches of the training data used by data-driven criteria.
         callbacks: the caller's Keras callbacks, passed to every fine-tuning ``fit``.
         strategy: a ``tf.distribute`` strategy; each rebuilt model is created and compiled
-            in its scope, so fine-tuning runs on all its devices.
+            in its scope, so fine-tuning runs on all its devices. A
+            ``MultiWorkerMirroredStrategy`` over several workers is refused (Keras 3 cannot
+            train under it); on several machines use Keras's distribution API on JAX
+            (:mod:`kerasprune.distribute`): every process runs the same pruner on the same
+            global batches, and only process 0 writes the run directory.
         verbose: 0 silent; 1 a bar over the rounds at the start of each (``round k/n``,
             the parameters and the metrics so far) above Keras's progress bars, and one
             summary line per round; 2 the same with one line per fine-tuning epoch
@@ -199,6 +204,7 @@ class GradualPruner:
             or ``accumulate=True`` with a criterion the callback does not compute.
         SelectionError: an invalid selection option, or a shortcut that contradicts
             ``options``.
+        BackendError: a ``MultiWorkerMirroredStrategy`` over several workers.
     """
 
     def __init__(
@@ -238,6 +244,7 @@ class GradualPruner:
             raise ScheduleError(f"rounds must be >= 0, got {rounds}")
         get_criterion(criterion)
         check_method(normalization)
+        distribute.check_supported(strategy)
         if accumulate and get_criterion(criterion).accumulate is None:
             raise ImportanceError(
                 f"accumulate=True takes its scores from SaliencyAccumulator, which computes "
@@ -533,7 +540,7 @@ class GradualPruner:
 
     def _log_tensorboard(self, row: Dict[str, Any]) -> None:
         scores, self._round_scores = self._round_scores, None
-        if self.tensorboard is None:
+        if self.tensorboard is None or not distribute.is_writer():
             return
         if self._tb is None:
             from kerasprune.report.tensorboard import TensorBoardWriter

@@ -26,6 +26,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Union
 import keras
 import numpy as np
 
+from kerasprune import distribute
 from kerasprune.errors import RunError, first_line
 from kerasprune.runs import _faults
 from kerasprune.runs.history import HISTORY_FILE, SETTINGS_FILE, read_history, read_json
@@ -60,12 +61,16 @@ def _atomic(final: Path, write: Callable[[str], None], phase: Optional[str], rou
     several) belongs here.
     """
     final = Path(final)
+    if not distribute.is_writer():  # process 0 writes; the others wait until it has
+        distribute.barrier(f"write {final.name}")
+        return
     final.parent.mkdir(parents=True, exist_ok=True)
     # the temporary keeps the final suffix: keras only saves to names ending in .keras
     fd, tmp = tempfile.mkstemp(prefix=f"{_TMP_PREFIX}{final.stem}.", suffix=final.suffix, dir=final.parent)
     os.close(fd)
     try:
-        write(tmp)
+        with distribute.alone():
+            write(tmp)
         if phase is not None:
             _faults.reached(phase, round, partial=Path(tmp))
         with open(tmp, "rb+") as f:
@@ -77,6 +82,7 @@ def _atomic(final: Path, write: Callable[[str], None], phase: Optional[str], rou
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    distribute.barrier(f"write {final.name}")
 
 
 def atomic_write_text(path: PathLike, text: str, *, phase: Optional[str] = None, round: Optional[int] = None) -> None:
@@ -222,8 +228,8 @@ class RunDirectory:
         self.write_json(self.history_file, rows, phase="history_write", round=row["round"])
 
     def clean_temporaries(self) -> None:
-        """Remove temporary files left by a process killed mid-write."""
-        if self.path.exists():
+        """Remove temporary files left by a process killed mid-write (process 0 only)."""
+        if distribute.is_writer() and self.path.exists():
             for p in self.path.glob(f"{_TMP_PREFIX}*"):
                 p.unlink(missing_ok=True)
 
