@@ -3,13 +3,24 @@
 The compiled training step already computes the gradients this callback needs; it
 reuses them instead of running a second forward and backward pass. At
 ``on_train_begin`` it wraps the ``apply`` method of the model's optimizer (the method
-that ``apply_gradients`` and every Keras train step end in) with a function that hands
+that ``apply_gradients`` and every Keras train step end in, on every backend: on JAX
+``optimizer.stateless_apply`` calls it in a stateless scope) with a function that hands
 the step's ``(grads, variables)`` to a saliency *source*, which adds the step into
-non-trainable float64 ``tf.Variable`` accumulators with TensorFlow ops, and then calls
-the original ``apply``. Then it forces Keras to retrace its train function
-(``model.make_train_function(force=True)``), so the hook becomes part of the compiled
-step, with ``steps_per_execution > 1`` and ``jit_compile=True`` too. At ``on_train_end``
-the optimizer (and the model) are restored and the train function rebuilt again.
+non-trainable accumulators, and then calls the original ``apply``. Then it forces Keras
+to retrace its train function (``model.make_train_function(force=True)``), so the hook
+becomes part of the compiled step, with ``steps_per_execution > 1`` and
+``jit_compile=True`` too. At ``on_train_end`` the optimizer (and the model) are restored
+and the train function rebuilt again.
+
+Backends: TensorFlow, JAX and PyTorch. On TensorFlow the accumulators are float64
+``tf.Variable`` s written with TensorFlow ops; on JAX and PyTorch they are variables of
+the optimizer (float64; float32 on JAX without ``jax_enable_x64``) written with
+``keras.ops``, because Keras runs the JAX train step statelessly and keeps only the new
+values of the variables it passes through it
+(:class:`~kerasprune.callbacks.base.Accumulators`); they are taken out of the optimizer
+again at ``on_train_end``. ``tf.distribute`` strategies are TensorFlow's own; on JAX
+under ``keras.distribution`` the jitted step computes the global batch's gradients, but
+that case is not tested yet.
 
 Criteria: every criterion of the registry (:mod:`kerasprune.importance`) that declares
 how it is accumulated (its ``accumulate``, :func:`kerasprune.importance.accumulable_criteria`);
@@ -63,8 +74,14 @@ from typing import Dict, Iterable, List, Optional, Type
 import keras
 import numpy as np
 
-from kerasprune.backend import lazy_tensorflow, require_backend
-from kerasprune.callbacks.base import CallbackError, SaliencySource, accumulator
+from kerasprune.backend import current, lazy_tensorflow, require_backend
+from kerasprune.callbacks.base import (
+    CALLBACK_BACKENDS,
+    Accumulators,
+    CallbackError,
+    SaliencySource,
+    release_from,
+)
 from kerasprune.callbacks.feature_saliency import FeatureMapSaliency
 from kerasprune.callbacks.weight_saliency import WeightGradientSaliency
 from kerasprune.errors import KerasPruneError
@@ -80,7 +97,7 @@ from kerasprune.importance.base import (
 )
 from kerasprune.importance.normalize import check_method, normalize
 
-# imported at the first use: the callbacks run on the TensorFlow backend only (so far)
+# imported at the first use, on the TensorFlow backend only
 tf = lazy_tensorflow("the kerasprune callbacks")
 
 __all__ = ["SaliencyAccumulator", "CallbackError", "SOURCES", "accumulable_criterion"]
@@ -184,15 +201,16 @@ class SaliencyAccumulator(keras.callbacks.Callback):
         self.steps = 0
         self._source: Optional[SaliencySource] = None
         self._groups: List[ChannelGroup] = []
-        self._step_count: Optional[tf.Variable] = None
+        self._step_count = None
+        self._store: Optional[Accumulators] = None
         self._patched: Optional[tuple] = None
-        self._strategy: Optional[tf.distribute.Strategy] = None
+        self._strategy = None
 
     # -- set-up -------------------------------------------------------------------------
 
     def _check_model(self, model: keras.Model) -> PruningGraph:
         name = type(self).__name__
-        require_backend(name, "tensorflow")
+        require_backend(name, *CALLBACK_BACKENDS)
         try:
             graph = analyze(model, warn=False)
         except KerasPruneError as err:
@@ -203,6 +221,8 @@ class SaliencyAccumulator(keras.callbacks.Callback):
                 "before fit"
             )
         self._strategy = None
+        if current() != "tensorflow":
+            return graph
         strategy = getattr(model, "_distribute_strategy", None) or tf.distribute.get_strategy()
         if strategy is not tf.distribute.get_strategy() or tf.distribute.has_strategy():
             if not isinstance(strategy, tf.distribute.MirroredStrategy):
@@ -226,10 +246,19 @@ class SaliencyAccumulator(keras.callbacks.Callback):
         # the registry's criterion of that name now (it may have been re-registered)
         self._criterion = accumulable_criterion(self.criterion, type(self).__name__)
         source = SOURCES[self._criterion.accumulate.kind]
+        optimizer = model.optimizer
+        target = getattr(optimizer, "inner_optimizer", None) or optimizer
+        # accumulators left in the optimizer by a fit of this callback that raised before
+        # on_train_end
+        release_from(target, self)
+        if current() != "tensorflow" and not optimizer.built:
+            # the accumulators are optimizer variables: the optimizer's own come first
+            optimizer.build(model.trainable_variables)
+        self._store = Accumulators(target, owner=self)
         with scope:
             mirrored = self._strategy is not None
-            self._source = source(self._criterion, model, graph, self._groups, mirrored)
-            self._step_count = accumulator(tf.constant(0, tf.int64), "kp_saliency_steps")
+            self._source = source(self._criterion, model, graph, self._groups, mirrored, self._store)
+            self._step_count = self._store.zeros((), "kp_saliency_steps", integer=True)
 
     def _install(self) -> None:
         optimizer = self.model.optimizer
@@ -268,6 +297,8 @@ class SaliencyAccumulator(keras.callbacks.Callback):
             pass
         self._source.uninstall()
         self._patched = None
+        if self._store is not None:
+            self._store.release()
         self.model.make_train_function(force=True)
 
     # -- callback hooks -----------------------------------------------------------------
@@ -286,7 +317,7 @@ class SaliencyAccumulator(keras.callbacks.Callback):
         """Zero the accumulators (when resetting each epoch)."""
         if self.reset_each_epoch and self._source is not None:
             self._source.reset()
-            self._step_count.assign(0)
+            self._store.reset(self._step_count)
             self._previous = {g.name: np.zeros(g.size) for g in self._groups}
             self._previous_count = 0.0
 
@@ -332,7 +363,7 @@ class SaliencyAccumulator(keras.callbacks.Callback):
             total = {k: v / max(self._total_count, 1.0) for k, v in self._total.items()}
         self.scores = normalize(self.raw, self.normalization)
         self.cumulative = normalize(total, self.normalization)
-        self.steps = int(self._step_count.read_value().numpy())
+        self.steps = int(self._store.read(self._step_count))
         if logs is not None:
             flat = np.concatenate([s for s in self.scores.values()]) if self.scores else np.zeros(1)
             logs[f"{self.log_prefix}_min"] = float(flat.min())

@@ -15,6 +15,10 @@ criterion of :func:`kerasprune.score`. A group produced by several layers (a res
 gets per channel the mean of its producers' values (as
 :func:`kerasprune.importance.combine_layers`).
 
+On every backend (TensorFlow, JAX, PyTorch) the step runs inside the optimizer's ``apply``;
+the accumulators are those of :class:`~kerasprune.callbacks.base.Accumulators` (on JAX,
+optimizer variables, so that the stateless train step carries them).
+
 Under ``tf.distribute.MirroredStrategy`` each replica holds the gradient of its share of
 the global batch (Keras scales the loss by 1/replicas); the step all-reduces (sums) the
 gradients of the scored kernels first, so every replica computes the saliency of the
@@ -33,15 +37,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import keras
 import numpy as np
+from keras import ops
 
 from kerasprune.backend import lazy_tensorflow
-from kerasprune.callbacks.base import CallbackError, SaliencySource, accumulator, replica_context
+from kerasprune.callbacks.base import Accumulators, CallbackError, SaliencySource, replica_context
 from kerasprune.graph.groups import ChannelGroup, PruningGraph
 from kerasprune.importance.base import Criterion
 from kerasprune.importance.filters import combine_layers, filter_weights
 from kerasprune.importance.gradients import FilterBlocks, filter_step_values, tf_variable
 
-# imported at the first use: the callbacks run on the TensorFlow backend only (so far)
+# imported at the first use, on the TensorFlow backend only
 tf = lazy_tensorflow("the kerasprune callbacks")
 
 __all__ = ["WeightGradientSaliency"]
@@ -50,10 +55,10 @@ __all__ = ["WeightGradientSaliency"]
 class _Producer:
     """The filters one layer creates for one group, and its accumulator."""
 
-    def __init__(self, group: str, blocks: FilterBlocks, name: str) -> None:
+    def __init__(self, group: str, blocks: FilterBlocks, name: str, store: Accumulators) -> None:
         self.group = group
         self.blocks = blocks
-        self.acc = accumulator(tf.zeros([blocks.size], tf.float64), name)
+        self.acc = store.zeros([blocks.size], name)
 
 
 class WeightGradientSaliency(SaliencySource):
@@ -67,6 +72,7 @@ class WeightGradientSaliency(SaliencySource):
         groups: the groups to score.
         mirrored: the model trains under ``MirroredStrategy`` (variables are made in its
             scope by the caller).
+        store: where the accumulators live (default: made for the model's optimizer).
 
     Raises:
         CallbackError: a group has no filter weights, or they are not trainable.
@@ -79,7 +85,12 @@ class WeightGradientSaliency(SaliencySource):
         graph: PruningGraph,
         groups: List[ChannelGroup],
         mirrored: bool,
+        store: Optional[Accumulators] = None,
     ) -> None:
+        if store is None:
+            optimizer = model.optimizer
+            store = Accumulators(getattr(optimizer, "inner_optimizer", None) or optimizer)
+        self.store = store
         self.criterion = criterion.name
         self._reduce = criterion.accumulate.reduce
         self.groups = list(groups)
@@ -110,7 +121,7 @@ class WeightGradientSaliency(SaliencySource):
                     return i
 
                 name = f"kp_saliency_{len(self._producers)}"
-                self._producers.append(_Producer(group.name, FilterBlocks(cw, var_index), name))
+                self._producers.append(_Producer(group.name, FilterBlocks(cw, var_index), name, store))
         self._trainable = trainable
 
     def _gradients(self, grads: Sequence, variables: Sequence) -> Dict[int, tf.Tensor]:
@@ -132,8 +143,11 @@ class WeightGradientSaliency(SaliencySource):
                 by_id[id(self._trainable[i])] = g
         return by_id
 
-    def step(self, grads: Sequence, variables: Sequence, loss_scale: Optional[tf.Tensor]) -> None:
+    def step(self, grads: Sequence, variables: Sequence, loss_scale: Optional[object]) -> None:
         """Add one step's saliency into the accumulators (the gradients are unscaled)."""
+        if not self.store.on_tensorflow:
+            self._step_ops(grads, variables)
+            return
         by_id = self._gradients(grads, variables)
         flat_g: Dict[int, tf.Tensor] = {}
         flat_w: Dict[int, tf.Tensor] = {}
@@ -159,15 +173,36 @@ class WeightGradientSaliency(SaliencySource):
         for p, value in zip(self._producers, values):
             p.acc.assign_add(tf.cast(value, tf.float64))
 
+    def _step_ops(self, grads: Sequence, variables: Sequence) -> None:
+        """:meth:`step` in ``keras.ops`` (JAX, PyTorch): inside the stateless scope of a JAX
+        step a variable's ``value`` is the step's own, and ``assign_add`` is recorded there."""
+        by_id = {id(v): g for g, v in zip(grads, variables)}
+        flat_g: Dict[int, object] = {}
+        flat_w: Dict[int, object] = {}
+
+        def flats(i: int) -> Tuple[object, object]:
+            if i not in flat_g:
+                var = self._trainable[i]
+                w = ops.reshape(ops.cast(var.value, "float32"), (-1,))
+                g = by_id.get(id(var))
+                flat_g[i] = ops.zeros_like(w) if g is None else ops.reshape(ops.cast(g, "float32"), (-1,))
+                flat_w[i] = w
+            return flat_g[i], flat_w[i]
+
+        blocks = [p.blocks for p in self._producers]
+        values = filter_step_values(blocks, self._reduce, lambda i: flats(i)[0], lambda i: flats(i)[1])
+        for p, value in zip(self._producers, values):
+            p.acc.assign_add(ops.cast(value, self.store.dtype))
+
     def read(self) -> Tuple[Dict[str, np.ndarray], None]:
         """Per group, the sums over steps (the mean over its producers); no averaging."""
         per_group: Dict[str, List[np.ndarray]] = {g.name: [] for g in self.groups}
         for p in self._producers:
-            values = np.asarray(p.acc.read_value().numpy(), dtype=np.float64)
+            values = np.asarray(self.store.read(p.acc), dtype=np.float64)
             per_group[p.group].append(np.where(p.blocks.held, values, np.nan))
         return {name: np.nan_to_num(combine_layers(parts), nan=0.0) for name, parts in per_group.items()}, None
 
     def reset(self) -> None:
         """Zero every producer's accumulator."""
         for p in self._producers:
-            p.acc.assign(tf.zeros_like(p.acc))
+            self.store.reset(p.acc)
