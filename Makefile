@@ -17,7 +17,7 @@ TORCH_VERSION ?= 2.13.0
 BACKENDS ?= jax torch
 BACKEND_TESTS ?= tests/test_backends.py tests/test_analysis.py tests/test_callbacks_backends.py
 
-.PHONY: venv test demo bench bench-rebuild bench-score bench-lenet bench-latency bench-profile bench-callbacks bench-epoch-end bench-compensate bench-soft bench-torch bench-llm bench-llm-scale clean
+.PHONY: venv test demo bench bench-rebuild bench-score bench-lenet bench-latency bench-profile bench-callbacks bench-epoch-end bench-compensate bench-soft bench-torch bench-llm bench-llm-ppl bench-llm-torch bench-llm-scale clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -57,6 +57,20 @@ bench: bench-rebuild bench-score
 # and heads: parameters, MACs per token, prefill and decode latency against the original
 bench-llm: $(STAMP)
 	$(PY) bench/llm_prune.py
+
+# a character-level causal LM trained a few minutes on pydoc_data.topics (cached under
+# runs/llm_perplexity/), pruned by 30% and 50%: validation perplexity before and after
+# pruning and after the same short fine-tune
+bench-llm-ppl: $(STAMP)
+	$(PY) bench/llm_perplexity.py
+
+# Torch-Pruning's LLM pruning of the same config (Hugging Face LlamaForCausalLM), in its
+# own venv (not the test environment): torch pinned to the CPU wheel
+TP_VENV ?= ../venv-tp
+bench-llm-torch:
+	test -x $(TP_VENV)/bin/python || ($(PYTHON) -m venv $(TP_VENV) && \
+		$(TP_VENV)/bin/pip install -q "torch==$(TORCH_VERSION)" transformers torch-pruning)
+	$(TP_VENV)/bin/python bench/llm_torch.py
 
 # analyze + rebuild of a 1 B-parameter Llama-style backbone: wall time and peak memory
 # (about 4 GB for the model, float32)
