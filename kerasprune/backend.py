@@ -9,13 +9,14 @@ What needs what:
 - every backend, no TensorFlow: ``analyze``, ``rebuild``, the counters, every criterion
   of ``kp.score`` (weights, forward statistics, gradients), ``prune``,
   ``prune_for_speedup`` and :class:`~kerasprune.costs.LatencyMeter`, ``GradualPruner``
-  (scores between rounds), ``mask_weights``, ``strip``, the model zoo;
+  (scores between rounds), ``mask_weights``, ``strip``, the model zoo, and the callbacks
+  that accumulate saliency inside ``model.fit`` (``SaliencyAccumulator``,
+  ``SoftFilterPruning``: optimizer variables on JAX and PyTorch, which Keras's stateless
+  JAX step carries);
 - TensorFlow installed, any backend: the tensorflow-datasets loaders
   (:mod:`kerasprune.data`), the TensorBoard writer, SavedModel export (on the
   TensorFlow or JAX backend);
-- the TensorFlow backend: TFLite export, the callbacks that accumulate saliency inside
-  ``model.fit`` (``SaliencyAccumulator``, ``SoftFilterPruning``, ``GradualPruner``'s
-  ``accumulate=True``).
+- the TensorFlow backend: TFLite export.
 
 A feature whose needs are not met raises :class:`~kerasprune.errors.BackendError`,
 naming the extra to install or the backend to use.
