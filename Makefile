@@ -17,7 +17,7 @@ TORCH_VERSION ?= 2.13.0
 BACKENDS ?= jax torch
 BACKEND_TESTS ?= tests/test_backends.py tests/test_analysis.py tests/test_callbacks_backends.py
 
-.PHONY: venv test demo bench bench-rebuild bench-score bench-lenet bench-latency bench-profile bench-callbacks bench-epoch-end bench-compensate bench-soft bench-torch bench-llm bench-llm-ppl bench-llm-torch bench-llm-scale clean
+.PHONY: venv test demo bench bench-rebuild bench-score bench-backends bench-lenet bench-latency bench-profile bench-callbacks bench-epoch-end bench-soft bench-torch bench-llm bench-llm-ppl bench-llm-torch bench-llm-scale clean
 
 $(STAMP): setup.cfg pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -83,6 +83,10 @@ bench-rebuild: $(STAMP)
 bench-score: $(STAMP)
 	$(PY) bench/score_speed.py
 
+# scoring time on TensorFlow, JAX and PyTorch beside a training epoch, same run
+bench-backends: $(STAMP)
+	$(PY) bench/backend_scoring.py
+
 bench-lenet: $(STAMP)
 	$(PY) bench/reproduce_lenet.py
 
@@ -100,9 +104,6 @@ bench-callbacks: $(STAMP)
 
 bench-epoch-end: $(STAMP)
 	$(PY) bench/epoch_end.py --old
-
-bench-compensate: $(STAMP)
-	$(PY) bench/compensate.py
 
 bench-soft: $(STAMP)
 	$(PY) bench/soft_lenet.py --epochs 6
