@@ -12,6 +12,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "kerasprune"
 LAYERS = [
     "errors",
     "backend",
+    "distribute",
     "runs",
     "graph",
     "costs",

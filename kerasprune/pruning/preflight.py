@@ -130,7 +130,7 @@ def check_run(
             f"model '{model.name}' is compiled without a loss, so it cannot be {why}: "
             "compile it with one, model.compile(optimizer, loss, metrics)"
         )
-    if fine_tune_epochs > 0 or needs != "weights":
+    if (fine_tune_epochs > 0 or needs != "weights") and not callable(train_data):  # a function of the round's seed: read per round
         if train_data is None or not count_batches(train_data):  # 0 or not known
             first_batch(train_data, "train_data")
     batch = first_batch(val_data, "val_data")
