@@ -31,6 +31,7 @@ import contextlib
 import sys
 from typing import Any, Iterator, Optional
 
+from kerasprune import backend
 from kerasprune.errors import BackendError
 
 __all__ = [
@@ -48,15 +49,9 @@ __all__ = [
 UPSTREAM_ISSUE = "keras-team/keras#20585"
 
 
-def _keras_backend() -> str:
-    import keras
-
-    return keras.config.backend()
-
-
 def _jax_in_use() -> Any:
     """The ``jax`` module when Keras runs on it, else None (never imports JAX itself)."""
-    if "keras" not in sys.modules or _keras_backend() != "jax":
+    if "keras" not in sys.modules or backend.current() != "jax":
         return None
     return sys.modules.get("jax")
 
@@ -79,9 +74,9 @@ def initialize(coordinator_address: str, num_processes: int, process_id: int) ->
     Raises:
         BackendError: Keras does not run on JAX.
     """
-    if _keras_backend() != "jax":
+    if backend.current() != "jax":
         raise BackendError(
-            f"kerasprune.distribute.initialize needs KERAS_BACKEND=jax, not {_keras_backend()!r}"
+            f"kerasprune.distribute.initialize needs KERAS_BACKEND=jax, not {backend.current()!r}"
         )
     import jax
     import keras
