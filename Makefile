@@ -31,7 +31,7 @@ venv: $(STAMP)
 # the whole suite on TensorFlow, then the backend-neutral tests on each of BACKENDS
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -n $(PYTEST_WORKERS) -q tests
+	$(PY) -m pytest -n $(PYTEST_WORKERS) -q --durations=25 tests
 	for backend in $(BACKENDS); do \
 		echo "== KERAS_BACKEND=$$backend: $(BACKEND_TESTS)"; \
 		KERAS_BACKEND=$$backend $(PY) -m pytest -n $(PYTEST_WORKERS) -q $(BACKEND_TESTS) || exit 1; \

@@ -66,6 +66,13 @@ def _load_model(path: str):
         raise UsageError(f"cannot load {path} as a Keras model: {reason[:200]}") from None
 
 
+def _save(model, path: Path) -> None:
+    """Write ``model`` to ``path`` atomically (a kill leaves the old file or none)."""
+    from kerasprune.runs.rundir import atomic_save_model
+
+    atomic_save_model(model, path)
+
+
 def _data(args: argparse.Namespace, input_shape: Optional[Sequence[Optional[int]]]):
     """The ``(train, val)`` of the data flags (:func:`kerasprune.data.load_data`).
 
@@ -234,8 +241,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     model.fit(train, validation_data=val, epochs=args.epochs, shuffle=False,
               verbose=_verbose(args))
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    model.save(out)
+    _save(model, out)
     print(f"saved {out} (seed {args.seed})")
     return 0
 
@@ -283,8 +289,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         print(setup)
     train, val = splits
     best = pruner.run(None if resuming else model, train, val, resume=args.resume)
-    out = Path(args.dir) / "pruned.keras"
-    best.save(out)
+    out = run_dir.pruned_file  # written by the run, atomically
     baseline = _load_model(str(run_dir.checkpoint(0)))
     print(compare(baseline, best))
     print(f"pruned model: {out}")
@@ -327,9 +332,8 @@ def cmd_soft(args: argparse.Namespace) -> int:
     model.fit(train, validation_data=val, epochs=args.epochs, callbacks=[soft], shuffle=False,
               verbose=_verbose(args))
     thin = strip(model)
-    out.mkdir(parents=True, exist_ok=True)
-    model.save(out / "masked.keras")
-    thin.save(out / "pruned.keras")
+    _save(model, out / "masked.keras")
+    _save(thin, out / "pruned.keras")
     metrics = thin.evaluate(val, return_dict=True, verbose=0)
     print(compare(base, thin))
     print(" ".join(f"val_{k}={v:.4f}" for k, v in metrics.items()))
@@ -401,8 +405,7 @@ def cmd_speedup(args: argparse.Namespace) -> int:
         exclude=args.exclude or (), samples=args.samples, verbose=1,
     )
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    found.model.save(out)
+    _save(found.model, out)
     print(f"{found.ratio:.1%} of the FLOPs removed: measured {found.speedup:.2f}x faster "
           f"(FLOPs cut {found.flops_cut:.2f}x, efficiency {found.efficiency:.2f}); wrote {out}")
     return 0

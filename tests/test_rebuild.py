@@ -1,6 +1,7 @@
 """The rebuilder: exact thin models, the original untouched, configs and state carried."""
 
 import copy
+import warnings
 
 import keras
 import numpy as np
@@ -378,3 +379,23 @@ def test_thin_model_with_a_python_lambda_saves_and_loads_as_keras_allows(tmp_pat
     back = keras.models.load_model(path, safe_mode=False)
     x = rng.normal(size=(4, 6)).astype("float32")
     assert_close(back(x), thin(x))
+
+
+def _double(t):
+    return t * 2.0
+
+
+def test_saving_a_thin_model_with_a_python_lambda_to_a_run_warns_how_it_loads(tmp_path, rng):
+    from kerasprune.runs import atomic_save_model
+
+    with pytest.warns(UserWarning, match="Lambda"):
+        thin = kp.prune(randomize(_lambda_net(np.float32(0.5)), seed=1), 0.3)
+    with pytest.warns(UserWarning, match="'lam' with a Python lambda.*safe_mode=False"):
+        atomic_save_model(thin, tmp_path / "thin.keras")
+    back = keras.models.load_model(tmp_path / "thin.keras", safe_mode=False)
+    x = rng.normal(size=(4, 6)).astype("float32")
+    assert_close(back(x), thin(x))
+    named = keras.Sequential([keras.Input((3,)), keras.layers.Lambda(_double, name="double")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a named function: no warning
+        atomic_save_model(named, tmp_path / "named.keras")

@@ -197,7 +197,8 @@ def _arrays(n=24):
     ("target", kp.TargetError, "'val_auc' is never measured.*val_accuracy"),
     ("no_loss", kp.RunError, "compiled without a loss"),
     ("empty_train", kp.DatasetError, "train_data holds no examples"),
-], ids=["exclude", "target", "no_loss", "empty_train"])
+    ("target_missed", kp.TargetNotMetError, "does not meet the target before any pruning"),
+], ids=["exclude", "target", "no_loss", "empty_train", "target_missed"])
 def test_gradual_run_refuses_bad_arguments_before_writing_anything(tmp_path, case, error,
                                                                    expected):
     import tensorflow as tf
@@ -210,6 +211,8 @@ def test_gradual_run_refuses_bad_arguments_before_writing_anything(tmp_path, cas
         kwargs["exclude"] = ["nothing_here*"]
     if case == "target":
         kwargs = dict(target="val_auc>=0.5")
+    if case == "target_missed":  # a random model on 3 classes
+        kwargs = dict(target="val_accuracy>=0.99")
     if case == "no_loss":
         model.compile(optimizer="adam", metrics=["accuracy"])
     if case == "empty_train":

@@ -291,7 +291,7 @@ class GradualPruner:
             A JSON-serializable dict: the target, rounds, schedule, criterion,
             normalization, ``"options"`` (the selection options'
             :meth:`~kerasprune.SelectionOptions.get_config`), fine-tuning epochs, the
-            seed and whether scores are accumulated.
+            seed, whether scores are accumulated and the bias compensation.
         """
         return {
             "target": None if self.target is None else str(self.target),
@@ -303,6 +303,7 @@ class GradualPruner:
             "fine_tune_epochs": self.fine_tune_epochs,
             "seed": self.seed,
             "accumulate": self.accumulate,
+            "compensate": self.compensate,
         }
 
     def run(self, model: Optional[keras.Model], train_data: Any, val_data: Any, *, resume: bool = True) -> keras.Model:
@@ -442,14 +443,14 @@ class GradualPruner:
 
     def _baseline(self, model: keras.Model, val_data: Any) -> Dict[str, Any]:
         rd = self.run_dir
-        rd.write_json(rd.settings_file, self.settings())
         t0 = time.time()
         metrics = self._evaluate(model, val_data)
-        if self.target is not None and not self.target.met(metrics):
+        if self.target is not None and not self.target.met(metrics):  # before anything is written
             raise TargetNotMetError(
                 f"the model does not meet the target before any pruning: "
                 f"{self.target.metric}={metrics[self.target.metric]:.4f}, target {self.target}"
             )
+        rd.write_json(rd.settings_file, self.settings())
         row = self._row(0, model, metrics, time.time() - t0, 0.0)
         rd.save_model(model, 0, row=row)
         rd.append(row)

@@ -19,6 +19,7 @@ import io
 import json
 import os
 import tempfile
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Mapping, Optional, Union
@@ -119,6 +120,8 @@ def atomic_save_model(
         phase, round: a kill point of the resume tests (see ``kerasprune.runs._faults``).
     """
 
+    _warn_python_lambdas(model, Path(path))
+
     def write(tmp: str) -> None:
         model.save(tmp)
         if extra:
@@ -127,6 +130,30 @@ def atomic_save_model(
                     z.writestr(name, data)
 
     _atomic(Path(path), write, phase, round)
+
+
+def _python_lambdas(model: keras.Model) -> List[str]:
+    """Names of the ``Lambda`` layers in ``model`` (nested models too) whose function is a
+    Python ``lambda``: Keras saves its bytecode, and loads it only with ``safe_mode=False``."""
+    found = []
+    for layer in model._flatten_layers(include_self=False):
+        function = getattr(layer, "function", None)
+        if isinstance(layer, keras.layers.Lambda) and getattr(function, "__name__", "") == "<lambda>":
+            found.append(layer.name)
+    return found
+
+
+def _warn_python_lambdas(model: keras.Model, path: Path) -> None:
+    names = _python_lambdas(model)
+    if names:
+        warnings.warn(
+            f"kerasprune: {path.name} holds Lambda layer(s) {', '.join(repr(n) for n in names)} "
+            f"with a Python lambda, saved as bytecode: keras.models.load_model loads it only "
+            f"with safe_mode=False and on the Python version that saved it; a named function "
+            f"registered with keras.saving.register_keras_serializable loads safely",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _check_archive(path: Path, what_to_do: str) -> None:
