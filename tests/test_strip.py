@@ -123,7 +123,7 @@ def test_strip_removes_channels_whose_batchnorm_gamma_and_beta_are_zero_with_equ
         assert widths[group] == kp.analyze(model)[group].size - len(chans)
     assert removed and count_params(thin).total < count_params(model).total
     x = rng.normal(size=(4,) + tuple(model.input_shape[1:])).astype("float32")
-    np.testing.assert_allclose(np.asarray(thin(x)), np.asarray(model(x)), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(thin(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-5, rtol=1e-5)
 
 
 def test_a_residual_channel_is_dead_only_when_every_branch_sends_zero():
@@ -168,7 +168,7 @@ def test_constants_of_both_branches_of_an_add_fold_into_the_next_dense_bias_as_n
     np.testing.assert_allclose(tb, bias + carried * w[2], rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(tw, np.delete(w, 2, axis=0))
     x = rng.normal(size=(6, 5)).astype("float32")
-    np.testing.assert_allclose(np.asarray(thin(x)), np.asarray(model(x)), atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(thin(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-5)
     assert model.get_layer("out").get_weights()[1].tolist() == bias.tolist()  # untouched
 
 
@@ -195,7 +195,7 @@ def test_a_constant_folds_into_a_valid_convolution_as_its_window_sum(rng):
     np.testing.assert_allclose(tb, b2 + 0.6 * k2[:, :, 3, :].sum(axis=(0, 1)), rtol=1e-6, atol=1e-6)
     assert tk.shape == (3, 3, 4, 4)
     x = rng.normal(size=(3, 9, 9, 2)).astype("float32")
-    np.testing.assert_allclose(np.asarray(thin(x)), np.asarray(model(x)), atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(thin(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-5)
 
 
 def test_a_constant_read_by_a_padded_convolution_is_kept_its_fold_wrong_only_at_the_borders(rng):
@@ -210,7 +210,7 @@ def test_a_constant_read_by_a_padded_convolution_is_kept_its_fold_wrong_only_at_
     x = rng.normal(size=(2, 9, 9, 2)).astype("float32")
     feat = keras.Model(model.input, model.get_layer("c2").output)
     thin_feat = keras.Model(thin.input, thin.get_layer("c2").output)
-    err = np.abs(np.asarray(feat(x)) - np.asarray(thin_feat(x)))
+    err = np.abs(keras.ops.convert_to_numpy(feat(x)) - keras.ops.convert_to_numpy(thin_feat(x)))
     assert err[:, 1:-1, 1:-1].max() < 1e-5  # inside, the window sees the constant
     k2 = model.get_layer("c2").get_weights()[0]
     # numpy: at the top-left corner the padding hides the first row and column of the window
@@ -281,7 +281,7 @@ def test_prune_compensate_mean_folds_the_removed_units_mean_activation_as_numpy_
     np.testing.assert_allclose(thin.get_layer("out").get_weights()[1], expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(plain.get_layer("out").get_weights()[1], b2)
     # the outputs' mean over the scoring data is the original's (the output layer is linear)
-    np.testing.assert_allclose(np.asarray(thin(x)).mean(axis=0), np.asarray(model(x)).mean(axis=0), atol=1e-5)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(thin(x)).mean(axis=0), keras.ops.convert_to_numpy(model(x)).mean(axis=0), atol=1e-5)
 
 
 def test_prune_compensate_mean_folds_into_a_convolution_over_its_window(rng):
@@ -295,7 +295,7 @@ def test_prune_compensate_mean_folds_into_a_convolution_over_its_window(rng):
     kept = [j for j in range(6) if any(np.array_equal(k1[..., j], thin.get_layer("c1").get_weights()[0][..., i])
                                        for i in range(3))]
     gone = np.setdiff1d(np.arange(6), kept)
-    feat = np.asarray(keras.Model(model.input, model.get_layer("c1").output)(data), dtype=np.float64)
+    feat = keras.ops.convert_to_numpy(keras.Model(model.input, model.get_layer("c1").output)(data)).astype(np.float64)
     k2, b2 = model.get_layer("c2").get_weights()
     expected = b2 + feat[..., gone].mean(axis=(0, 1, 2)) @ k2[:, :, gone, :].sum(axis=(0, 1))
     np.testing.assert_allclose(thin.get_layer("c2").get_weights()[1], expected, rtol=1e-5, atol=1e-5)
@@ -309,6 +309,19 @@ def test_prune_compensate_needs_data_and_a_known_value():
         kp.prune(model, 0.5, "l1", data=np.zeros((2, 6), "float32"), compensate="median")
 
 
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, x, y, size):
+        super().__init__()
+        self.x, self.y, self.size = x, y, size
+
+    def __len__(self):
+        return len(self.x) // self.size
+
+    def __getitem__(self, i):
+        s = slice(i * self.size, (i + 1) * self.size)
+        return self.x[s], self.y[s]
+
+
 def test_gradual_pruner_compensate_mean_folds_the_removed_units_into_the_next_bias(tmp_path, rng):
     from kerasprune.pruning import GradualPruner
 
@@ -318,9 +331,7 @@ def test_gradual_pruner_compensate_mean_folds_the_removed_units_into_the_next_bi
     y = rng.normal(size=(32, 3)).astype("float32")
     pruner = GradualPruner(tmp_path / "run", rounds=1, ratio=0.25, criterion="l1", fine_tune_epochs=0,
                            compensate="mean", verbose=0)
-    import tensorflow as tf
-
-    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    data = _Batches(x, y, 8)
     thin = pruner.run(model, data, data)
     k1, b1 = model.get_layer("h").get_weights()
     w2, b2 = model.get_layer("out").get_weights()
