@@ -280,6 +280,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         normalization=args.normalization, options=_options(args),
         fine_tune_epochs=args.fine_tune_epochs, accumulate=args.accumulate,
         score_batches=args.score_batches, verbose=_verbose(args), tensorboard=args.tensorboard,
+        compensate=args.compensate, fold_constants=args.fold_constants,
     )
     if model is None:
         model = _load_model(str(run_dir.checkpoint(0)))  # for the input size of the data
@@ -852,6 +853,12 @@ def _prune_args(p: argparse.ArgumentParser) -> None:
                                       "previous fine-tuning, for", _accumulable_criteria()))
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="write TensorBoard scalars and saliency histograms per round")
+    p.add_argument("--compensate", choices=("none", "mean"), default=None,
+                   help="mean: fold each removed channel's mean activation over the scoring "
+                        "data into the next layers' biases")
+    p.add_argument("--fold-constants", action="store_true",
+                   help="also remove the channels that carry zero or a constant each round, "
+                        "folding the constant into the next biases")
     p.add_argument("--soft", action=_Moved, nargs=0,
                    moved_to="is now its own command: kerasprune soft MODEL --dir DIR --ratio R "
                             "(kerasprune soft -h)")

@@ -2,6 +2,8 @@
 biases), decided from the producer side; the masks of mask_weights are built once per
 keep-set and zero exactly the entries of the removed channels."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -343,3 +345,31 @@ def test_gradual_pruner_compensate_mean_folds_the_removed_units_into_the_next_bi
                                rtol=1e-5, atol=1e-5)
     with pytest.raises(kp.OptionError):
         GradualPruner(tmp_path / "other", rounds=1, compensate="median")
+
+
+def test_prune_and_gradual_pruner_fold_constants_remove_the_constant_channels_left_after_a_round(tmp_path, rng):
+    from kerasprune.pruning import GradualPruner
+
+    inp = keras.Input((5,))
+    h = L.Dense(6, activation="relu", name="h")(inp)
+    a = L.Dense(4, activation="tanh", name="a")(h)
+    b = L.Dense(4, activation="sigmoid", name="b")(h)
+    model = randomize(keras.Model(inp, L.Dense(3, name="out")(L.Add(name="add")([a, b]))))
+    constant_filter(model, "a", 1, 0.4)  # unit 1 of the group a+b carries
+    constant_filter(model, "b", 1, -0.2)  # tanh(0.4) + sigmoid(-0.2) whatever the input
+    x = rng.normal(size=(16, 5)).astype("float32")
+    # the round prunes h; a and b are left to fold_constants
+    opts = dict(criterion="l1", exclude=["a", "b"])
+    plain = kp.prune(model, 0.34, **opts)
+    folded = kp.prune(model, 0.34, fold_constants=True, **opts)
+    assert plain.get_layer("h").units == folded.get_layer("h").units == 4
+    assert (plain.get_layer("a").units, folded.get_layer("a").units) == (4, 3)  # the constant unit went
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(folded(x)), keras.ops.convert_to_numpy(plain(x)), atol=1e-5)
+    model.compile(optimizer="sgd", loss="mse")
+    data = _Batches(x, rng.normal(size=(16, 3)).astype("float32"), 8)
+    pruner = GradualPruner(tmp_path / "run", rounds=1, ratio=0.34, fine_tune_epochs=0,
+                           fold_constants=True, verbose=0, **opts)
+    thin = pruner.run(model, data, data)
+    assert (thin.get_layer("h").units, thin.get_layer("a").units) == (4, 3)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(thin(x)), keras.ops.convert_to_numpy(plain(x)), atol=1e-5)
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["fold_constants"] is True

@@ -25,6 +25,7 @@ import numpy as np
 from kerasprune import distribute
 from kerasprune.backend import is_tf_dataset
 from kerasprune.callbacks.saliency import SaliencyAccumulator
+from kerasprune.callbacks.strip import strip
 from kerasprune.errors import (
     ImportanceError,
     OptionError,
@@ -103,8 +104,10 @@ def _with_options(saved: Dict[str, Any]) -> Dict[str, Any]:
     """``run.json`` settings with the selection options under ``"options"``.
 
     Runs written before the options were one object hold them as separate keys; those are
-    gathered into ``"options"`` so that old and new run directories compare alike.
+    gathered into ``"options"`` so that old and new run directories compare alike; the
+    settings that came later get the value those runs had.
     """
+    saved = {"compensate": "none", "fold_constants": False, **saved}
     if "options" in saved:
         return saved
     names = SelectionOptions.fields()
@@ -187,6 +190,9 @@ class GradualPruner:
         compensate: ``"mean"`` folds each removed channel's mean activation over the
             round's scoring data into the next layers' biases (see :func:`kerasprune.prune`);
             ``None`` (the default) folds nothing.
+        fold_constants: after each round's selection, also remove the channels that
+            carry exactly zero or a constant, folding the constant into the next biases
+            (see :func:`kerasprune.prune`); the round's outputs do not change by it.
 
     Attributes:
         options: the :class:`kerasprune.SelectionOptions` every round selects with.
@@ -237,6 +243,7 @@ class GradualPruner:
         tensorboard: Optional[Union[str, Path]] = None,
         options: Optional[SelectionOptions] = None,
         compensate: Optional[str] = None,
+        fold_constants: bool = False,
     ) -> None:
         if target is None and rounds is None:
             raise TargetError("give a target (e.g. 'val_accuracy>=0.99') or a number of rounds")
@@ -276,6 +283,7 @@ class GradualPruner:
         self._tb: Any = None
         self._round_scores: Optional[Dict[str, Any]] = None  # the scores of the round being pruned
         self.compensate = check_compensate(compensate)
+        self.fold_constants = bool(fold_constants)
 
     # ------------------------------------------------------------------ public
 
@@ -291,7 +299,8 @@ class GradualPruner:
             A JSON-serializable dict: the target, rounds, schedule, criterion,
             normalization, ``"options"`` (the selection options'
             :meth:`~kerasprune.SelectionOptions.get_config`), fine-tuning epochs, the
-            seed, whether scores are accumulated and the bias compensation.
+            seed, whether scores are accumulated, the bias compensation and
+            ``fold_constants``.
         """
         return {
             "target": None if self.target is None else str(self.target),
@@ -304,6 +313,7 @@ class GradualPruner:
             "seed": self.seed,
             "accumulate": self.accumulate,
             "compensate": self.compensate,
+            "fold_constants": self.fold_constants,
         }
 
     def run(self, model: Optional[keras.Model], train_data: Any, val_data: Any, *, resume: bool = True) -> keras.Model:
@@ -535,9 +545,10 @@ class GradualPruner:
             return None
         with self._scope():
             if self.compensate == "mean":
-                data = _take(train_data, self.score_batches)
-                return rebuild_compensated(model, keep, graph, data)
-            return rebuild(model, keep, graph=graph)
+                thin = rebuild_compensated(model, keep, graph, data=_take(train_data, self.score_batches))
+            else:
+                thin = rebuild(model, keep, graph=graph)
+            return strip(thin, fold_constants=True) if self.fold_constants else thin
 
     def _log_tensorboard(self, row: Dict[str, Any]) -> None:
         scores, self._round_scores = self._round_scores, None

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Optional
 
 import keras
 
+from kerasprune.callbacks.strip import strip
 from kerasprune.errors import OptionError
 from kerasprune.graph.analysis import analyze
 from kerasprune.importance import score
@@ -49,6 +50,7 @@ def prune(
     verbose: int = 0,
     options: Optional[SelectionOptions] = None,
     compensate: Optional[str] = None,
+    fold_constants: bool = False,
 ) -> keras.Model:
     """Remove ``ratio`` of the model's neurons (or parameters, or FLOPs) in one shot.
 
@@ -89,6 +91,10 @@ def prune(
             the biases of the next Dense and convolution layers, as the notebooks of Wang
             et al. (2017) do (``b += mean * w``); ``None`` or ``"none"`` (the default)
             folds nothing. See :mod:`kerasprune.surgery.fold`.
+        fold_constants: also remove, once the selected channels are gone, every channel
+            that carries exactly zero or a constant to the layers that read it, folding
+            the constant into their biases (:func:`kerasprune.strip` with
+            ``fold_constants=True``; the outputs do not change).
 
     Returns:
         The thinner model (compiled like ``model`` if it was compiled).
@@ -116,5 +122,7 @@ def prune(
     )
     keep = select(graph, scores, ratio, model=model, options=opts)
     if compensate == "mean" and keep:
-        return rebuild_compensated(model, keep, graph, data, max_batches=max_batches)
-    return rebuild(model, keep, graph=graph)
+        thin = rebuild_compensated(model, keep, graph, data, max_batches=max_batches)
+    else:
+        thin = rebuild(model, keep, graph=graph)
+    return strip(thin, fold_constants=True) if fold_constants else thin
