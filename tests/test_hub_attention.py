@@ -172,12 +172,13 @@ HUB: Dict[str, Callable[[], keras.Model]] = {
 }
 
 # family -> (prunable head units, prunable FFN channels), both blocks together. GPT-2's
-# TransformerDecoder sets key_dim = hidden_dim // num_heads (its heads stay). Llama,
-# Qwen2 and Phi-3 attention set head_dim = hidden_dim // num_query_heads (no head_dim
-# argument): their heads stay. Gemma's FFN is two Dense-like EinsumDense gates of
+# TransformerDecoder sets key_dim = hidden_dim // num_heads (its heads stay). Qwen2 and
+# Phi-3 attention set head_dim = hidden_dim // num_query_heads (no head_dim argument):
+# their heads stay. So does Llama's, but a MistralTransformerDecoder with head_dim stated
+# stands in for its blocks (kerasprune.graph.stand_ins): its heads go, outside its class. Gemma's FFN is two Dense-like EinsumDense gates of
 # intermediate_dim // 2 units.
 COUNTS = {
-    "GPT2": (0, 64), "Bert": (4, 64), "Llama": (0, 96), "Mistral": (4, 96), "Gemma": (2, 32),
+    "GPT2": (0, 64), "Bert": (4, 64), "Llama": (4, 96), "Mistral": (4, 96), "Gemma": (2, 32),
     "Gemma_gqa": (4, 32), "Gemma3": (4, 96), "Qwen2": (0, 96), "Qwen3": (4, 96), "Phi3": (0, 96),
 }
 
@@ -188,9 +189,6 @@ NON_UNIFORM = {"heads": (1, 0), "ffn": (5, 9)}
 
 # family -> the RebuildError a non-uniform keep-set meets in surgery/ (None: rebuilt)
 NON_UNIFORM_FAILS = {
-    # LlamaTransformerDecoder.get_config() fails (keras-hub reads a missing attribute,
-    # rope_scaling_factor): the backbone cannot be serialized as a plain functional model
-    "Llama": "cannot be serialized as a plain functional model",
     # QwenTransformerDecoder.get_config() leaves out sliding_window_size: rebuilt from it,
     # its attention gets the default 4096, not the backbone's 32768 (other configs)
     "Qwen2": "fixed size",
@@ -285,7 +283,27 @@ def _reasons(graph: kp.PruningGraph, suffix: str) -> list:
     return [g.reason for g in graph.groups if g.name.endswith(suffix)]
 
 
-@pytest.mark.parametrize("family", ["Llama", "Qwen2", "Phi3"])
+def test_llama_heads_go_through_its_mistral_stand_in_and_a_uniform_selection_keeps_them(tmp_path):
+    model = hub_model("Llama")
+    graph = kp.analyze(model)
+    heads = [g for g in graph.groups if g.name.endswith("/heads")]
+    assert len(heads) == 2 and all(g.prunable for g in heads)
+    assert all("MistralTransformerDecoder stands in" in g.outside_class[0] for g in heads)
+    keep = kp.select(graph, kp.score(model, "l1", graph=graph), 0.5, scope="layerwise", uniform=True)
+    assert not any(name.endswith("/heads") for name in keep)  # the class stays LlamaBackbone
+    assert type(rebuild_quietly(model, keep, graph)) is type(model)
+    keep = {heads[0].name: [1]}  # one key/value unit (2 query heads) of block 0
+    with pytest.warns(UserWarning, match="2 blocks are rebuilt as their stand-ins "
+                                         r"\(LlamaTransformerDecoder as MistralTransformerDecoder\)"):
+        thin = kp.rebuild(model, keep, graph=graph)
+    blocks = [layer for layer in thin.layers if "transformer_layer" in layer.name]
+    assert [type(b).__name__ for b in blocks] == ["MistralTransformerDecoder"] * 2
+    assert [b.sliding_window for b in blocks] == [None, None]
+    assert [(b.num_query_heads, b.num_key_value_heads) for b in blocks] == [(2, 1), (4, 2)]
+    check_thin(model, graph, keep, thin, tmp_path / "thin.keras")
+
+
+@pytest.mark.parametrize("family", ["Qwen2", "Phi3"])
 def test_keras_hub_attention_deriving_head_dim_from_its_width_keeps_its_heads(family):
     graph = kp.analyze(HUB[family]())
     reasons = _reasons(graph, "/heads")

@@ -91,3 +91,11 @@ def test_constructor_mappings_are_registered_through_the_top_level_package():
     assert "register_constructor" in kp.__all__
     assert kp.register_constructor is constructors.register_constructor
     assert kp.graph.register_constructor is constructors.register_constructor
+
+
+def test_a_stand_in_is_registered_from_kerasprune_graph():
+    from kerasprune.graph import stand_ins
+
+    assert kp.graph.register_stand_in is stand_ins.register_stand_in
+    with pytest.raises(kp.RegistryError, match="two classes"):
+        kp.graph.register_stand_in("LlamaTransformerDecoder", object, dict)

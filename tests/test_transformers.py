@@ -117,7 +117,7 @@ def test_prune_by_parameters_removes_that_fraction_of_a_causal_lms_parameters(fa
     assert type(thin) is type(lm)
 
 
-@pytest.mark.parametrize("family", ["GPT2", "Gemma"])
+@pytest.mark.parametrize("family", ["GPT2", "Gemma", "Llama"])
 def test_non_uniform_causal_lm_is_a_plain_model_with_one_tied_embedding_equal_to_the_cut_off_original(
     family, tmp_path
 ):

@@ -51,7 +51,9 @@ Which weight entries hold which channel (:mod:`~kerasprune.graph.entries`) is de
 from each handler's own slicing. Which constructor argument of a composite layer or a
 model subclass sets which sublayer width can be stated with
 :func:`~kerasprune.graph.constructors.register_constructor` (else the rebuilder probes
-the class).
+the class); another class that computes what a block computes and can hold thinner
+widths than the block's own, with
+:func:`~kerasprune.graph.stand_ins.register_stand_in`.
 """
 
 from kerasprune.graph import handlers  # noqa: F401  (registers the built-in families)
@@ -69,6 +71,7 @@ from kerasprune.graph.handlers import PassThroughHandler, PerChannelHandler
 from kerasprune.graph.keras_graph import functional_of
 from kerasprune.graph.layout import Layout
 from kerasprune.graph.registry import handler_for, register_handler, registered_handlers
+from kerasprune.graph.stand_ins import register_stand_in, stand_in_for
 
 __all__ = [
     "analyze",
@@ -90,6 +93,8 @@ __all__ = [
     "unregister_constructor",
     "registered_constructors",
     "constructor_for",
+    "register_stand_in",
+    "stand_in_for",
     "functional_of",
     "iter_calls",
     "iter_layers",

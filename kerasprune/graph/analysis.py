@@ -30,7 +30,7 @@ from kerasprune.graph.composite import (
     trace_composite,
     traced_at_fixed_shape,
 )
-from kerasprune.graph.groups import ChannelGroup, Member, PruningGraph
+from kerasprune.graph.groups import ChannelGroup, Member, OutsideClass, PruningGraph
 from kerasprune.graph.handler import LayerRecord, NodeContext, handler_step
 from kerasprune.graph.keras_graph import (
     functional_of,
@@ -421,11 +421,13 @@ class _Analyzer:
         for root in sorted(members_of):  # the oldest source first: graph order
             srcs = members_of[root]
             reasons: List[str] = []
+            outside: List[str] = []
             blocks = 1
             for s in srcs:
                 for r in s.frozen:
-                    if r not in reasons:
-                        reasons.append(r)
+                    into = outside if isinstance(r, OutsideClass) else reasons
+                    if r not in into:
+                        into.append(str(r))
                 blocks = blocks * s.blocks // math.gcd(blocks, s.blocks)
             size = srcs[0].size
             if size % blocks:
@@ -441,6 +443,7 @@ class _Analyzer:
                     producers=producers,
                     members=[],
                     blocks=blocks,
+                    outside_class=outside,
                 )
             )
         source_group = np.array(

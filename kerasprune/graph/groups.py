@@ -11,7 +11,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import (
     Any,
     Callable,
@@ -36,7 +36,7 @@ from kerasprune.graph.entries import AxisPositions, Positions, WeightEntries, sl
 from kerasprune.graph.handler import LayerRecord, SlotMasks
 from kerasprune.graph.layout import Layout
 
-__all__ = ["Member", "ChannelGroup", "PruningGraph", "check_graph"]
+__all__ = ["Member", "ChannelGroup", "OutsideClass", "PruningGraph", "check_graph"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,13 @@ class Member:
     produced: bool = False
 
 
+class OutsideClass(str):
+    """A reason why a group's channels can be removed only with its block rebuilt as a
+    stand-in of another class (:mod:`kerasprune.graph.stand_ins`); given to
+    ``ctx.freeze`` it leaves the group prunable, and a uniform selection (which keeps
+    every class) leaves the group whole."""
+
+
 @dataclass
 class ChannelGroup:
     """A set of channels that every member must lose together.
@@ -81,6 +88,8 @@ class ChannelGroup:
         members: every place that holds them.
         blocks: the group is split into this many equal blocks that must keep the same
             number of channels each (grouped convolutions, GroupNormalization).
+        outside_class: why the group's channels can be removed only with a block rebuilt
+            as its stand-in (another class): a uniform selection leaves it whole.
     """
 
     name: str
@@ -90,6 +99,7 @@ class ChannelGroup:
     producers: List[str]
     members: List[Member]
     blocks: int = 1
+    outside_class: List[str] = field(default_factory=list)
 
     @property
     def reason(self) -> str:

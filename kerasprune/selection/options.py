@@ -202,7 +202,9 @@ class SelectionOptions:
             the same number of channels, each its own lowest-scoring ones; the scope
             chooses how many per kind (the mean of what it would remove from each).
             Then a keras-hub model, whose constructor sets one width for all its
-            blocks, is rebuilt as its own class (see :func:`kerasprune.rebuild`).
+            blocks, is rebuilt as its own class (see :func:`kerasprune.rebuild`); a
+            group that only a stand-in class can thin (``ChannelGroup.outside_class``:
+            Llama's heads) is left whole.
         hidden_size: also prune the groups whose channels are normalized together
             (``LayerNormalization`` or RMS normalization over the channel axis: the
             hidden size of a transformer, the residual stream of a ConvNeXt). Removing

@@ -146,7 +146,7 @@ def select(
             producing layer names left alone; ``hierarchy``: hierarchical shares by
             ``channels`` or ``flops``; ``method``: ``count`` or ``percentile`` (Salama et
             al. (2019), neurons only); ``uniform``: repeated groups lose the same number
-            of channels; ``hidden_size``: also prune groups normalized together.
+            of channels (groups only a stand-in can thin stay whole); ``hidden_size``: also prune groups normalized together.
         model: the analyzed model, for ``params``/``flops`` (default ``graph.model``).
         options: every selection option in one
             :class:`~kerasprune.selection.options.SelectionOptions` (default: the
@@ -182,6 +182,8 @@ def select(
     skip = graph.matching(opts.exclude, error=SelectionError)
     if not opts.hidden_size:
         skip = set(skip) | {g.name for g in graph.prunable if not g.exact}
+    if opts.uniform:  # the model keeps its classes: no group that only a stand-in can thin
+        skip = set(skip) | {g.name for g in graph.prunable if g.outside_class}
     names = [g.name for g in graph.prunable if g.name not in skip and g.name in scores]
     need_costs = opts.unit != "neurons" or opts.scope == "hierarchical"
     costs = channel_costs(graph, model, names) if need_costs else None

@@ -10,9 +10,10 @@ them (:mod:`kerasprune.surgery.constructed`), and otherwise as a plain functiona
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import warnings
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import keras
 import numpy as np
@@ -27,7 +28,9 @@ from kerasprune.graph.keras_graph import (
     has_graph_config,
     is_graph_model,
     producer_name,
+    shapes_only,
 )
+from kerasprune.graph.stand_ins import stand_in_config, stand_in_for
 from kerasprune.surgery.constructed import CallShapes, model_shapes, plain_config, same_class_config
 from kerasprune.surgery.keep import keep_masks
 from kerasprune.surgery.optimizer import carry_optimizer_state, compile_like
@@ -160,6 +163,8 @@ class _Plan:
         self.composites: List[str] = []
         #: path prefixes of nested models merged into their parent -> the parent's prefix
         self.aliases: Dict[str, str] = {}
+        #: path of each block rebuilt as its stand-in -> (its class name, the stand-in's)
+        self.stand_ins: Dict[str, Tuple[str, str]] = {}
 
     def model_config(self, model: keras.Model, path: str) -> Tuple[Optional[dict], dict]:
         """``(serialized plain model or None, config)`` to build ``model`` (at ``path``):
@@ -180,7 +185,9 @@ class _Plan:
             return None, plain_config(found[0])
         self.plain.append((path, type(model).__name__, found))
         try:
-            serialized = keras.saving.serialize_keras_object(functional_copy(model))
+            with self._serializing_stand_ins(model, path) as rewrite:
+                serialized = keras.saving.serialize_keras_object(functional_copy(model))
+            rewrite(serialized)
         except Exception as exc:
             raise RebuildError(
                 f"model {_describe(model)} builds its graph in its constructor, {found}, and "
@@ -227,6 +234,44 @@ class _Plan:
         prefix = (path + "/" if path else "") + nested + "/"
         self.aliases[prefix] = path + "/" if path else ""
 
+    @contextlib.contextmanager
+    def _serializing_stand_ins(self, model: keras.Model, path: str) -> Iterator[Any]:
+        """While ``model`` is serialized, each block of it with a stand-in
+        (:mod:`kerasprune.graph.stand_ins`) gives the stand-in's config; the function
+        yielded then writes the stand-in's class into those entries of the result."""
+        prefix = path + "/" if path else ""
+        blocks = {}
+        for sub, layer in iter_layers(model):
+            found = stand_in_for(layer)
+            if found is not None and id(layer) not in blocks:
+                blocks[id(layer)] = (prefix + sub, layer, found, stand_in_config(layer, found))
+        for _, layer, _, config in blocks.values():
+            object.__setattr__(layer, "get_config", lambda _c=config: copy.deepcopy(_c))
+        try:
+            headers = {}
+            for block_path, layer, found, config in blocks.values():
+                header = keras.saving.serialize_keras_object(found.cls.from_config(config))
+                headers[(type(layer).__name__, layer.name)] = header
+                self.stand_ins[block_path] = (type(layer).__name__, found.cls.__name__)
+
+            def rewrite(node: Any) -> None:
+                if isinstance(node, dict):
+                    cfg = node.get("config")
+                    key = (node.get("class_name"), cfg.get("name") if isinstance(cfg, dict) else None)
+                    if key in headers:
+                        for k in ("module", "class_name", "registered_name"):
+                            node[k] = headers[key].get(k)
+                    for v in node.values():
+                        rewrite(v)
+                elif isinstance(node, list):
+                    for v in node:
+                        rewrite(v)
+
+            yield rewrite
+        finally:
+            for _, layer, _, _ in blocks.values():
+                object.__delattr__(layer, "get_config")
+
     def new_path(self, path: str) -> str:
         """The path in the thin model of the original's layer at ``path``."""
         for prefix, to in self.aliases.items():
@@ -246,6 +291,8 @@ class _Plan:
                 changed.startswith(layer_path + "/") for changed in self.slot_masks
             ):
                 why = self._same_class_composite(entry, layer, layer_path)
+                if why is not None and stand_in_for(layer) is not None:
+                    why = self._stand_in_composite(entry, layer, layer_path, why)
                 if why is not None:
                     self._as_functional(entry, layer_path, why)
                     self._enter(entry["config"], layer_path)
@@ -266,8 +313,19 @@ class _Plan:
             layer.get_config()
         except Exception as exc:  # constructor arguments Keras cannot serialize
             return f"its get_config() fails ({type(exc).__name__})"
+        call = self._call_shapes(layer, path)
+        found = same_class_config(layer, *self._thin_layers(layer, path), self.custom_objects, call)
+        if isinstance(found, str):
+            return found
+        entry["config"] = plain_config(found[0])
+        self.same_class.append(path)
+        return None
+
+    def _call_shapes(self, layer: keras.layers.Layer, path: str) -> CallShapes:
+        """How composite layer ``path`` is called to be built: the shapes of what enters
+        it in the original, and thin."""
         traced = self.graph.composites[path]
-        original, shapes = [], []  # the shapes of what enters the composite, and thin
+        original, shapes = [], []
         for kt in traced.inputs:
             shape = list(kt.shape)
             original.append(tuple(shape))
@@ -276,14 +334,34 @@ class _Plan:
             if mask is not None:
                 shape[masks.axes["channels"]] = int(np.count_nonzero(mask))
             shapes.append(tuple(shape))
-        call = CallShapes(
+        return CallShapes(
             lambda new, at: call_like(layer, new, list(at)), tuple(original), tuple(shapes)
         )
-        found = same_class_config(layer, *self._thin_layers(layer, path), self.custom_objects, call)
-        if isinstance(found, str):
-            return found
-        entry["config"] = plain_config(found[0])
+
+    def _stand_in_composite(self, entry: dict, layer: keras.layers.Layer, path: str, why: str) -> Optional[str]:
+        """Rebuild composite layer ``path`` as its stand-in's class with the thin widths
+        (its own class cannot hold them: ``why``); returns None when that works, else
+        why not. The stand-in's layers pair with the original's by position, with the
+        same weight shapes."""
+        found = stand_in_for(layer)
+        call = self._call_shapes(layer, path)
+        with shapes_only():
+            base = found.cls.from_config(stand_in_config(layer, found))
+            call.call(base, call.original)
+        have, mine = model_shapes(base), model_shapes(layer)
+        if [w for _, w in have] != [w for _, w in mine]:
+            return f"{why}, and its stand-in {found.cls.__name__} holds other weights"
+        want, _ = self._thin_layers(layer, path)
+        want = [(cls, shapes) for (cls, _), (_, shapes) in zip(have, want)]
+        built = same_class_config(base, want, [None] * len(want), self.custom_objects, call)
+        if isinstance(built, str):
+            return f"{why}, and its stand-in: {built}"
+        header = keras.saving.serialize_keras_object(found.cls.from_config(built[0]))
+        for k in ("module", "class_name", "registered_name"):
+            entry[k] = header.get(k)
+        entry["config"] = plain_config(built[0])
         self.same_class.append(path)
+        self.stand_ins[path] = (type(layer).__name__, found.cls.__name__)
         return None
 
     def _as_functional(self, entry: dict, path: str, why: str) -> None:
@@ -547,6 +625,10 @@ def _culprit(
     return ""
 
 
+def _inside(path: str, prefixes: Iterable[str]) -> bool:
+    return any(path == p or path.startswith(p + "/") for p in prefixes)
+
+
 def _pairs(model: keras.Model, new: keras.Model, plan: _Plan) -> List[Tuple[str, Any, Any]]:
     """``(path, original layer, rebuilt layer)`` for every layer of ``model``.
 
@@ -574,6 +656,8 @@ def _pairs(model: keras.Model, new: keras.Model, plan: _Plan) -> List[Tuple[str,
             pass  # a plain functional model now
         elif new_layer is None and (not layer.weights or is_container(layer)):
             continue  # a composite layer's sublayer that its call never uses
+        elif new_layer is not None and _inside(path, plan.stand_ins):
+            pass  # a stand-in's layer: another class, the same weights
         elif new_layer is None or type(new_layer) is not type(layer):
             raise RebuildError(
                 f"layer '{path}' ({type(layer).__name__}) is missing from the rebuilt model"
@@ -685,6 +769,15 @@ def rebuild(
                 f"could not rebuild model '{model.name}' ({type(model).__name__}) from its "
                 f"edited config{culprit}: {type(exc).__name__}: {exc}"
             ) from exc
+    if plan.stand_ins:
+        pairs = sorted(set(plan.stand_ins.values()))
+        names = ", ".join(f"{a} as {b}" for a, b in pairs)
+        warnings.warn(
+            f"kerasprune: {len(plan.stand_ins)} blocks are rebuilt as their stand-ins "
+            f"({names}), which compute the same with the same weights: their own class "
+            "cannot hold the thin widths (see kerasprune.graph.stand_ins)",
+            stacklevel=2,
+        )
     for path, cls_name, why in plan.plain:
         warnings.warn(
             f"kerasprune: model '{path or model.name}' ({cls_name}) builds its graph in its "

@@ -56,9 +56,11 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
 import numpy as np
 from keras import layers
 
+from kerasprune.graph.groups import OutsideClass
 from kerasprune.graph.handler import LayerHandler
 from kerasprune.graph.handlers._common import call_arg, input_index, prod
 from kerasprune.graph.registry import register_handler
+from kerasprune.graph.stand_ins import stand_in_for
 
 __all__ = [
     "MultiHeadAttentionHandler",
@@ -148,6 +150,20 @@ def head_width_set_by_block(ctx) -> Optional[str]:
                 f"block '{block.name}' ({type(block).__name__}) sets the head width of "
                 f"'{ctx.path}' from its hidden width and number of heads (no head_dim "
                 "argument given), so no config of it builds fewer heads of the same width"
+            )
+    return None
+
+
+def head_width_stand_in(ctx) -> Optional[str]:
+    """Where a block enclosing the attention at ``ctx`` cannot hold fewer heads but has
+    a stand-in that states the head width (:mod:`kerasprune.graph.stand_ins`): the reason
+    its heads can go only with the block rebuilt as the stand-in, else None."""
+    for block, _ in ctx.enclosing:
+        found = stand_in_for(block)
+        if found is not None and found.head_dim is not None:
+            return OutsideClass(
+                f"block '{block.name}' ({type(block).__name__}) cannot hold fewer heads of "
+                f"the same width; {found.cls.__name__} stands in for it"
             )
     return None
 
@@ -409,19 +425,22 @@ class GroupedQueryAttentionHandler(LayerHandler):
         k = _kernel(layer, spec.key).shape
         return _Geometry(int(q[spec.heads_axis]), int(k[spec.heads_axis]), int(q[-1]))
 
+    def _derived_width(self, ctx, spec: GroupedHeads, geo: _Geometry) -> List[str]:
+        """Why the class cannot hold other heads: it derives ``head_dim`` (or nothing)."""
+        if spec.head_dim_key is not None:
+            return []
+        what = f"'{ctx.path}' ({type(ctx.layer).__name__})"
+        return [
+            f"{what} sets head_dim to its input width // num_query_heads (it has no "
+            f"head_dim argument): no config of it builds other heads or another input "
+            f"width with head_dim {geo.head_dim}"
+        ]
+
     def _stays(self, ctx, family: type, spec: GroupedHeads, geo: _Geometry) -> Tuple[List[str], List[str]]:
         """``(why the heads stay, why the input and output width stays)``."""
         layer, what = ctx.layer, f"'{ctx.path}' ({type(ctx.layer).__name__})"
-        heads: List[str] = []
-        width: List[str] = []
-        if spec.head_dim_key is None:
-            why = (
-                f"{what} sets head_dim to its input width // num_query_heads (it has no "
-                f"head_dim argument): no config of it builds other heads or another input "
-                f"width with head_dim {geo.head_dim}"
-            )
-            heads.append(why)
-            width.append(why)
+        heads: List[str] = list(self._derived_width(ctx, spec, geo))
+        width: List[str] = list(heads)
         if spec.scale_unless is not None and not getattr(layer, spec.scale_unless, True):
             why = (
                 f"{what} scales its scores by 1/sqrt(input width // num_query_heads) "
@@ -478,7 +497,10 @@ class GroupedQueryAttentionHandler(LayerHandler):
         heads = ctx.produce("heads", geo.kv_heads, q_rank - 1)
         for_heads, for_width = self._stays(ctx, family, spec, geo)
         derived = head_width_set_by_block(ctx)
-        if derived is not None:
+        stand_in = head_width_stand_in(ctx)
+        if stand_in is not None:  # the head width is the only reason the class cannot
+            for_heads = [r for r in for_heads if r not in self._derived_width(ctx, spec, geo)] + [stand_in]
+        elif derived is not None:
             for_heads = list(for_heads) + [derived]
         for reason in for_heads:
             ctx.freeze(heads, reason)

@@ -32,8 +32,9 @@ a keras-hub version without it is skipped.
 from __future__ import annotations
 
 import importlib
-from typing import List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
+import keras
 import keras_hub  # noqa: F401  (this module is imported only when keras-hub is in use)
 
 from kerasprune.graph.handlers._common import call_arg
@@ -43,8 +44,9 @@ from kerasprune.graph.handlers.attention import (
     register_grouped_attention,
 )
 from kerasprune.graph.registry import register_handler
+from kerasprune.graph.stand_ins import register_stand_in
 
-__all__ = ["CachedMultiHeadAttentionHandler", "FAMILIES", "registered_families"]
+__all__ = ["CachedMultiHeadAttentionHandler", "FAMILIES", "registered_families", "llama_as_mistral"]
 
 _MODELS = "keras_hub.src.models"
 
@@ -115,3 +117,44 @@ class CachedMultiHeadAttentionHandler(MultiHeadAttentionHandler):
 if isinstance(_CACHED_MHA, type):
     register_handler(_CACHED_MHA)(CachedMultiHeadAttentionHandler)
     _FOUND.append(_CACHED_MHA)
+
+
+# ---------------------------------------------------------------- stand-ins (stand_ins.py)
+
+_LLAMA_DECODER = _find(f"{_MODELS}.llama.llama_decoder", "LlamaTransformerDecoder")
+_MISTRAL_DECODER = _find(f"{_MODELS}.mistral.mistral_transformer_decoder", "MistralTransformerDecoder")
+
+# Llama 3's rotary frequency adjustment, which Mistral's rotary embedding does not have
+_LLAMA3_ROPE = ("rope_frequency_adjustment_factor", "rope_low_freq_factor", "rope_high_freq_factor",
+                "rope_pretraining_sequence_length")
+
+
+def llama_as_mistral(layer) -> Optional[Dict[str, Any]]:
+    """The ``MistralTransformerDecoder`` config computing what the
+    ``LlamaTransformerDecoder`` ``layer`` computes (no sliding window, the head width
+    stated), or None for a Llama 3 rotary scaling. Read from the layer's attributes:
+    keras-hub 0.32's ``LlamaTransformerDecoder.get_config`` raises AttributeError."""
+    if any(getattr(layer, k, None) is not None for k in _LLAMA3_ROPE):
+        return None
+    attention = layer._self_attention_layer
+    head_dim = int(attention._query_dense.kernel.shape[-1])
+    return {
+        "name": layer.name,
+        "trainable": layer.trainable,
+        "dtype": keras.saving.serialize_keras_object(layer.dtype_policy),
+        "intermediate_dim": int(layer.intermediate_dim),
+        "num_query_heads": int(layer.num_query_heads),
+        "num_key_value_heads": int(layer.num_key_value_heads),
+        "rope_max_wavelength": layer.rope_max_wavelength,
+        "rope_scaling_factor": layer.rope_position_scaling_factor,
+        "activation": keras.activations.serialize(layer.activation),
+        "layer_norm_epsilon": layer.layer_norm_epsilon,
+        "kernel_initializer": keras.initializers.serialize(layer.kernel_initializer),
+        "sliding_window": None,
+        "dropout": layer.dropout,
+        "head_dim": head_dim,
+    }
+
+
+if isinstance(_LLAMA_DECODER, type) and isinstance(_MISTRAL_DECODER, type):
+    register_stand_in(_LLAMA_DECODER, _MISTRAL_DECODER, llama_as_mistral, head_dim="head_dim")
