@@ -11,7 +11,7 @@ the same widths and the same weights except biases, and counts the layers whose 
 compensation changed.
 
     .venv/bin/python bench/compensate.py [--ratios 0.3 0.5 0.7] [--criterion aaws]
-        [--dir runs/compensate] [--lenet-epochs 3] [--resnet-width 8] [--resnet-epochs 2] [--resnet-take 10000]
+        [--dir runs/compensate] [--lenet-epochs 3] [--resnet-width 8] [--resnet-epochs 4] [--resnet-take 10000]
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def main() -> int:
     p.add_argument("--resnet-depth", type=int, default=20)
     p.add_argument("--resnet-width", type=int, default=8,
                    help="filters of the ResNet's first stage (the CIFAR ResNets have 16)")
-    p.add_argument("--resnet-epochs", type=int, default=2)
+    p.add_argument("--resnet-epochs", type=int, default=4)
     p.add_argument("--resnet-take", type=int, default=10000,
                    help="train the ResNet on the first this many MNIST training images")
     p.add_argument("--score-batches", type=int, default=20,
