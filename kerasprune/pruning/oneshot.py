@@ -89,8 +89,9 @@ def prune(
         compensate: ``"mean"`` folds each removed channel's mean activation over
             ``data`` (every example and position, at most ``max_batches`` batches) into
             the biases of the next Dense and convolution layers, as the notebooks of Wang
-            et al. (2017) do (``b += mean * w``); ``None`` or ``"none"`` (the default)
-            folds nothing. See :mod:`kerasprune.surgery.fold`.
+            et al. (2017) do (``b += mean * w``); a layer without a bias (a convolution
+            followed by BatchNormalization) is not compensated. ``None`` or ``"none"``
+            (the default) folds nothing. See :mod:`kerasprune.surgery.fold`.
         fold_constants: also remove, once the selected channels are gone, every channel
             that carries exactly zero or a constant to the layers that read it, folding
             the constant into their biases (:func:`kerasprune.strip` with

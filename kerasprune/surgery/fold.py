@@ -399,8 +399,9 @@ def rebuild_compensated(
 ) -> keras.Model:
     """:func:`kerasprune.rebuild` that folds each removed channel's mean input (over
     ``data``) into the biases of the layers that read it (Wang et al. (2017)'s notebooks:
-    ``b += mean * w``). Layers that cannot fold (grouped convolutions, attention) are
-    left as rebuild leaves them; a padded convolution folds as if unpadded.
+    ``b += mean * w``). Layers that cannot fold (without a bias, such as a convolution
+    followed by BatchNormalization; grouped convolutions, attention) are left as rebuild
+    leaves them; a padded convolution folds as if unpadded.
 
     Args:
         model: the analyzed model; not modified.
