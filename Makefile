@@ -65,12 +65,24 @@ bench-llm-ppl: $(STAMP)
 	$(PY) bench/llm_perplexity.py
 
 # Torch-Pruning's LLM pruning of the same config (Hugging Face LlamaForCausalLM), in its
-# own venv (not the test environment): torch pinned to the CPU wheel
+# own venv (not the test environment): torch pinned to the CPU wheel, and the versions
+# that work together (torch-pruning 1.6.x never finishes building this model's
+# dependency groups; transformers 5 is not what Torch-Pruning's examples/LLMs target).
+# The stamp names the versions, so a venv with others is reinstalled.
 TP_VENV ?= ../venv-tp
-bench-llm-torch:
-	test -x $(TP_VENV)/bin/python || ($(PYTHON) -m venv $(TP_VENV) && \
-		$(TP_VENV)/bin/pip install -q "torch==$(TORCH_VERSION)" transformers torch-pruning)
-	$(TP_VENV)/bin/python bench/llm_torch.py
+TP_TRANSFORMERS ?= 4.47.1
+TP_TORCH_PRUNING ?= 1.5.2
+TP_STAMP := $(TP_VENV)/.kerasprune-torch$(TORCH_VERSION)-transformers$(TP_TRANSFORMERS)-tp$(TP_TORCH_PRUNING)
+$(TP_STAMP):
+	test -x $(TP_VENV)/bin/python || $(PYTHON) -m venv $(TP_VENV)
+	$(TP_VENV)/bin/python -m pip install -q "torch==$(TORCH_VERSION)" \
+		"transformers==$(TP_TRANSFORMERS)" "torch-pruning==$(TP_TORCH_PRUNING)"
+	touch $@
+
+# TP_ARGS: e.g. --threads 1 on a shared machine (the README's table)
+TP_ARGS ?=
+bench-llm-torch: $(TP_STAMP)
+	$(TP_VENV)/bin/python bench/llm_torch.py $(TP_ARGS)
 
 # analyze + rebuild of a 1 B-parameter Llama-style backbone: wall time and peak memory
 # (about 4 GB for the model, float32)

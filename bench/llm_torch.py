@@ -1,17 +1,28 @@
 """Torch-Pruning's LLM pruning of the config of ``bench/llm_prune.py``, in PyTorch.
 
-Runs in its own venv (``make bench-llm-torch`` creates ``/work/venv-tp``-style
-``$(TP_VENV)`` with torch 2.13.0 CPU, transformers and torch-pruning), not in the test
-environment. A Hugging Face ``LlamaForCausalLM`` of the same shape (vocabulary 8000,
-6 blocks, hidden 384, FFN 1536, 8:4 heads, untied embeddings; random weights, float32)
-is pruned the way Torch-Pruning's ``examples/LLMs`` prunes a Llama: ``BasePruner`` with
+Runs in its own venv (``make bench-llm-torch`` creates ``$(TP_VENV)`` with torch 2.13.0
+CPU, transformers 4.47.1 and torch-pruning 1.5.2), not in the test environment. A Hugging
+Face ``LlamaForCausalLM`` of the same shape (vocabulary 8000, 6 blocks, hidden 384, FFN
+1536, 8:4 heads, head size 48, untied embeddings; random weights, float32) is pruned the
+way Torch-Pruning's ``examples/LLMs/prune_llm.py`` prunes a Llama: ``BasePruner`` (the
+``MetaPruner`` of the example) with ``GroupMagnitudeImportance(p=2)``,
 ``global_pruning=False`` (every layer the same ratio), ``num_heads`` for q/k/v,
 ``prune_num_heads=True``, ``prune_head_dims=False``, ``head_pruning_ratio`` = the ratio,
-``lm_head`` ignored; the embedding is ignored as well, so the hidden size stays as on
-the kerasprune side. Reported: parameters, and prefill (``--prompt`` tokens) and decode
-step latency (batch 1, ``torch.inference_mode``, KV cache), medians of interleaved
-samples, as ratios to the unpruned original of the same run. A pruning that does not
-finish within ``--prune-timeout`` seconds is reported as such.
+``lm_head`` ignored; the token embedding is ignored as well, so the hidden size stays as
+on the kerasprune side. After pruning, the attention modules and the config get their
+new head counts and sizes (as the example does), and each thin model must run a forward
+pass and ``generate()``.
+
+Reported: parameters; multiply-adds per token of the projections (every ``nn.Linear``
+kernel, ``lm_head`` included: what ``bench/llm_prune.py`` counts); prefill (``--prompt``
+tokens, batch 1) and one decode step with the key/value cache of that prompt
+(``torch.inference_mode``), medians of ``--samples`` interleaved samples of ``--calls``
+calls, as ratios to the unpruned original of the same run; and the pruning wall time
+(``BasePruner`` construction, which traces the model and builds the dependency graph,
+plus ``step()``). A pruning that does not finish within ``--prune-timeout`` seconds is
+reported as such (torch-pruning 1.6.1 never finishes this model: its
+``DependencyGraph._fix_dependency_graph_non_recursive`` keeps adding index sets for the
+q/k projections' group, through the rotary embedding's slices).
 """
 
 from __future__ import annotations
@@ -24,10 +35,15 @@ import signal
 import statistics
 import sys
 import time
+from importlib.metadata import version
 
 
 class Timeout(Exception):
     pass
+
+
+def _raise_timeout(*_):
+    raise Timeout()
 
 
 def machine() -> str:
@@ -39,11 +55,47 @@ def machine() -> str:
     return f"{cpu}, {len(os.sched_getaffinity(0))} usable cores, {platform.system()} {platform.release()}"
 
 
+def linear_macs(model) -> int:
+    import torch
+
+    return sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def prune(model, cfg, ids, ratio: float):
+    """Prune ``model`` in place as Torch-Pruning's LLM example does; fix its head counts."""
+    import torch_pruning as tp
+
+    heads = {}
+    for layer in model.model.layers:
+        a = layer.self_attn
+        heads[a.q_proj] = cfg.num_attention_heads
+        heads[a.k_proj] = heads[a.v_proj] = cfg.num_key_value_heads
+    pruner = tp.pruner.BasePruner(
+        model, example_inputs=ids, importance=tp.importance.GroupMagnitudeImportance(p=2),
+        global_pruning=False, pruning_ratio=ratio,
+        ignored_layers=[model.lm_head, model.model.embed_tokens], num_heads=heads,
+        prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=ratio,
+        output_transform=lambda out: out.logits,
+    )
+    pruner.step()
+    head_dim = cfg.head_dim
+    for layer in model.model.layers:  # the attention modules read their head counts
+        a, mlp = layer.self_attn, layer.mlp
+        a.hidden_size = a.q_proj.in_features
+        a.num_heads = a.q_proj.out_features // head_dim
+        a.num_key_value_heads = a.k_proj.out_features // head_dim
+        a.num_key_value_groups = a.num_heads // a.num_key_value_heads
+        mlp.hidden_size, mlp.intermediate_size = mlp.gate_proj.in_features, mlp.gate_proj.out_features
+    a, mlp = model.model.layers[0].self_attn, model.model.layers[0].mlp
+    c = model.config  # one object, shared by the layers; deepcopy keeps the sharing
+    c.hidden_size, c.intermediate_size = model.lm_head.in_features, mlp.intermediate_size
+    c.num_attention_heads, c.num_key_value_heads = a.num_heads, a.num_key_value_heads
+    return model
+
+
 def main(argv) -> int:
     import torch
-    import torch_pruning as tp
-    import transformers
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--layers", type=int, default=6)
@@ -64,76 +116,79 @@ def main(argv) -> int:
     torch.manual_seed(0)
     original = LlamaForCausalLM(cfg).eval()
     ids = torch.randint(1, cfg.vocab_size, (1, args.prompt))
-    models, notes = {"original": original}, []
+    models, prune_s, notes = {"original": original}, {}, []
     for ratio in args.ratios:
+        name = f"-{ratio:.0%} FFN units and heads"
+        print(f"pruning {ratio:.0%} ...", file=sys.stderr)
         m = copy.deepcopy(original)
-        heads = {}
-        for layer in m.model.layers:
-            a = layer.self_attn
-            heads[a.q_proj] = cfg.num_attention_heads
-            heads[a.k_proj] = heads[a.v_proj] = cfg.num_key_value_heads
-        signal.signal(signal.SIGALRM, lambda *_: (_ for _ in ()).throw(Timeout()))
+        signal.signal(signal.SIGALRM, _raise_timeout)
         signal.alarm(args.prune_timeout)
         start = time.perf_counter()
         try:
-            pruner = tp.pruner.BasePruner(
-                m, example_inputs=ids, importance=tp.importance.GroupMagnitudeImportance(p=2),
-                global_pruning=False, pruning_ratio=ratio,
-                ignored_layers=[m.lm_head, m.model.embed_tokens], num_heads=heads,
-                prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=ratio,
-                output_transform=lambda out: out.logits,
-            )
-            pruner.step()
+            prune(m, cfg, ids, ratio)
         except Timeout:
-            notes.append(f"-{ratio:.0%}: Torch-Pruning did not finish within {args.prune_timeout} s "
-                         f"(in {time.perf_counter() - start:.0f} s)")
+            notes.append(f"{name}: Torch-Pruning did not finish within {args.prune_timeout} s")
             print(notes[-1], file=sys.stderr)
             continue
         finally:
             signal.alarm(0)
-        for layer in m.model.layers:  # the attention modules read their head counts
-            a = layer.self_attn
-            a.num_heads = pruner.num_heads[a.q_proj]
-            a.num_key_value_heads = pruner.num_heads[a.k_proj]
-            a.num_key_value_groups = a.num_heads // a.num_key_value_heads
-        models[f"-{ratio:.0%}"] = m
+        prune_s[name] = time.perf_counter() - start
+        with torch.inference_mode():  # the thin model must still run, and generate
+            logits = m(ids).logits
+            out = m.generate(ids, max_new_tokens=8, do_sample=False, pad_token_id=0)
+        assert logits.shape == (1, args.prompt, cfg.vocab_size) and torch.isfinite(logits).all()
+        assert out.shape == (1, args.prompt + 8), out.shape
+        print(f"  {prune_s[name]:.1f} s; forward and generate() run", file=sys.stderr)
+        models[name] = m.eval()
 
     def prefill(m):
+        cache = DynamicCache()
         with torch.inference_mode():
-            return m(ids, use_cache=True).past_key_values
+            m(ids, past_key_values=cache, use_cache=True)
+        return cache
 
     caches = {n: prefill(m) for n, m in models.items()}
+    token = ids[:, -1:]
     times = {n: {"prefill": [], "decode": []} for n in models}
-    for _ in range(args.samples):
-        for n, m in models.items():
+    for i in range(args.samples):
+        print(f"sample {i + 1}/{args.samples}", file=sys.stderr)
+        for n, m in models.items():  # interleaved: drift on a shared machine hits all alike
             with torch.inference_mode():
                 t = time.perf_counter()
                 for _ in range(args.calls):
-                    m(ids, use_cache=True)
+                    m(ids, use_cache=False)
                 times[n]["prefill"].append((time.perf_counter() - t) / args.calls)
-                t = time.perf_counter()
+                total = 0.0
                 for _ in range(args.calls):
-                    c = copy.deepcopy(caches[n])
-                    m(ids[:, -1:], past_key_values=c, use_cache=True)
-                times[n]["decode"].append((time.perf_counter() - t) / args.calls)
+                    t = time.perf_counter()
+                    m(token, past_key_values=caches[n], use_cache=True)
+                    total += time.perf_counter() - t
+                    caches[n].crop(args.prompt)  # back to the prompt's cache, untimed
+                times[n]["decode"].append(total / args.calls)
     base_params = sum(q.numel() for q in original.parameters())
+    base_macs = linear_macs(original)
     base = {k: statistics.median(v) for k, v in times["original"].items()}
-    print(f"LlamaForCausalLM: vocabulary 8000, {args.layers} blocks, hidden 384, FFN 1536, "
-          f"heads 8:4; random weights, float32, batch 1, prompt {args.prompt}")
-    print("model | FFN / heads | params (ratio) | prefill (ratio) | decode step (ratio)")
+    print(f"LlamaForCausalLM: vocabulary {cfg.vocab_size}, {args.layers} blocks, hidden 384, "
+          f"FFN 1536, heads 8:4 (query:kv); random weights, float32, batch 1, prompt {args.prompt}")
+    print("| model | FFN / heads | params | MACs/token | prefill | decode step | pruning |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for n, m in models.items():
-        a, mlp = m.model.layers[0].self_attn, m.model.layers[0].mlp
-        params = sum(q.numel() for q in m.parameters())
+        c = m.config
+        params, macs = sum(q.numel() for q in m.parameters()), linear_macs(m)
         med = {k: statistics.median(v) for k, v in times[n].items()}
-        print(f"{n} | {mlp.up_proj.out_features} / {a.q_proj.out_features // 48}:"
-              f"{a.k_proj.out_features // 48} | {params / 1e6:.2f} M ({params / base_params:.2f}) | "
+        print(f"| {n} | {c.intermediate_size} / {c.num_attention_heads}:{c.num_key_value_heads} | "
+              f"{params / 1e6:.2f} M ({params / base_params:.2f}) | "
+              f"{macs / 1e6:.2f} M ({macs / base_macs:.2f}) | "
               f"{med['prefill'] * 1e3:.2f} ms ({med['prefill'] / base['prefill']:.2f}) | "
-              f"{med['decode'] * 1e3:.2f} ms ({med['decode'] / base['decode']:.2f})")
+              f"{med['decode'] * 1e3:.2f} ms ({med['decode'] / base['decode']:.2f}) | "
+              + (f"{prune_s[n]:.1f} s |" if n in prune_s else "|"))
     for note in notes:
         print(note)
+    print(f"\nmedians of {args.samples} interleaved samples of {args.calls} calls each, "
+          f"{torch.get_num_threads()} threads")
     print(f"machine: {machine()}")
     print(f"versions: python {platform.python_version()}, torch {torch.__version__}, "
-          f"transformers {transformers.__version__}, torch-pruning {tp.__version__}")
+          f"transformers {version('transformers')}, torch-pruning {version('torch-pruning')}")
     return 0
 
 
