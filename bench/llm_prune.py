@@ -68,7 +68,9 @@ def build(args: argparse.Namespace) -> keras.Model:
 def projection_macs(lm: keras.Model) -> int:
     """Multiply-adds per token of every Dense/EinsumDense kernel and the output embedding."""
     total = 0
-    for _, layer in kerasprune.graph.composite.iter_layers(lm):
+    # every sublayer, the attention layers' own projections included (iter_layers stops
+    # at a layer with a handler)
+    for layer in lm._flatten_layers(include_self=False):
         if isinstance(layer, (keras.layers.Dense, keras.layers.EinsumDense)):
             total += int(np.prod(layer.kernel.shape))
     embedding = lm.backbone.token_embedding
