@@ -2,16 +2,16 @@
 
 Not a test: prints a table. LeNet-5 and a CIFAR ResNet (ResNet-20 with 8-16-32 filters by
 default, on 28x28x1 inputs) are trained briefly on MNIST (Adam; cached under ``--dir``, trained again only
-when missing), then each is pruned in one shot at each ratio (global AAWS by default, the
-same scoring data in every call) with and without ``compensate="mean"``, which folds each
-removed channel's mean input, over the scoring data, into the biases of the layers that
+when missing), then each is pruned in one shot at each ratio with each criterion (global
+AAWS and global ``std_response`` by default, the same scoring data in every call) with and
+without ``compensate="mean"``, which folds each removed channel's mean input, over the scoring data, into the biases of the layers that
 read it (``b += mean * w``). No fine-tuning: the test error is the pruned model's as
 rebuilt. Both columns prune the same channels: the script checks that the two models have
 the same widths and the same weights except biases, and counts the layers whose bias
 compensation changed.
 
-    .venv/bin/python bench/compensate.py [--ratios 0.3 0.5 0.7] [--criterion aaws]
-        [--dir runs/compensate] [--lenet-epochs 3] [--resnet-width 8] [--resnet-epochs 4] [--resnet-take 10000]
+    .venv/bin/python bench/compensate.py [--ratios 0.3 0.5 0.7] [--criteria aaws std_response]
+        [--models lenet resnet] [--dir runs/compensate] [--lenet-epochs 3] [--resnet-width 8] [--resnet-epochs 4] [--resnet-take 10000]
 """
 
 from __future__ import annotations
@@ -74,7 +74,9 @@ def only_biases_differ(plain: keras.Model, comp: keras.Model) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ratios", nargs="+", type=float, default=[0.3, 0.5, 0.7])
-    p.add_argument("--criterion", default="aaws")
+    p.add_argument("--criteria", nargs="+", default=["aaws", "std_response"],
+                   help="criteria to prune with, one row per criterion and ratio")
+    p.add_argument("--models", nargs="+", choices=["lenet", "resnet"], default=["lenet", "resnet"])
     p.add_argument("--scope", default="global")
     p.add_argument("--dir", default="runs/compensate", help="where the trained models are cached")
     p.add_argument("--lenet-epochs", type=int, default=3)
@@ -92,33 +94,36 @@ def main() -> int:
     start = time.time()
     out = Path(args.dir)
     depth = args.resnet_depth
-    models = [
-        ("LeNet-5", trained(out / "lenet5.keras", lenet5, args.lenet_epochs, None, args.seed)),
-        (f"ResNet-{depth}", trained(out / f"resnet{depth}_w{args.resnet_width}.keras",
-                                    lambda: cifar_resnet(depth, input_shape=(28, 28, 1), width=args.resnet_width),
-                                    args.resnet_epochs, args.resnet_take, args.seed)),
-    ]
+    models = []
+    if "lenet" in args.models:
+        models.append(("LeNet-5", trained(out / "lenet5.keras", lenet5, args.lenet_epochs, None, args.seed)))
+    if "resnet" in args.models:
+        models.append((f"ResNet-{depth}", trained(
+            out / f"resnet{depth}_w{args.resnet_width}.keras",
+            lambda: cifar_resnet(depth, input_shape=(28, 28, 1), width=args.resnet_width),
+            args.resnet_epochs, args.resnet_take, args.seed)))
     score_data = load_dataset("mnist", "train", batch_size=128, take=128 * args.score_batches)
     test = load_dataset("mnist", "test", batch_size=500)
     rows = []
     for name, model in models:
         t0 = time.time()
         params0 = model.count_params()
-        rows.append((name, "baseline", "100.0%", f"{error(model, test):.2f}", "", ""))
-        for ratio in args.ratios:
-            kw = dict(criterion=args.criterion, scope=args.scope, data=score_data, max_batches=args.score_batches)
-            plain = kp.prune(model, ratio, **kw)
-            comp = kp.prune(model, ratio, compensate="mean", **kw)
-            changed = only_biases_differ(plain, comp)
-            rows.append((
-                name, f"{ratio:.0%}", f"{100.0 * plain.count_params() / params0:.1f}%",
-                f"{error(plain, test):.2f}", f"{error(comp, test):.2f}", str(changed),
-            ))
+        rows.append((name, "", "baseline", "100.0%", f"{error(model, test):.2f}", "", ""))
+        for criterion in args.criteria:
+            for ratio in args.ratios:
+                kw = dict(criterion=criterion, scope=args.scope, data=score_data, max_batches=args.score_batches)
+                plain = kp.prune(model, ratio, **kw)
+                comp = kp.prune(model, ratio, compensate="mean", **kw)
+                changed = only_biases_differ(plain, comp)
+                rows.append((
+                    name, criterion, f"{ratio:.0%}", f"{100.0 * plain.count_params() / params0:.1f}%",
+                    f"{error(plain, test):.2f}", f"{error(comp, test):.2f}", str(changed),
+                ))
         print(f"{name}: pruned and evaluated in {time.time() - t0:.0f}s", file=sys.stderr, flush=True)
-    header = ("model", "channels removed", "params left", "test error %",
+    header = ("model", "criterion", "channels removed", "params left", "test error %",
               'test error % compensate="mean"', "layers with a compensated bias")
-    print_table(header, rows, left=2)
-    print(f"\none-shot kp.prune(model, ratio, criterion={args.criterion!r}, scope={args.scope!r}), no "
+    print_table(header, rows, left=3)
+    print(f"\none-shot kp.prune(model, ratio, criterion in {args.criteria}, scope={args.scope!r}), no "
           f"fine-tuning; scoring data and means: the first {128 * args.score_batches} MNIST training images; "
           f"LeNet-5 trained {args.lenet_epochs} epochs on MNIST, ResNet-{depth} (width {args.resnet_width}) "
           f"{args.resnet_epochs} epochs on {args.resnet_take} images (Adam, batch 128, seed {args.seed}); test error on the 10,000 test "
