@@ -373,3 +373,19 @@ def test_prune_and_gradual_pruner_fold_constants_remove_the_constant_channels_le
     assert (thin.get_layer("h").units, thin.get_layer("a").units) == (4, 3)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(thin(x)), keras.ops.convert_to_numpy(plain(x)), atol=1e-5)
     assert json.loads((tmp_path / "run" / "run.json").read_text())["fold_constants"] is True
+
+
+def test_compensate_mean_after_flatten_replaces_each_removed_position_by_its_own_mean(rng):
+    inp = keras.Input((6, 6, 2))
+    c = L.Conv2D(4, 3, activation="relu", name="c")(inp)
+    model = randomize(keras.Model(inp, L.Dense(3, name="d")(L.Flatten()(c))))
+    x = rng.normal(size=(30, 6, 6, 2)).astype("float32")
+    thin = kp.prune(model, 0.25, "l1", data=x, compensate="mean")
+    k1 = model.get_layer("c").get_weights()[0]
+    gone = [j for j in range(4) if not any(np.array_equal(k1[..., j], t)
+                                           for t in np.moveaxis(thin.get_layer("c").get_weights()[0], -1, 0))]
+    assert len(gone) == 1
+    feat = keras.ops.convert_to_numpy(keras.Model(inp, c)(x)).astype(np.float64)
+    feat[..., gone] = feat[..., gone].mean(axis=0)  # numpy: the mean of each position, not the channel's
+    k, b = model.get_layer("d").get_weights()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(thin(x)), feat.reshape(30, -1) @ k + b, atol=1e-4)
