@@ -15,7 +15,8 @@ PYTEST_WORKERS ?= 2
 # torch pin is a CPU wheel here; an unpinned torch pulls a multi-GB CUDA build).
 TORCH_VERSION ?= 2.13.0
 BACKENDS ?= jax torch
-BACKEND_TESTS ?= tests/test_backends.py tests/test_analysis.py tests/test_callbacks_backends.py tests/test_strip_backends.py
+BACKEND_TESTS ?= tests/test_backends.py tests/test_analysis.py tests/test_callbacks_backends.py \
+	tests/test_strip_backends.py tests/test_gradual_backends.py
 
 .PHONY: venv test demo bench bench-rebuild bench-score bench-backends bench-lenet bench-latency bench-profile bench-callbacks bench-epoch-end bench-soft bench-compensate bench-torch bench-llm bench-llm-ppl bench-llm-torch bench-llm-scale clean
 

@@ -9,7 +9,7 @@ own training epoch (median of ``--repeats``), so the figures compare what scorin
 against what the user already pays to fine-tune, not one backend's speed against
 another's. Prints the table with the machine and versions.
 
-    python bench/backend_scoring.py [--batches 40] [--batch-size 64] [--repeats 3]
+    python bench/backend_scoring.py [--batches 20] [--batch-size 64] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -48,18 +48,20 @@ res = {"epoch": timed(lambda: model.fit(x, y, batch_size=batch_size, epochs=1, v
 for c in %r:
     kp.score(model, c, data=(x[:batch_size], y[:batch_size]), batch_size=batch_size, graph=graph)  # first call builds and compiles
     res[c] = timed(lambda c=c: kp.score(model, c, data=(x, y), batch_size=batch_size, graph=graph))
+res["library"] = keras.config.backend()  # also the name of its package
+res["version"] = __import__(res["library"]).__version__
 print(json.dumps(res))
 """ % (CRITERIA,)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batches", type=int, default=40)
+    parser.add_argument("--batches", type=int, default=20)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", default="tensorflow,jax,torch")
     args = parser.parse_args()
-    rows = []
+    rows, libraries = [], []
     for backend in args.backends.split(","):
         env = dict(os.environ, KERAS_BACKEND=backend, JAX_PLATFORMS="cpu")
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
@@ -71,12 +73,13 @@ def main() -> None:
             rows.append([backend, "failed: " + done.stderr.strip().splitlines()[-1][:80]] + [""] * len(CRITERIA))
             continue
         res = json.loads(done.stdout.strip().splitlines()[-1])
-        rows.append([backend, f"{res['epoch']:.2f} s"] + [f"{res[c] / res['epoch']:.2f}x" for c in CRITERIA])
+        libraries.append(f"{res['library']} {res['version']}")
+        rows.append([backend, f"{res['epoch']:.2f} s"] + [f"{res[c] / res['epoch']:.3f}x" for c in CRITERIA])
     print(f"LeNet-5, one epoch of {args.batches} batches of {args.batch_size} (28x28x1), "
           f"scoring over the same batches; median of {args.repeats}")
     print_table(["backend", "epoch"] + [f"{c} / epoch" for c in CRITERIA], rows)
     print(machine())
-    print(versions())
+    print(versions() + "; backends: " + ", ".join(libraries))
 
 
 if __name__ == "__main__":

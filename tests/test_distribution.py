@@ -51,7 +51,6 @@ WORKER = textwrap.dedent(
     import numpy as np
     import tensorflow as tf
     from kerasprune import GradualPruner
-    keras.config.disable_traceback_filtering()
     if count > 1:
         devices = keras.distribution.list_devices()
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
