@@ -289,6 +289,9 @@ def test_llama_heads_go_through_its_mistral_stand_in_and_a_uniform_selection_kee
     heads = [g for g in graph.groups if g.name.endswith("/heads")]
     assert len(heads) == 2 and all(g.prunable for g in heads)
     assert all("MistralTransformerDecoder stands in" in g.outside_class[0] for g in heads)
+    lines = []
+    graph.summary(print_fn=lines.append, show_frozen=False)
+    assert sum(" yes* " in line for line in lines) == 2 and "stand-in" in lines[-1]
     keep = kp.select(graph, kp.score(model, "l1", graph=graph), 0.5, scope="layerwise", uniform=True)
     assert not any(name.endswith("/heads") for name in keep)  # the class stays LlamaBackbone
     assert type(rebuild_quietly(model, keep, graph)) is type(model)

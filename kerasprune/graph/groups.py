@@ -427,12 +427,13 @@ class PruningGraph:
     # display -------------------------------------------------------------
 
     def summary(self, print_fn: Callable[[str], Any] = print, show_frozen: bool = True) -> None:
-        """Print one line per group: name, size, prunable or why not, members."""
+        """Print one line per group: name, size, prunable (``yes*``: only outside its
+        block's class) or why not, members."""
         rows = [("group", "size", "prunable", "members / reason")]
         for grp in self.groups:
             if not grp.prunable and not show_frozen:
                 continue
-            kind = "yes" if grp.prunable else "no"
+            kind = ("yes" if not grp.outside_class else "yes*") if grp.prunable else "no"
             detail = ", ".join(f"{m.layer}:{m.slot}" for m in grp.members[:6])
             if len(grp.members) > 6:
                 detail += f", ... ({len(grp.members)} members)"
@@ -442,6 +443,9 @@ class PruningGraph:
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         for r in rows:
             print_fn(f"{r[0]:<{widths[0]}}  {r[1]:>{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}")
+        if any(g.prunable and g.outside_class for g in self.groups):
+            print_fn("yes*: prunable with its block rebuilt as a stand-in of another class "
+                     "(ChannelGroup.outside_class says why); uniform=True leaves it whole")
 
     def __repr__(self) -> str:
         n = len(self.prunable)
