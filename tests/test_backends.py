@@ -508,3 +508,13 @@ def test_tensorflow_only_features_say_which_backend_they_need():
     with pytest.raises(kp.BackendError, match="KERAS_BACKEND=tensorflow"):
         export_tflite(model, "never.tflite")
     # the callbacks run on every backend: tests/test_callbacks_backends.py
+
+
+def test_several_processes_need_jax_and_say_so_on_the_other_backends():
+    if BACKEND == "jax":
+        pytest.skip("on JAX, tests/test_distribution.py runs two processes")
+    from kerasprune import distribute
+
+    with pytest.raises(kp.BackendError, match="needs KERAS_BACKEND=jax, not '" + BACKEND):
+        distribute.initialize("127.0.0.1:1", 2, 0)
+    assert distribute.process_index() == 0 and distribute.process_count() == 1
