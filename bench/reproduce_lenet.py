@@ -2,16 +2,22 @@
 
 Not a test: trains LeNet-5 (431,080 parameters) on MNIST, then prunes it with
 :class:`kerasprune.GradualPruner` (global AAWS, the size-normalized L1 of Salama et al. (2019),
-ranked across layers as is (``--normalization none``), a fixed fraction of
-the *current parameters* removed per round, fine-tuning after each round, random-crop
-augmentation throughout) while the validation accuracy holds ``--target``, fine-tunes the last model that held, and prints a table:
-baseline and final test error, parameters, MACs, per-layer widths and wall time,
-beside Salama et al. (2019): 97.40% of parameters removed at 0.75% test error, baseline 0.80%.
+ranked across layers as is (``--normalization none``) or per-layer normalized, a fraction
+of the *current parameters* (``--unit params``) or *current multiply-adds* (``--unit flops``)
+removed per round (``--ratio``, then ``--late-ratio`` once ``--taper-at`` of the unit is
+removed; the pruning ends once ``--stop-at`` is removed), fine-tuning after each round,
+random-crop augmentation throughout) while the validation accuracy holds ``--target``,
+fine-tunes the last model that held, and prints a table: baseline and final test error,
+parameters, MACs, per-layer widths, the measured latency of the thin model against the
+original (interleaved, same process, batch 1 and 32) and wall time, beside Salama et al.
+(2019): 97.40% of parameters removed at 0.75% test error, baseline 0.80%.
 The run directory keeps every round's ``.keras`` checkpoint and ``history.json``; a
-killed run continues where it stopped when started again with the same ``--dir``.
+killed run continues where it stopped when started again with the same ``--dir``, and a
+finished one (``final.keras`` there) is measured again without more training.
 
     make venv && TFDS_DATA_DIR=../shared/data/tfds .venv/bin/python bench/reproduce_lenet.py
-        [--dir runs/reproduce_lenet] [--epochs 15] [--ratio 0.2] [--target 0.99]
+        [--dir runs/reproduce_lenet] [--unit params] [--epochs 15] [--ratio 0.2]
+        [--target 0.99] [--baseline PATH] [--baseline-only]
 
 References:
 
