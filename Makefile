@@ -97,7 +97,7 @@ bench-lenet: $(STAMP)
 bench-lenet-flops: $(STAMP)
 	$(PY) bench/reproduce_lenet.py --unit flops --dir runs/reproduce_lenet_flops \
 		--baseline runs/reproduce_lenet/baseline.keras --normalization layer_mean --target 0.989 \
-		--ratio 0.25 --taper-at 1.0 --stop-at 0.9 --fine-tune-epochs 1 --final-epochs 4
+		--ratio 0.25 --taper-at 1.0 --stop-at 0.9 --fine-tune-epochs 1 --final-epochs 12 --final-lr 1e-3
 
 # thin models' measured latency (Keras b1/b32, TFLite b1), and where their time goes
 bench-latency: $(STAMP)
