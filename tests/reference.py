@@ -302,3 +302,16 @@ def assert_positions_agree(stated, derived, where: str = ""):
             assert s is None or np.all(np.asarray(s) == -1), where
         else:
             np.testing.assert_array_equal(np.asarray(s), d, err_msg=where)
+
+
+#: the keys of a history row that a resumed run must reproduce exactly
+EXACT_ROW_KEYS = ("round", "ratio", "neurons", "params", "flops", "widths", "checkpoint", "meets_target")
+
+
+def assert_same_row(mine: dict, theirs: dict) -> None:
+    """Two history rows of the same round: equal widths and settings, metrics within float
+    noise (a resumed run against one never killed)."""
+    assert {k: mine[k] for k in EXACT_ROW_KEYS} == {k: theirs[k] for k in EXACT_ROW_KEYS}
+    assert mine["metrics"].keys() == theirs["metrics"].keys()
+    for name, value in mine["metrics"].items():
+        assert np.isclose(value, theirs["metrics"][name], rtol=1e-5, atol=1e-6), (mine["round"], name)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from reference import assert_same_row
 
 import kerasprune as kp
 from kerasprune.pruning import GradualPruner
@@ -154,14 +155,6 @@ def val_data():
     return Batches(*dense_arrays())
 
 
-def same_round(mine, theirs):
-    exact = ("round", "ratio", "neurons", "params", "flops", "widths", "checkpoint", "meets_target")
-    assert {k: mine[k] for k in exact} == {k: theirs[k] for k in exact}
-    assert mine["metrics"].keys() == theirs["metrics"].keys()
-    for name, value in mine["metrics"].items():
-        assert np.isclose(value, theirs["metrics"][name], rtol=1e-5, atol=1e-6), (mine["round"], name)
-
-
 class Killed(BaseException):
     """What the kill points raise here instead of ending the process (no clean-up runs)."""
 
@@ -191,7 +184,7 @@ def test_a_run_killed_in_fine_tuning_and_in_its_final_save_resumes_to_the_histor
     mine, theirs = RunDirectory(run).history(), RunDirectory(reference).history()
     assert len(mine) == len(theirs) == 3 and mine[-1]["neurons"] < mine[0]["neurons"]
     for a, b in zip(mine, theirs):
-        same_round(a, b)
+        assert_same_row(a, b)
     assert not list(run.glob(".tmp-*"))
     ours = keras.models.load_model(run / "pruned.keras").get_weights()
     ref = keras.models.load_model(reference / "pruned.keras").get_weights()
