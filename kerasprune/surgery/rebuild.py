@@ -238,38 +238,36 @@ class _Plan:
     def _serializing_stand_ins(self, model: keras.Model, path: str) -> Iterator[Any]:
         """While ``model`` is serialized, each block of it with a stand-in
         (:mod:`kerasprune.graph.stand_ins`) gives the stand-in's config; the function
-        yielded then writes the stand-in's class into those entries of the result."""
+        yielded then writes the stand-in's class into those entries of the result (every
+        entry of a class stood in for: an instance without a stand-in of such a class
+        could not have been serialized)."""
         prefix = path + "/" if path else ""
-        blocks = {}
+        patched, headers = [], {}
         for sub, layer in iter_layers(model):
             found = stand_in_for(layer)
-            if found is not None and id(layer) not in blocks:
-                blocks[id(layer)] = (prefix + sub, layer, found, stand_in_config(layer, found))
-        for _, layer, _, config in blocks.values():
+            if found is None or "get_config" in vars(layer):
+                continue
+            config = stand_in_config(layer, found)
             object.__setattr__(layer, "get_config", lambda _c=config: copy.deepcopy(_c))
+            patched.append(layer)
+            headers.setdefault(type(layer).__name__, _class_header(found.cls, config))
+            self.stand_ins[prefix + sub] = (type(layer).__name__, found.cls.__name__)
+
+        def rewrite(node: Any) -> None:
+            if isinstance(node, dict):
+                header = headers.get(node.get("class_name"))
+                if header is not None and isinstance(node.get("config"), dict):
+                    node.update(header)
+                for v in node.values():
+                    rewrite(v)
+            elif isinstance(node, list):
+                for v in node:
+                    rewrite(v)
+
         try:
-            headers = {}
-            for block_path, layer, found, config in blocks.values():
-                header = keras.saving.serialize_keras_object(found.cls.from_config(config))
-                headers[(type(layer).__name__, layer.name)] = header
-                self.stand_ins[block_path] = (type(layer).__name__, found.cls.__name__)
-
-            def rewrite(node: Any) -> None:
-                if isinstance(node, dict):
-                    cfg = node.get("config")
-                    key = (node.get("class_name"), cfg.get("name") if isinstance(cfg, dict) else None)
-                    if key in headers:
-                        for k in ("module", "class_name", "registered_name"):
-                            node[k] = headers[key].get(k)
-                    for v in node.values():
-                        rewrite(v)
-                elif isinstance(node, list):
-                    for v in node:
-                        rewrite(v)
-
             yield rewrite
         finally:
-            for _, layer, _, _ in blocks.values():
+            for layer in patched:
                 object.__delattr__(layer, "get_config")
 
     def new_path(self, path: str) -> str:
@@ -356,9 +354,7 @@ class _Plan:
         built = same_class_config(base, want, [None] * len(want), self.custom_objects, call)
         if isinstance(built, str):
             return f"{why}, and its stand-in: {built}"
-        header = keras.saving.serialize_keras_object(found.cls.from_config(built[0]))
-        for k in ("module", "class_name", "registered_name"):
-            entry[k] = header.get(k)
+        entry.update(_class_header(found.cls, built[0]))
         entry["config"] = plain_config(built[0])
         self.same_class.append(path)
         self.stand_ins[path] = (type(layer).__name__, found.cls.__name__)
@@ -623,6 +619,13 @@ def _culprit(
             except Exception as exc:
                 return f" (layer '{path}' ({type(layers.get(path)).__name__}): {exc})"
     return ""
+
+
+def _class_header(cls: type, config: dict) -> Dict[str, Any]:
+    """The ``module``, ``class_name`` and ``registered_name`` Keras writes into the
+    serialized entry of a ``cls`` instance (made from ``config``, not built)."""
+    serialized = keras.saving.serialize_keras_object(cls.from_config(config))
+    return {k: serialized.get(k) for k in ("module", "class_name", "registered_name")}
 
 
 def _inside(path: str, prefixes: Iterable[str]) -> bool:
