@@ -25,7 +25,6 @@ import numpy as np
 from kerasprune import distribute
 from kerasprune.backend import is_tf_dataset
 from kerasprune.callbacks.saliency import SaliencyAccumulator
-from kerasprune.callbacks.strip import strip
 from kerasprune.errors import (
     ImportanceError,
     OptionError,
@@ -38,6 +37,7 @@ from kerasprune.errors import (
 from kerasprune.graph.analysis import analyze
 from kerasprune.importance import accumulable_criteria, get_criterion, score
 from kerasprune.importance.normalize import check_method
+from kerasprune.pruning.oneshot import thin_model
 from kerasprune.pruning.preflight import check_run
 from kerasprune.pruning.schedules import RatioSchedule, get_schedule
 from kerasprune.report.compare import model_stats
@@ -46,8 +46,7 @@ from kerasprune.runs.history import history_row
 from kerasprune.runs.rundir import RunDirectory
 from kerasprune.runs.target import Target, parse_target
 from kerasprune.selection import SelectionOptions, resolve_options, select
-from kerasprune.surgery.fold import check_compensate, rebuild_compensated
-from kerasprune.surgery.rebuild import rebuild
+from kerasprune.surgery.fold import check_compensate
 
 __all__ = ["GradualPruner", "TargetNotMetError"]
 
@@ -543,12 +542,10 @@ class GradualPruner:
         keep = select(graph, scores, ratio, model=model, options=self.options)
         if not keep:
             return None
+        data = _take(train_data, self.score_batches) if self.compensate == "mean" else None
         with self._scope():
-            if self.compensate == "mean":
-                thin = rebuild_compensated(model, keep, graph, data=_take(train_data, self.score_batches))
-            else:
-                thin = rebuild(model, keep, graph=graph)
-            return strip(thin, fold_constants=True) if self.fold_constants else thin
+            return thin_model(model, keep, graph, compensate=self.compensate, data=data,
+                              fold_constants=self.fold_constants)
 
     def _log_tensorboard(self, row: Dict[str, Any]) -> None:
         scores, self._round_scores = self._round_scores, None

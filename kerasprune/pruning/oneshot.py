@@ -13,7 +13,7 @@ References:
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, Mapping, Optional
 
 import keras
 
@@ -122,7 +122,30 @@ def prune(
         max_batches=max_batches, exclude=opts.exclude, verbose=verbose,
     )
     keep = select(graph, scores, ratio, model=model, options=opts)
-    if compensate == "mean" and keep:
+    return thin_model(model, keep, graph, compensate=compensate if keep else "none", data=data,
+                      max_batches=max_batches, fold_constants=fold_constants)
+
+
+def thin_model(
+    model: keras.Model, keep: Mapping[str, Iterable[int]], graph: Any, *, compensate: str = "none",
+    data: Any = None, max_batches: Optional[int] = None, fold_constants: bool = False,
+) -> keras.Model:
+    """The thin model of one round: :func:`kerasprune.rebuild` of ``keep``, with the
+    removed channels' means folded in (``compensate="mean"``, over ``data``), then the
+    channels that carry zero or a constant stripped (``fold_constants``).
+
+    Args:
+        model: the analyzed model; not modified.
+        keep: the keep-set.
+        graph: ``analyze(model)``.
+        compensate: a value :func:`~kerasprune.surgery.fold.check_compensate` returned.
+        data, max_batches: the scoring data whose means are folded.
+        fold_constants: strip with ``fold_constants=True`` afterwards.
+
+    Returns:
+        The thin model.
+    """
+    if compensate == "mean":
         thin = rebuild_compensated(model, keep, graph, data, max_batches=max_batches)
     else:
         thin = rebuild(model, keep, graph=graph)

@@ -498,8 +498,9 @@ class GroupedQueryAttentionHandler(LayerHandler):
         for_heads, for_width = self._stays(ctx, family, spec, geo)
         derived = head_width_set_by_block(ctx)
         stand_in = head_width_stand_in(ctx)
-        if stand_in is not None:  # the head width is the only reason the class cannot
-            for_heads = [r for r in for_heads if r not in self._derived_width(ctx, spec, geo)] + [stand_in]
+        if stand_in is not None:  # the stand-in states the head width the class derives
+            derived_width = self._derived_width(ctx, spec, geo)
+            for_heads = [r for r in for_heads if r not in derived_width] + [stand_in]
         elif derived is not None:
             for_heads = list(for_heads) + [derived]
         for reason in for_heads:
