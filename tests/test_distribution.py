@@ -1,7 +1,8 @@
 """Pruning on several processes: Keras's DataParallel on JAX, and the strategies refused.
 
 The multi-process test starts two JAX processes on 127.0.0.1 (one CPU device each) that
-run the same ``GradualPruner`` into one shared run directory, and a third, plain
+run the same ``GradualPruner`` into one shared run directory, then a plain ``fit`` with
+``SoftFilterPruning`` and a ``SaliencyAccumulator``, and a third, plain
 single-process run (no distribution at all) over the same global batches as the
 reference. It runs under any ``KERAS_BACKEND`` of the test session: the workers set
 ``KERAS_BACKEND=jax`` themselves.
@@ -85,9 +86,24 @@ WORKER = textwrap.dedent(
                            callbacks=[seen], verbose=0)
     best = pruner.run(model, data, data)
     metrics = best.evaluate(data, return_dict=True, verbose=0)
+
+    # the callbacks inside a plain fit under the same distribution: soft masking from the
+    # weights' gradients, and a feature-map saliency, both summed over the global batches
+    from kerasprune.callbacks import SaliencyAccumulator, SoftFilterPruning
+    keras.utils.set_random_seed(11)
+    fresh = keras.models.clone_model(model)
+    fresh.compile(optimizer="adam", loss="sparse_categorical_crossentropy")
+    soft = SoftFilterPruning(ratio=0.25, criterion="gsfp")
+    feature = SaliencyAccumulator(criterion="mean_gradient")
+    fresh.fit(data, epochs=2, verbose=0, callbacks=[soft, feature])
+    called = {{"soft": {{g: v.tolist() for g, v in soft.raw.items()}},
+              "keep": {{g: v.tolist() for g, v in soft.keep.items()}},
+              "feature": {{g: v.tolist() for g, v in feature.raw.items()}},
+              "steps": [soft.steps, feature.steps],
+              "weights": [np.asarray(w).tolist() for w in fresh.get_weights()]}}
     with open(out, "w") as f:
         json.dump({{"process": distribute.process_index(), "processes": distribute.process_count(),
-                   "rounds": seen.rounds, "metrics": metrics, "writes": writes,
+                   "rounds": seen.rounds, "metrics": metrics, "writes": writes, "callbacks": called,
                    "weights": [np.asarray(w).tolist() for w in best.get_weights()]}}, f)
     """
 )
@@ -157,6 +173,18 @@ def test_two_jax_processes_prune_like_one_process_over_the_same_global_batches(t
         assert np.allclose([r["metrics"][k] for k in q["metrics"]], list(q["metrics"].values()), atol=1e-5)
     assert all(np.allclose(u, v, atol=1e-5) for u, v in zip(p0["weights"], ref["weights"]))
     assert np.allclose(list(p0["metrics"].values()), [ref["metrics"][k] for k in p0["metrics"]], atol=1e-5)
+
+    # the callbacks: the same saliency and masks on both processes, as one process computes
+    c0, c1, cref = p0["callbacks"], p1["callbacks"], ref["callbacks"]
+    assert c0["steps"] == c1["steps"] == cref["steps"] == [6, 6]  # the six global batches, once each
+    assert c0["keep"] == c1["keep"] == cref["keep"] and c0["keep"]  # soft masking chose alike
+    for kind in ("soft", "feature"):
+        assert c0[kind].keys() == cref[kind].keys() == {"fc1", "fc2"}
+        for g in cref[kind]:
+            assert np.array_equal(c0[kind][g], c1[kind][g])
+            assert np.allclose(c0[kind][g], cref[kind][g], rtol=1e-4, atol=1e-7)
+            assert np.max(cref[kind][g]) > 0  # not the silent zeros of a stateless step
+    assert all(np.allclose(u, v, atol=1e-5) for u, v in zip(c0["weights"], cref["weights"]))
 
 
 def _two_worker_strategy():
