@@ -57,6 +57,9 @@ WORKER = textwrap.dedent(
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
     if pid > 0:
         sys.addaudithook(audit)
+    def weights_of(m):
+        return [np.asarray(w).tolist() for w in m.get_weights()]
+
     keras.utils.set_random_seed(7)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 12)).astype("float32")
@@ -77,7 +80,7 @@ WORKER = textwrap.dedent(
         def on_train_begin(self, logs=None):
             self.rounds.append({{
                 "widths": {{l.name: l.units for l in self.model.layers if hasattr(l, "units")}},
-                "weights": [np.asarray(w).tolist() for w in self.model.get_weights()],
+                "weights": weights_of(self.model),
                 "devices": min(len(v.value.sharding.device_set) for v in self.model.variables),
             }})
 
@@ -100,11 +103,11 @@ WORKER = textwrap.dedent(
               "keep": {{g: v.tolist() for g, v in soft.keep.items()}},
               "feature": {{g: v.tolist() for g, v in feature.raw.items()}},
               "steps": [soft.steps, feature.steps],
-              "weights": [np.asarray(w).tolist() for w in fresh.get_weights()]}}
+              "weights": weights_of(fresh)}}
     with open(out, "w") as f:
         json.dump({{"process": distribute.process_index(), "processes": distribute.process_count(),
                    "rounds": seen.rounds, "metrics": metrics, "writes": writes, "callbacks": called,
-                   "weights": [np.asarray(w).tolist() for w in best.get_weights()]}}, f)
+                   "weights": weights_of(best)}}, f)
     """
 )
 
@@ -131,6 +134,13 @@ def _run_all(commands, env, timeout):
                 p.kill()
                 p.communicate()
     return [(p.returncode, log) for p, log in zip(procs, logs)]
+
+
+def _all_close(weights, reference) -> bool:
+    """Every array of ``weights`` equals its ``reference`` to 1e-5."""
+    return len(weights) == len(reference) and all(
+        np.allclose(u, v, atol=1e-5) for u, v in zip(weights, reference)
+    )
 
 
 def _history(run: Path):
@@ -171,7 +181,7 @@ def test_two_jax_processes_prune_like_one_process_over_the_same_global_batches(t
     for r, q in zip(rows, ref_rows):
         assert r["metrics"].keys() == q["metrics"].keys()
         assert np.allclose([r["metrics"][k] for k in q["metrics"]], list(q["metrics"].values()), atol=1e-5)
-    assert all(np.allclose(u, v, atol=1e-5) for u, v in zip(p0["weights"], ref["weights"]))
+    assert _all_close(p0["weights"], ref["weights"])
     assert np.allclose(list(p0["metrics"].values()), [ref["metrics"][k] for k in p0["metrics"]], atol=1e-5)
 
     # the callbacks: the same saliency and masks on both processes, as one process computes
@@ -184,7 +194,7 @@ def test_two_jax_processes_prune_like_one_process_over_the_same_global_batches(t
             assert np.array_equal(c0[kind][g], c1[kind][g])
             assert np.allclose(c0[kind][g], cref[kind][g], rtol=1e-4, atol=1e-7)
             assert np.max(cref[kind][g]) > 0  # not the silent zeros of a stateless step
-    assert all(np.allclose(u, v, atol=1e-5) for u, v in zip(c0["weights"], cref["weights"]))
+    assert _all_close(c0["weights"], cref["weights"])
 
 
 def _two_worker_strategy():
