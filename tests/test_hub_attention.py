@@ -172,14 +172,15 @@ HUB: Dict[str, Callable[[], keras.Model]] = {
 }
 
 # family -> (prunable head units, prunable FFN channels), both blocks together. GPT-2's
-# TransformerDecoder sets key_dim = hidden_dim // num_heads (its heads stay). Qwen2 and
-# Phi-3 attention set head_dim = hidden_dim // num_query_heads (no head_dim argument):
-# their heads stay. So does Llama's, but a MistralTransformerDecoder with head_dim stated
-# stands in for its blocks (kerasprune.graph.stand_ins): its heads go, outside its class. Gemma's FFN is two Dense-like EinsumDense gates of
-# intermediate_dim // 2 units.
+# TransformerDecoder sets key_dim = hidden_dim // num_heads (its heads stay). Qwen2's
+# attention sets head_dim = hidden_dim // num_query_heads (no head_dim argument): its
+# heads stay. So do Llama's and Phi-3's, but a MistralTransformerDecoder with head_dim
+# stated stands in for their blocks (kerasprune.graph.stand_ins): their heads go, outside
+# their class. Gemma's FFN is two Dense-like EinsumDense gates of intermediate_dim // 2
+# units.
 COUNTS = {
     "GPT2": (0, 64), "Bert": (4, 64), "Llama": (4, 96), "Mistral": (4, 96), "Gemma": (2, 32),
-    "Gemma_gqa": (4, 32), "Gemma3": (4, 96), "Qwen2": (0, 96), "Qwen3": (4, 96), "Phi3": (0, 96),
+    "Gemma_gqa": (4, 32), "Gemma3": (4, 96), "Qwen2": (0, 96), "Qwen3": (4, 96), "Phi3": (4, 96),
 }
 
 # family -> channels removed from (block 0, block 1) of the head and FFN groups: a
@@ -306,7 +307,37 @@ def test_llama_heads_go_through_its_mistral_stand_in_and_a_uniform_selection_kee
     check_thin(model, graph, keep, thin, tmp_path / "thin.keras")
 
 
-@pytest.mark.parametrize("family", ["Qwen2", "Phi3"])
+def test_phi3_heads_go_through_its_mistral_stand_in_paired_by_sublayer_names(tmp_path):
+    model = hub_model("Phi3")
+    graph = kp.analyze(model)
+    heads = [g for g in graph.groups if g.name.endswith("/heads")]
+    assert all("MistralTransformerDecoder stands in" in g.outside_class[0] for g in heads)
+    ffn = graph.group_of("transformer_layer_1/feedforward_intermediate_dense")
+    keep = {heads[0].name: [0], ffn.name: list(range(0, 48, 2))}
+    with pytest.warns(UserWarning, match=r"1 block is rebuilt as its stand-in \(Phi3Decoder as "
+                                         r"MistralTransformerDecoder\)"):
+        thin = kp.rebuild(model, keep, graph=graph)
+    blocks = [layer for layer in thin.layers if "transformer_layer" in layer.name]
+    # block 0 lost heads (its class cannot hold them), block 1 only FFN units (it can)
+    assert [type(b).__name__ for b in blocks] == ["MistralTransformerDecoder", "Phi3Decoder"]
+    assert (blocks[0].num_query_heads, blocks[0].num_key_value_heads) == (2, 1)
+    assert blocks[1].intermediate_dim == 24
+    check_thin(model, graph, keep, thin, tmp_path / "thin.keras")
+
+
+@pytest.mark.parametrize("config", [dict(dropout=0.1), dict(
+    rope_scaling_type="su", rope_scaling_short_factor=[1.0] * 4, rope_scaling_long_factor=[2.0] * 4,
+    max_sequence_length=64, pretraining_sequence_length=32)])
+def test_phi3_with_what_mistral_lacks_keeps_its_heads(config):
+    # Phi-3 drops out after its feed-forward block and scales its rotary embedding ("su");
+    # Mistral does neither, so it does not stand in
+    graph = kp.analyze(_hub().Phi3Backbone(**GQA, **COMMON, **config))
+    reasons = _reasons(graph, "/heads")
+    assert len(reasons) == 2
+    assert all("sets head_dim to its input width // num_query_heads" in r for r in reasons)
+
+
+@pytest.mark.parametrize("family", ["Qwen2"])
 def test_keras_hub_attention_deriving_head_dim_from_its_width_keeps_its_heads(family):
     graph = kp.analyze(HUB[family]())
     reasons = _reasons(graph, "/heads")

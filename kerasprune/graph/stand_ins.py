@@ -7,7 +7,9 @@ same width, and its ``get_config`` fails (it reads an attribute it never sets), 
 cannot be serialized at all. keras-hub's ``MistralTransformerDecoder`` with
 ``sliding_window=None`` and an explicit ``head_dim`` computes the same function with the
 same weights in the same order (RMS normalization, grouped-query attention with rotary
-embeddings, SwiGLU feed-forward), and takes any number of heads.
+embeddings, SwiGLU feed-forward), and takes any number of heads. So does it for Phi-3's
+``Phi3Decoder`` without a rotary scaling and dropout, whose sublayers have other names
+(:attr:`StandIn.names` pairs them).
 
 A stand-in is registered for a class with a function of a layer that returns the
 stand-in's config computing exactly what that layer computes, or None where it does not
@@ -20,12 +22,15 @@ they cover (:mod:`kerasprune.graph.handlers.hub_layers`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable, Dict, Optional, Tuple
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from kerasprune.errors import RegistryError
 
-__all__ = ["StandIn", "register_stand_in", "stand_in_for", "stand_in_config", "stand_in_pairs"]
+__all__ = [
+    "StandIn", "register_stand_in", "stand_in_for", "stand_in_config", "stand_in_pairs", "stand_in_order",
+    "GraphStandIn", "register_graph_stand_in", "graph_stand_in_for",
+]
 
 
 @dataclass(frozen=True)
@@ -39,11 +44,15 @@ class StandIn:
             same order, or None where it cannot.
         head_dim: the stand-in's argument that holds the attention head width (None:
             it has none).
+        names: the block's sublayer paths whose layer in the stand-in has another path
+            (original -> stand-in); the others pair with the stand-in's layer of the
+            same path.
     """
 
     cls: type
     config: Callable[[Any], Optional[Dict[str, Any]]]
     head_dim: Optional[str] = None
+    names: Mapping[str, str] = field(default_factory=dict)
 
 
 _STAND_INS: Dict[type, StandIn] = {}
@@ -51,7 +60,7 @@ _STAND_INS: Dict[type, StandIn] = {}
 
 def register_stand_in(
     for_cls: type, cls: type, config: Callable[[Any], Optional[Dict[str, Any]]],
-    head_dim: Optional[str] = None,
+    head_dim: Optional[str] = None, names: Optional[Mapping[str, str]] = None,
 ) -> None:
     """Let instances of ``for_cls`` be rebuilt as ``cls`` where their own class cannot
     hold the thin widths.
@@ -62,15 +71,21 @@ def register_stand_in(
         config: ``config(layer)``: the stand-in's config equal to ``layer`` (see
             :class:`StandIn`).
         head_dim: the stand-in's argument that holds the attention head width.
+        names: sublayer paths of a ``for_cls`` block -> the paths of the stand-in's
+            layers that hold the same weights, where they differ.
 
     Raises:
-        RegistryError: ``for_cls`` or ``cls`` is not a class, or ``config`` is not callable.
+        RegistryError: ``for_cls`` or ``cls`` is not a class, ``config`` is not callable,
+            or ``names`` maps anything but strings to strings.
     """
     if not isinstance(for_cls, type) or not isinstance(cls, type):
         raise RegistryError(f"register_stand_in takes two classes, got {for_cls!r} and {cls!r}")
     if not callable(config):
         raise RegistryError(f"the config of a stand-in must be callable, got {config!r}")
-    _STAND_INS[for_cls] = StandIn(cls, config, head_dim)
+    names = dict(names or {})
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in names.items()):
+        raise RegistryError(f"the names of a stand-in map sublayer paths to paths, got {names!r}")
+    _STAND_INS[for_cls] = StandIn(cls, config, head_dim, names)
 
 
 def stand_in_for(layer: Any) -> Optional[StandIn]:
@@ -92,3 +107,76 @@ def stand_in_config(layer: Any, stand_in: StandIn) -> Optional[Dict[str, Any]]:
 def stand_in_pairs() -> Dict[type, Tuple[type, Optional[str]]]:
     """Each registered class -> (its stand-in class, the stand-in's head width argument)."""
     return {k: (v.cls, v.head_dim) for k, v in _STAND_INS.items()}
+
+
+def stand_in_order(
+    stand_in: StandIn, original: Sequence[str], substitute: Sequence[str]
+) -> List[Optional[int]]:
+    """For each of the stand-in's sublayer paths ``substitute``, the position in
+    ``original`` (the block's sublayer paths) of the layer holding its weights, or None
+    where the block has none (a layer without weights)."""
+    where = {stand_in.names.get(path, path): i for i, path in enumerate(original)}
+    return [where.get(path) for path in substitute]
+
+
+@dataclass(frozen=True)
+class GraphStandIn:
+    """A function of core Keras layers that computes what a block's call computes.
+
+    Some blocks cannot be rebuilt thinner as their own class and, traced, give a graph
+    that holds for one sequence length only (keras-hub's ``TransformerDecoder`` builds its
+    causal mask from the length). A graph stand-in is written once per class: called
+    like the block (``call(block, *args, **kwargs)``, on symbolic tensors of any length),
+    it builds fresh core Keras layers with the block's sublayer configs and names and
+    returns the block's outputs computed with them, or None for a call it does not cover.
+    The rebuilder then holds the block as the functional model of that call, whose
+    layers pair with the block's sublayers by path and take their weights.
+
+    Attributes:
+        call: ``call(block, *args, **kwargs) -> outputs or None``.
+        applies: ``applies(block) -> bool``: whether the block is one ``call`` covers
+            (its own build, not a call's arguments).
+        what: what stands in, for messages (``"a functional model of core Keras layers"``).
+    """
+
+    call: Callable[..., Any]
+    applies: Callable[[Any], bool]
+    what: str = "a functional model of core Keras layers"
+
+
+_GRAPH_STAND_INS: Dict[type, GraphStandIn] = {}
+
+
+def register_graph_stand_in(
+    for_cls: type, call: Callable[..., Any], applies: Optional[Callable[[Any], bool]] = None,
+) -> None:
+    """Let calls of ``for_cls`` blocks be rebuilt as the functional model ``call`` builds
+    (see :class:`GraphStandIn`) where their own class cannot hold the thin widths.
+
+    Args:
+        for_cls: the block class stood in for (exact class, not its subclasses).
+        call: ``call(block, *args, **kwargs)``: the block's outputs computed with fresh
+            core Keras layers, or None where it does not cover the call.
+        applies: ``applies(block)``: whether ``call`` covers this block (default: every
+            block of the class).
+
+    Raises:
+        RegistryError: ``for_cls`` is not a class, or ``call`` or ``applies`` is not
+            callable.
+    """
+    if not isinstance(for_cls, type):
+        raise RegistryError(f"register_graph_stand_in takes a class, got {for_cls!r}")
+    if not callable(call) or (applies is not None and not callable(applies)):
+        raise RegistryError(f"a graph stand-in takes functions, got {call!r} and {applies!r}")
+    _GRAPH_STAND_INS[for_cls] = GraphStandIn(call, applies or (lambda block: True))
+
+
+def graph_stand_in_for(layer: Any) -> Optional[GraphStandIn]:
+    """The graph stand-in registered for ``layer``'s class, if it covers ``layer``."""
+    found = _GRAPH_STAND_INS.get(type(layer))
+    if found is None:
+        return None
+    try:
+        return found if found.applies(layer) else None
+    except Exception:  # noqa: BLE001  (an attribute missing in another library version)
+        return None

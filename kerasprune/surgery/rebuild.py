@@ -30,7 +30,7 @@ from kerasprune.graph.keras_graph import (
     producer_name,
     shapes_only,
 )
-from kerasprune.graph.stand_ins import stand_in_config, stand_in_for
+from kerasprune.graph.stand_ins import stand_in_config, stand_in_for, stand_in_order
 from kerasprune.surgery.constructed import CallShapes, model_shapes, plain_config, same_class_config
 from kerasprune.surgery.keep import keep_masks
 from kerasprune.surgery.optimizer import carry_optimizer_state, compile_like
@@ -165,6 +165,9 @@ class _Plan:
         self.aliases: Dict[str, str] = {}
         #: path of each block rebuilt as its stand-in -> (its class name, the stand-in's)
         self.stand_ins: Dict[str, Tuple[str, str]] = {}
+        #: path of each block rebuilt as a stand-in whose sublayers have other paths ->
+        #: its sublayer paths -> the stand-in's
+        self.renamed: Dict[str, Dict[str, str]] = {}
 
     def model_config(self, model: keras.Model, path: str) -> Tuple[Optional[dict], dict]:
         """``(serialized plain model or None, config)`` to build ``model`` (at ``path``):
@@ -245,8 +248,8 @@ class _Plan:
         patched, headers = [], {}
         for sub, layer in iter_layers(model):
             found = stand_in_for(layer)
-            if found is None or "get_config" in vars(layer):
-                continue
+            if found is None or "get_config" in vars(layer) or _serializes(layer):
+                continue  # a block that serializes keeps its class unless it must change
             config = stand_in_config(layer, found)
             object.__setattr__(layer, "get_config", lambda _c=config: copy.deepcopy(_c))
             patched.append(layer)
@@ -347,10 +350,13 @@ class _Plan:
             base = found.cls.from_config(stand_in_config(layer, found))
             call.call(base, call.original)
         have, mine = model_shapes(base), model_shapes(layer)
-        if [w for _, w in have] != [w for _, w in mine]:
+        order = stand_in_order(found, [p for p, _ in iter_layers(layer)], [p for p, _ in iter_layers(base)])
+        paired = [i for i in order if i is not None]
+        unpaired = [w for i, (_, w) in enumerate(mine) if i not in paired]
+        if [w for _, w in have] != [[] if i is None else mine[i][1] for i in order] or any(unpaired):
             return f"{why}, and its stand-in {found.cls.__name__} holds other weights"
         want, _ = self._thin_layers(layer, path)
-        want = [(cls, shapes) for (cls, _), (_, shapes) in zip(have, want)]
+        want = [(cls, [] if i is None else want[i][1]) for (cls, _), i in zip(have, order)]
         built = same_class_config(base, want, [None] * len(want), self.custom_objects, call)
         if isinstance(built, str):
             return f"{why}, and its stand-in: {built}"
@@ -358,6 +364,7 @@ class _Plan:
         entry["config"] = plain_config(built[0])
         self.same_class.append(path)
         self.stand_ins[path] = (type(layer).__name__, found.cls.__name__)
+        self.renamed[path] = dict(found.names)
         return None
 
     def _as_functional(self, entry: dict, path: str, why: str) -> None:
@@ -621,6 +628,19 @@ def _culprit(
     return ""
 
 
+def _blocks(n: int) -> str:
+    return "1 block is rebuilt as its stand-in" if n == 1 else f"{n} blocks are rebuilt as their stand-ins"
+
+
+def _serializes(layer: keras.layers.Layer) -> bool:
+    """Whether ``layer.get_config()`` works."""
+    try:
+        layer.get_config()
+    except Exception:  # noqa: BLE001  (the reason it needs a stand-in to be serialized)
+        return False
+    return True
+
+
 def _class_header(cls: type, config: dict) -> Dict[str, Any]:
     """The ``module``, ``class_name`` and ``registered_name`` Keras writes into the
     serialized entry of a ``cls`` instance (made from ``config``, not built)."""
@@ -646,6 +666,12 @@ def _pairs(model: keras.Model, new: keras.Model, plan: _Plan) -> List[Tuple[str,
         if new_sub is None:
             continue
         sub = prefix + "/" if prefix else ""
+        if prefix in plan.renamed:  # a stand-in: its sublayers pair by their paths
+            names, inner = plan.renamed[prefix], dict(iter_layers(new_sub))
+            for p, _ in iter_layers(old_sub):
+                if names.get(p, p) in inner:
+                    by_position[sub + p] = inner[names.get(p, p)]
+            continue
         for (p, _), (_, n) in zip(iter_layers(old_sub), iter_layers(new_sub)):
             by_position[sub + p] = n
     plain = {path for path, _, _ in plan.plain} | set(plan.composites)
@@ -776,7 +802,7 @@ def rebuild(
         pairs = sorted(set(plan.stand_ins.values()))
         names = ", ".join(f"{a} as {b}" for a, b in pairs)
         warnings.warn(
-            f"kerasprune: {len(plan.stand_ins)} blocks are rebuilt as their stand-ins "
+            f"kerasprune: {_blocks(len(plan.stand_ins))} "
             f"({names}), which compute the same with the same weights: their own class "
             "cannot hold the thin widths (see kerasprune.graph.stand_ins)",
             stacklevel=2,

@@ -46,7 +46,10 @@ from kerasprune.graph.handlers.attention import (
 from kerasprune.graph.registry import register_handler
 from kerasprune.graph.stand_ins import register_stand_in
 
-__all__ = ["CachedMultiHeadAttentionHandler", "FAMILIES", "registered_families", "llama_as_mistral"]
+__all__ = [
+    "CachedMultiHeadAttentionHandler", "FAMILIES", "registered_families", "llama_as_mistral",
+    "phi3_as_mistral",
+]
 
 _MODELS = "keras_hub.src.models"
 
@@ -156,5 +159,48 @@ def llama_as_mistral(layer) -> Optional[Dict[str, Any]]:
     }
 
 
-if isinstance(_LLAMA_DECODER, type) and isinstance(_MISTRAL_DECODER, type):
-    register_stand_in(_LLAMA_DECODER, _MISTRAL_DECODER, llama_as_mistral, head_dim="head_dim")
+_PHI3_DECODER = _find(f"{_MODELS}.phi3.phi3_decoder", "Phi3Decoder")
+
+#: Phi3Decoder's sublayers -> the MistralTransformerDecoder's holding the same weights
+PHI3_AS_MISTRAL_NAMES = {
+    "pre_attention_layernorm": "self_attention_layernorm",
+    "attention": "self_attention",
+    "post_attention_layernorm": "feedforward_layernorm",
+    "attention_dropout": "self_attention_dropout",
+}
+
+
+def phi3_as_mistral(layer) -> Optional[Dict[str, Any]]:
+    """The ``MistralTransformerDecoder`` config computing what the ``Phi3Decoder``
+    ``layer`` computes, or None where it does not: a rotary scaling (``"su"``), which
+    Mistral's rotary embedding lacks, or dropout, which Phi-3 also applies after its
+    feed-forward block and Mistral does not. Otherwise the two are the same: RMS
+    normalization before the attention and before the SwiGLU feed-forward, grouped-query
+    attention with the same rotary embedding and score scale, no biases."""
+    if layer.rope_scaling_type is not None or layer.dropout:
+        return None
+    attention = layer.attention
+    return {
+        "name": layer.name,
+        "trainable": layer.trainable,
+        "dtype": keras.saving.serialize_keras_object(layer.dtype_policy),
+        "intermediate_dim": int(layer.intermediate_dim),
+        "num_query_heads": int(layer.num_query_heads),
+        "num_key_value_heads": int(layer.num_key_value_heads),
+        "rope_max_wavelength": layer.rope_max_wavelength,
+        "rope_scaling_factor": 1.0,
+        "activation": keras.activations.serialize(layer.activation),
+        "layer_norm_epsilon": layer.layer_norm_epsilon,
+        "kernel_initializer": keras.initializers.serialize(layer.kernel_initializer),
+        "sliding_window": None,
+        "dropout": 0,
+        "head_dim": int(attention.query_dense.kernel.shape[-1]),
+    }
+
+
+if isinstance(_MISTRAL_DECODER, type):
+    if isinstance(_LLAMA_DECODER, type):
+        register_stand_in(_LLAMA_DECODER, _MISTRAL_DECODER, llama_as_mistral, head_dim="head_dim")
+    if isinstance(_PHI3_DECODER, type):
+        register_stand_in(_PHI3_DECODER, _MISTRAL_DECODER, phi3_as_mistral, head_dim="head_dim",
+                          names=PHI3_AS_MISTRAL_NAMES)
