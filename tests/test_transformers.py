@@ -136,13 +136,65 @@ def test_non_uniform_causal_lm_is_a_plain_model_with_one_tied_embedding_equal_to
     assert_close(keras.models.load_model(path)(x), thin(x))
 
 
-def test_gpt2_heads_stay_because_its_decoder_block_sets_their_width_and_ffn_units_go():
-    graph = quietly(kp.analyze, lm_for("GPT2"))
+def _padded(length: int, seed: int = 1) -> dict:
+    x = {"token_ids": np.random.default_rng(seed).integers(1, VOCAB, (2, length)).astype("int32"),
+         "padding_mask": np.ones((2, length), "int32")}
+    x["padding_mask"][1, length - 3:] = 0
+    return x
+
+
+def test_gpt2_heads_go_with_a_core_keras_stand_in_that_holds_for_every_length(tmp_path):
+    # TransformerDecoder sets key_dim = hidden_dim // num_heads: no config of it holds
+    # fewer heads of the same width, and traced it builds its causal mask at one length.
+    # A functional model of core Keras layers (MultiHeadAttention applying the causal
+    # mask itself) stands in for the blocks that lose heads.
+    lm = lm_for("GPT2")
+    graph = quietly(kp.analyze, lm)
     heads = graph["gpt2_backbone/transformer_layer_0/self_attention/heads"]
-    assert not heads.prunable
-    assert "TransformerDecoder" in heads.reason and "no head_dim argument given" in heads.reason
-    ffn = graph.group_of("gpt2_backbone/transformer_layer_0/feedforward_intermediate_dense")
-    assert ffn.prunable and ffn.size == 32
+    assert heads.prunable and heads.outside_class
+    ffn = graph.group_of("gpt2_backbone/transformer_layer_1/feedforward_intermediate_dense")
+    keep = {heads.name: [1], ffn.name: list(range(0, 32, 3))}
+    with pytest.warns(UserWarning, match=r"1 block is rebuilt as its stand-in \(TransformerDecoder as "
+                                         "a functional model of core Keras layers"):
+        thin = kp.rebuild(lm, keep, graph=graph)
+    blocks = {layer.name: layer for layer in thin.layers if "transformer_layer" in layer.name}
+    assert type(blocks["transformer_layer_0"]).__name__ == "Functional"
+    assert blocks["transformer_layer_0"].get_layer("self_attention").num_heads == 1
+    assert type(blocks["transformer_layer_1"]) is keras_hub.layers.TransformerDecoder
+    reference = cut_off(lm, graph, keep)
+    for length in (8, 13):  # not only the length the block was traced at
+        x = _padded(length)
+        assert_close(thin(x), reference(x))
+    path = str(tmp_path / "thin.keras")
+    thin.save(path)
+    assert_close(keras.models.load_model(path)(x), thin(x))
+    # a uniform selection keeps every class: the heads stay
+    keep = kp.select(graph, kp.score(lm, "l1", graph=graph), 0.3, uniform=True)
+    assert keep and not any(name.endswith("/heads") for name in keep)
+
+
+@pytest.mark.parametrize("normalize_first", [True, False])
+def test_a_transformer_decoder_in_a_users_model_loses_heads_exactly_at_any_length(normalize_first, tmp_path):
+    keras.utils.set_random_seed(2)
+    x_in = keras.Input((None, 16))
+    mask_in = keras.Input((None,), dtype="int32")
+    y = keras_hub.layers.TransformerDecoder(32, 4, normalize_first=normalize_first)(
+        x_in, decoder_padding_mask=mask_in)
+    model = keras.Model([x_in, mask_in], keras.layers.Dense(3)(y))
+    graph = quietly(kp.analyze, model)
+    heads = [g for g in graph.prunable if g.name.endswith("/heads")]
+    assert len(heads) == 1 and heads[0].size == 4
+    keep = {heads[0].name: [0, 2]}
+    thin = quietly(kp.rebuild, model, keep, graph=graph)
+    reference = cut_off(model, graph, keep)
+    rng = np.random.default_rng(0)
+    for length in (5, 11):
+        x = [rng.normal(size=(2, length, 16)).astype("float32"), np.ones((2, length), "int32")]
+        x[1][0, -2:] = 0
+        assert_close(thin(x), reference(x))
+        assert np.abs(np.asarray(model(x)) - np.asarray(thin(x))).max() > 1e-4
+    thin.save(tmp_path / "thin.keras")
+    assert_close(keras.models.load_model(tmp_path / "thin.keras")(x), thin(x))
 
 
 def test_gradual_pruner_runs_rounds_on_a_causal_lm_with_its_own_loss(tmp_path):

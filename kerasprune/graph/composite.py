@@ -20,6 +20,7 @@ import keras
 
 from kerasprune.errors import first_line
 from kerasprune.graph.keras_graph import (
+    calls_of,
     functional_of,
     graph_inputs,
     is_graph_model,
@@ -32,6 +33,7 @@ __all__ = [
     "is_composite",
     "is_container",
     "trace_composite",
+    "trace_call",
     "traced_at_fixed_shape",
     "call_like",
     "TraceFailure",
@@ -178,6 +180,31 @@ def _fresh_arguments(
         replace, (tuple(node.arguments.args), dict(node.arguments.kwargs))
     )
     return args, kwargs, inputs
+
+
+def trace_call(
+    call: Callable[..., Any], layer: keras.layers.Layer, traced: keras.Model
+) -> Optional[keras.Model]:
+    """The functional model of ``call(layer, *args, **kwargs)`` on fresh symbolic
+    arguments shaped like those of the call of composite ``layer`` that gave ``traced``
+    (its unknown axes left unknown), inputs in ``traced``'s order; None where ``call``
+    returns None or the call is not found.
+
+    A graph stand-in (:class:`~kerasprune.graph.stand_ins.GraphStandIn`) computes what a
+    block's call computes with layers of its own; traced like this, it holds for every
+    length where ``traced`` may hold for one only.
+    """
+    from keras import tree
+
+    found = [k for k, v in _TRACES.get(layer, {}).items() if v is traced]
+    node = next((n for n in calls_of(layer) if found and id(n) == found[0]), None)
+    if node is None:
+        return None
+    args, kwargs, inputs = _fresh_arguments(node, lambda x: x.shape, layer.name)
+    outputs = call(layer, *args, **kwargs)
+    if outputs is None:
+        return None
+    return keras.Model(inputs, tree.flatten(outputs), name=layer.name)
 
 
 # traces made at a concrete size of an axis the call leaves unknown (see _trace)

@@ -24,6 +24,7 @@ __all__ = [
     "producer",
     "producer_name",
     "upstream_tensors",
+    "calls_of",
     "readers",
     "graph_inputs",
     "is_operation",
@@ -119,6 +120,11 @@ def upstream_tensors(tensor: Any) -> List[Any]:
         return []
     nodes = getattr(op, "_inbound_nodes", [])
     return list(nodes[node_index].input_tensors) if node_index < len(nodes) else []
+
+
+def calls_of(op: Any) -> List[Any]:
+    """The call nodes of operation ``op`` (a layer's calls, in every graph)."""
+    return list(getattr(op, "_inbound_nodes", []))
 
 
 def readers(fn: keras.Model) -> Dict[int, List[object]]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from kerasprune.errors import HandlerError, RebuildError, first_line
 from kerasprune.graph.analysis import analyze
-from kerasprune.graph.composite import call_like, is_container, iter_layers, traced_at_fixed_shape
+from kerasprune.graph.composite import call_like, is_container, iter_layers, trace_call, traced_at_fixed_shape
 from kerasprune.graph.groups import PruningGraph, check_graph
 from kerasprune.graph.handler import SlotMasks, handler_step
 from kerasprune.graph.keras_graph import (
@@ -30,7 +30,7 @@ from kerasprune.graph.keras_graph import (
     producer_name,
     shapes_only,
 )
-from kerasprune.graph.stand_ins import stand_in_config, stand_in_for, stand_in_order
+from kerasprune.graph.stand_ins import graph_stand_in_for, stand_in_config, stand_in_for, stand_in_order
 from kerasprune.surgery.constructed import CallShapes, model_shapes, plain_config, same_class_config
 from kerasprune.surgery.keep import keep_masks
 from kerasprune.surgery.optimizer import carry_optimizer_state, compile_like
@@ -376,7 +376,13 @@ class _Plan:
         model's sublayer entries are then edited like those of any nested model.
         """
         layer = self.graph.record(path).layer
-        if traced_at_fixed_shape(self.graph.composites[path]):
+        traced = self.graph.composites[path]
+        stand_in = graph_stand_in_for(layer) if traced_at_fixed_shape(traced) else None
+        if stand_in is not None:
+            traced = trace_call(stand_in.call, layer, traced) or traced
+            if not traced_at_fixed_shape(traced):
+                self.stand_ins[path] = (type(layer).__name__, stand_in.what)
+        if traced_at_fixed_shape(traced):
             raise RebuildError(
                 f"composite layer '{path}' ({type(layer).__name__}) has thinner sublayers, and "
                 f"{why}; it could only be traced with its unknown axes at a fixed size (its "
@@ -386,7 +392,7 @@ class _Plan:
                 "(kerasprune.register_constructor)"
             )
         try:
-            traced_config = copy.deepcopy(self.graph.composites[path].get_config())
+            traced_config = copy.deepcopy(traced.get_config())
         except Exception as exc:  # a sublayer Keras cannot serialize
             raise RebuildError(
                 f"composite layer '{path}' ({type(layer).__name__}) has thinner sublayers and "
@@ -394,12 +400,13 @@ class _Plan:
                 f"either ({type(exc).__name__}: {first_line(exc, 'no message')})"
             ) from exc
         self.composites.append(path)
-        warnings.warn(
-            f"kerasprune: composite layer '{path}' ({type(layer).__name__}) has thinner "
-            f"sublayers, and {why}; the thin model holds it as a functional model of the "
-            "same sublayers instead",
-            stacklevel=4,
-        )
+        if path not in self.stand_ins:  # else the stand-ins' warning says it
+            warnings.warn(
+                f"kerasprune: composite layer '{path}' ({type(layer).__name__}) has thinner "
+                f"sublayers, and {why}; the thin model holds it as a functional model of the "
+                "same sublayers instead",
+                stacklevel=4,
+            )
         # the functional model takes the call's tensors as one flat list (the traced order);
         # the other arguments are part of the trace
         inbound = []
@@ -802,9 +809,9 @@ def rebuild(
         pairs = sorted(set(plan.stand_ins.values()))
         names = ", ".join(f"{a} as {b}" for a, b in pairs)
         warnings.warn(
-            f"kerasprune: {_blocks(len(plan.stand_ins))} "
-            f"({names}), which compute the same with the same weights: their own class "
-            "cannot hold the thin widths (see kerasprune.graph.stand_ins)",
+            f"kerasprune: {_blocks(len(plan.stand_ins))} ({names}), computing the same with "
+            "the same weights: a block's own class cannot hold its thin widths (see "
+            "kerasprune.graph.stand_ins)",
             stacklevel=2,
         )
     for path, cls_name, why in plan.plain:

@@ -60,7 +60,7 @@ from kerasprune.graph.groups import OutsideClass
 from kerasprune.graph.handler import LayerHandler
 from kerasprune.graph.handlers._common import call_arg, input_index, prod
 from kerasprune.graph.registry import register_handler
-from kerasprune.graph.stand_ins import stand_in_for
+from kerasprune.graph.stand_ins import graph_stand_in_for, stand_in_for
 
 __all__ = [
     "MultiHeadAttentionHandler",
@@ -158,12 +158,18 @@ def head_width_stand_in(ctx) -> Optional[str]:
     """Where a block enclosing the attention at ``ctx`` cannot hold fewer heads but has
     a stand-in that states the head width (:mod:`kerasprune.graph.stand_ins`): the reason
     its heads can go only with the block rebuilt as the stand-in, else None."""
-    for block, _ in ctx.enclosing:
+    for block, fixed in ctx.enclosing:
         found = stand_in_for(block)
         if found is not None and found.head_dim is not None:
             return OutsideClass(
                 f"block '{block.name}' ({type(block).__name__}) cannot hold fewer heads of "
                 f"the same width; {found.cls.__name__} stands in for it"
+            )
+        graph = graph_stand_in_for(block) if fixed else None
+        if graph is not None:
+            return OutsideClass(
+                f"block '{block.name}' ({type(block).__name__}) cannot hold fewer heads of "
+                f"the same width; {graph.what} stands in for it"
             )
     return None
 
@@ -198,7 +204,7 @@ class MultiHeadAttentionHandler(LayerHandler):
         heads = ctx.produce("heads", layer.num_heads, q_rank - 1)
         derived = head_width_set_by_block(ctx)
         if derived is not None:
-            ctx.freeze(heads, derived)
+            ctx.freeze(heads, head_width_stand_in(ctx) or derived)
         for method in ("_compute_attention", "_masked_softmax"):
             if getattr(type(layer), method) is not getattr(layers.MultiHeadAttention, method):
                 ctx.freeze(

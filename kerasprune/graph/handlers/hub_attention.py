@@ -44,11 +44,11 @@ from kerasprune.graph.handlers.attention import (
     register_grouped_attention,
 )
 from kerasprune.graph.registry import register_handler
-from kerasprune.graph.stand_ins import register_stand_in
+from kerasprune.graph.stand_ins import register_graph_stand_in, register_stand_in
 
 __all__ = [
     "CachedMultiHeadAttentionHandler", "FAMILIES", "registered_families", "llama_as_mistral",
-    "phi3_as_mistral",
+    "phi3_as_mistral", "transformer_decoder_graph",
 ]
 
 _MODELS = "keras_hub.src.models"
@@ -204,3 +204,69 @@ if isinstance(_MISTRAL_DECODER, type):
     if isinstance(_PHI3_DECODER, type):
         register_stand_in(_PHI3_DECODER, _MISTRAL_DECODER, phi3_as_mistral, head_dim="head_dim",
                           names=PHI3_AS_MISTRAL_NAMES)
+
+
+_TRANSFORMER_DECODER = _find("keras_hub.src.layers.modeling.transformer_decoder", "TransformerDecoder")
+
+
+def _fresh(sublayer, cls: Optional[type] = None):
+    """A new, unbuilt layer with ``sublayer``'s config (and name), of class ``cls``."""
+    return (cls or type(sublayer)).from_config(sublayer.get_config())
+
+
+def _self_attention_only(layer) -> bool:
+    return getattr(layer, "_cross_attention_layer", None) is None
+
+
+def transformer_decoder_graph(
+    layer, decoder_sequence, encoder_sequence=None, decoder_padding_mask=None,
+    decoder_attention_mask=None, encoder_padding_mask=None, encoder_attention_mask=None,
+    self_attention_cache=None, self_attention_cache_update_index=None, cross_attention_cache=None,
+    cross_attention_cache_update_index=None, use_causal_mask=True, training=None,
+):
+    """What a self-attention ``TransformerDecoder`` (GPT-2's, OPT's) call computes, with
+    core Keras layers, for any sequence length (a graph stand-in: see
+    :class:`~kerasprune.graph.stand_ins.GraphStandIn`).
+
+    The block's ``CachedMultiHeadAttention`` becomes a ``keras.layers.MultiHeadAttention``
+    of the same config: without a cache it computes the same, and it applies the causal
+    mask itself (``use_causal_mask``), from the length it is called at, where the block
+    builds it from ``ops.shape``. The padding mask enters as the block merges it (its
+    keys' axis, ``(B, 1, S)``). Normalization first or after, as the block's
+    ``normalize_first`` says. None for a call with a cache, an encoder sequence or an
+    attention mask of its own.
+    """
+    given = (encoder_sequence, decoder_attention_mask, encoder_padding_mask, encoder_attention_mask,
+             self_attention_cache, self_attention_cache_update_index, cross_attention_cache,
+             cross_attention_cache_update_index)
+    if any(x is not None for x in given) or not _self_attention_only(layer):
+        return None
+    if getattr(decoder_sequence, "_keras_mask", None) is not None:
+        return None  # the block would take it for the padding mask
+    attention = _fresh(layer._self_attention_layer, keras.layers.MultiHeadAttention)
+    attention_norm, attention_dropout = (_fresh(layer._self_attention_layer_norm),
+                                         _fresh(layer._self_attention_dropout))
+    ffn_norm, ffn_dropout = _fresh(layer._feedforward_layer_norm), _fresh(layer._feedforward_dropout)
+    up, down = _fresh(layer._feedforward_intermediate_dense), _fresh(layer._feedforward_output_dense)
+    mask = None
+    if decoder_padding_mask is not None:
+        mask = keras.ops.expand_dims(decoder_padding_mask, axis=1)
+    first = layer.normalize_first
+    x = residual = decoder_sequence
+    if first:
+        x = attention_norm(x)
+    x = attention(x, x, attention_mask=mask, use_causal_mask=bool(use_causal_mask), training=training)
+    x = attention_dropout(x, training=training) + residual
+    if not first:
+        x = attention_norm(x)
+    residual = x
+    if first:
+        x = ffn_norm(x)
+    x = ffn_dropout(down(up(x)), training=training) + residual
+    if not first:
+        x = ffn_norm(x)
+    return x
+
+
+if isinstance(_TRANSFORMER_DECODER, type):
+    register_graph_stand_in(_TRANSFORMER_DECODER, transformer_decoder_graph, _self_attention_only)
