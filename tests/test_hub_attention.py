@@ -172,16 +172,15 @@ HUB: Dict[str, Callable[[], keras.Model]] = {
 }
 
 # family -> (prunable head units, prunable FFN channels), both blocks together. GPT-2's
-# TransformerDecoder sets key_dim = hidden_dim // num_heads, but a functional model of
-# core Keras layers stands in for it (its heads go, outside its class). Qwen2's
-# attention sets head_dim = hidden_dim // num_query_heads (no head_dim argument): its
-# heads stay. So do Llama's and Phi-3's, but a MistralTransformerDecoder with head_dim
-# stated stands in for their blocks (kerasprune.graph.stand_ins): their heads go, outside
-# their class. Gemma's FFN is two Dense-like EinsumDense gates of intermediate_dim // 2
+# TransformerDecoder sets key_dim = hidden_dim // num_heads, and Qwen2's attention
+# head_dim = hidden_dim // num_query_heads, but a functional model of the same layers
+# stands in for their blocks (their heads go, outside their class). So do Llama's and
+# Phi-3's attention, and a MistralTransformerDecoder with head_dim stated stands in for
+# their blocks (kerasprune.graph.stand_ins). Gemma's FFN is two Dense-like EinsumDense gates of intermediate_dim // 2
 # units.
 COUNTS = {
     "GPT2": (4, 64), "Bert": (4, 64), "Llama": (4, 96), "Mistral": (4, 96), "Gemma": (2, 32),
-    "Gemma_gqa": (4, 32), "Gemma3": (4, 96), "Qwen2": (0, 96), "Qwen3": (4, 96), "Phi3": (4, 96),
+    "Gemma_gqa": (4, 32), "Gemma3": (4, 96), "Qwen2": (4, 96), "Qwen3": (4, 96), "Phi3": (4, 96),
 }
 
 # family -> channels removed from (block 0, block 1) of the head and FFN groups: a
@@ -191,9 +190,6 @@ NON_UNIFORM = {"heads": (1, 0), "ffn": (5, 9)}
 
 # family -> the RebuildError a non-uniform keep-set meets in surgery/ (None: rebuilt)
 NON_UNIFORM_FAILS = {
-    # QwenTransformerDecoder.get_config() leaves out sliding_window_size: rebuilt from it,
-    # its attention gets the default 4096, not the backbone's 32768 (other configs)
-    "Qwen2": "fixed size",
     # Qwen3TransformerDecoder.get_config() leaves out head_dim, a required argument: the
     # block cannot be built from its config, and a graph of its sublayers would hold for
     # the traced length only
@@ -338,9 +334,32 @@ def test_phi3_with_what_mistral_lacks_keeps_its_heads(config):
     assert all("sets head_dim to its input width // num_query_heads" in r for r in reasons)
 
 
-@pytest.mark.parametrize("family", ["Qwen2"])
-def test_keras_hub_attention_deriving_head_dim_from_its_width_keeps_its_heads(family):
-    graph = kp.analyze(HUB[family]())
+def test_qwen2_heads_go_with_a_graph_stand_in_that_holds_for_every_length(tmp_path):
+    model = hub_model("Qwen2")
+    graph = kp.analyze(model)
+    heads = [g for g in graph.groups if g.name.endswith("/heads")]
+    assert all("functional model of keras-hub and core Keras layers stands in" in g.outside_class[0]
+               for g in heads)
+    keep = {heads[1].name: [0]}
+    with pytest.warns(UserWarning, match="QwenTransformerDecoder as a functional model"):
+        thin = kp.rebuild(model, keep, graph=graph)
+    attention = thin.get_layer("transformer_layer_1").get_layer("self_attention")
+    assert attention.get_layer("query").kernel.shape == (32, 2, 8)  # 2 query heads of 8
+    assert attention.get_layer("key").kernel.shape == (32, 1, 8)
+    reference = cut_off(model, graph, keep)
+    rng = np.random.default_rng(4)
+    for length in (5, 12):
+        x = {"token_ids": rng.integers(0, 100, (2, length)).astype("int32"),
+             "padding_mask": np.ones((2, length), "int32")}
+        x["padding_mask"][0, -2:] = 0
+        assert_close(thin(x), reference(x))
+    check_thin(model, graph, keep, thin, tmp_path / "thin.keras")
+
+
+def test_qwen2_with_a_sliding_window_keeps_its_heads():
+    # with a sliding window no stand-in covers Qwen2's block: its attention derives the
+    # head width, so its heads stay
+    graph = kp.analyze(_hub().QwenBackbone(**GQA, **COMMON, use_sliding_window_attention=True))
     reasons = _reasons(graph, "/heads")
     assert len(reasons) == 2
     assert all("sets head_dim to its input width // num_query_heads" in r for r in reasons)

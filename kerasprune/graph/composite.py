@@ -183,9 +183,9 @@ def _fresh_arguments(
 
 
 def trace_call(
-    call: Callable[..., Any], layer: keras.layers.Layer, traced: keras.Model
+    call: Callable[..., Any], layer: keras.layers.Layer, traced: keras.Model, *before: Any
 ) -> Optional[keras.Model]:
-    """The functional model of ``call(layer, *args, **kwargs)`` on fresh symbolic
+    """The functional model of ``call(layer, *before, *args, **kwargs)`` on fresh symbolic
     arguments shaped like those of the call of composite ``layer`` that gave ``traced``
     (its unknown axes left unknown), inputs in ``traced``'s order; None where ``call``
     returns None or the call is not found.
@@ -201,7 +201,7 @@ def trace_call(
     if node is None:
         return None
     args, kwargs, inputs = _fresh_arguments(node, lambda x: x.shape, layer.name)
-    outputs = call(layer, *args, **kwargs)
+    outputs = call(layer, *before, *args, **kwargs)
     if outputs is None:
         return None
     return keras.Model(inputs, tree.flatten(outputs), name=layer.name)

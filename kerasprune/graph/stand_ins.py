@@ -121,26 +121,31 @@ def stand_in_order(
 
 @dataclass(frozen=True)
 class GraphStandIn:
-    """A function of core Keras layers that computes what a block's call computes.
+    """A function of fresh layers that computes what a block's call computes.
 
     Some blocks cannot be rebuilt thinner as their own class and, traced, give a graph
     that holds for one sequence length only (keras-hub's ``TransformerDecoder`` builds its
     causal mask from the length). A graph stand-in is written once per class: called
-    like the block (``call(block, *args, **kwargs)``, on symbolic tensors of any length),
-    it builds fresh core Keras layers with the block's sublayer configs and names and
-    returns the block's outputs computed with them, or None for a call it does not cover.
-    The rebuilder then holds the block as the functional model of that call, whose
-    layers pair with the block's sublayers by path and take their weights.
+    like the block (``call(block, kept, *args, **kwargs)``, on symbolic tensors of any
+    length), it builds fresh layers (core Keras, or the block's library's own) with the
+    block's sublayer configs and names and returns the block's outputs computed with
+    them, or None for a call it does not cover. The rebuilder then holds the block as
+    the functional model of that call, whose layers pair with the block's sublayers by
+    path and take their weights, and edits their widths like any layer's, except those
+    of the sublayers named in :attr:`thin`, which the function builds thin itself from
+    ``kept`` (sublayer name -> its channel masks, or None where it keeps them all).
 
     Attributes:
-        call: ``call(block, *args, **kwargs) -> outputs or None``.
+        call: ``call(block, kept, *args, **kwargs) -> outputs or None``.
         applies: ``applies(block) -> bool``: whether the block is one ``call`` covers
             (its own build, not a call's arguments).
-        what: what stands in, for messages (``"a functional model of core Keras layers"``).
+        thin: the names of the block's sublayers that ``call`` builds thin itself.
+        what: what stands in, for messages.
     """
 
     call: Callable[..., Any]
     applies: Callable[[Any], bool]
+    thin: Tuple[str, ...] = ()
     what: str = "a functional model of core Keras layers"
 
 
@@ -149,16 +154,19 @@ _GRAPH_STAND_INS: Dict[type, GraphStandIn] = {}
 
 def register_graph_stand_in(
     for_cls: type, call: Callable[..., Any], applies: Optional[Callable[[Any], bool]] = None,
+    thin: Sequence[str] = (), what: str = "a functional model of core Keras layers",
 ) -> None:
     """Let calls of ``for_cls`` blocks be rebuilt as the functional model ``call`` builds
     (see :class:`GraphStandIn`) where their own class cannot hold the thin widths.
 
     Args:
         for_cls: the block class stood in for (exact class, not its subclasses).
-        call: ``call(block, *args, **kwargs)``: the block's outputs computed with fresh
-            core Keras layers, or None where it does not cover the call.
+        call: ``call(block, kept, *args, **kwargs)``: the block's outputs computed with
+            fresh layers, or None where it does not cover the call.
         applies: ``applies(block)``: whether ``call`` covers this block (default: every
             block of the class).
+        thin: names of the block's sublayers that ``call`` builds thin itself.
+        what: what stands in, for messages.
 
     Raises:
         RegistryError: ``for_cls`` is not a class, or ``call`` or ``applies`` is not
@@ -168,7 +176,7 @@ def register_graph_stand_in(
         raise RegistryError(f"register_graph_stand_in takes a class, got {for_cls!r}")
     if not callable(call) or (applies is not None and not callable(applies)):
         raise RegistryError(f"a graph stand-in takes functions, got {call!r} and {applies!r}")
-    _GRAPH_STAND_INS[for_cls] = GraphStandIn(call, applies or (lambda block: True))
+    _GRAPH_STAND_INS[for_cls] = GraphStandIn(call, applies or (lambda block: True), tuple(thin), what)
 
 
 def graph_stand_in_for(layer: Any) -> Optional[GraphStandIn]:

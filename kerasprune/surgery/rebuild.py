@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import warnings
-from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Mapping, Optional, Set, Tuple
 
 import keras
 import numpy as np
@@ -168,6 +168,8 @@ class _Plan:
         #: path of each block rebuilt as a stand-in whose sublayers have other paths ->
         #: its sublayer paths -> the stand-in's
         self.renamed: Dict[str, Dict[str, str]] = {}
+        #: paths of the layers a graph stand-in built thin itself (no config to edit)
+        self.prebuilt: Set[str] = set()
 
     def model_config(self, model: keras.Model, path: str) -> Tuple[Optional[dict], dict]:
         """``(serialized plain model or None, config)`` to build ``model`` (at ``path``):
@@ -379,9 +381,11 @@ class _Plan:
         traced = self.graph.composites[path]
         stand_in = graph_stand_in_for(layer) if traced_at_fixed_shape(traced) else None
         if stand_in is not None:
-            traced = trace_call(stand_in.call, layer, traced) or traced
+            kept = {name: self.slot_masks.get(f"{path}/{name}") for name in stand_in.thin}
+            traced = trace_call(stand_in.call, layer, traced, kept) or traced
             if not traced_at_fixed_shape(traced):
                 self.stand_ins[path] = (type(layer).__name__, stand_in.what)
+                self.prebuilt.update(f"{path}/{name}" for name in stand_in.thin)
         if traced_at_fixed_shape(traced):
             raise RebuildError(
                 f"composite layer '{path}' ({type(layer).__name__}) has thinner sublayers, and "
@@ -779,8 +783,8 @@ def rebuild(
     plan = _Plan(model, graph, slot_masks, thin, custom_objects)
     plain, config = plan.model_config(model, "")
     for path, layer_masks in slot_masks.items():
-        if plan.inside_same_class(path):
-            continue  # its width comes from the constructor arguments
+        if plan.inside_same_class(path) or path in plan.prebuilt:
+            continue  # its width comes from the constructor arguments (or a stand-in)
         entry = plan.index.get(path)
         if entry is None or not isinstance(entry.get("config"), dict):
             layer = layers.get(path)

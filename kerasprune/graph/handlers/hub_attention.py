@@ -32,10 +32,12 @@ a keras-hub version without it is skipped.
 from __future__ import annotations
 
 import importlib
+import math
 from typing import Any, Dict, List, Optional, Tuple
 
 import keras
 import keras_hub  # noqa: F401  (this module is imported only when keras-hub is in use)
+import numpy as np
 
 from kerasprune.graph.handlers._common import call_arg
 from kerasprune.graph.handlers.attention import (
@@ -48,7 +50,7 @@ from kerasprune.graph.stand_ins import register_graph_stand_in, register_stand_i
 
 __all__ = [
     "CachedMultiHeadAttentionHandler", "FAMILIES", "registered_families", "llama_as_mistral",
-    "phi3_as_mistral", "transformer_decoder_graph",
+    "phi3_as_mistral", "transformer_decoder_graph", "qwen_decoder_graph",
 ]
 
 _MODELS = "keras_hub.src.models"
@@ -219,7 +221,7 @@ def _self_attention_only(layer) -> bool:
 
 
 def transformer_decoder_graph(
-    layer, decoder_sequence, encoder_sequence=None, decoder_padding_mask=None,
+    layer, kept, decoder_sequence, encoder_sequence=None, decoder_padding_mask=None,
     decoder_attention_mask=None, encoder_padding_mask=None, encoder_attention_mask=None,
     self_attention_cache=None, self_attention_cache_update_index=None, cross_attention_cache=None,
     cross_attention_cache_update_index=None, use_causal_mask=True, training=None,
@@ -234,7 +236,7 @@ def transformer_decoder_graph(
     builds it from ``ops.shape``. The padding mask enters as the block merges it (its
     keys' axis, ``(B, 1, S)``). Normalization first or after, as the block's
     ``normalize_first`` says. None for a call with a cache, an encoder sequence or an
-    attention mask of its own.
+    attention mask of its own. Its widths are edited afterwards (``kept`` is unused).
     """
     given = (encoder_sequence, decoder_attention_mask, encoder_padding_mask, encoder_attention_mask,
              self_attention_cache, self_attention_cache_update_index, cross_attention_cache,
@@ -270,3 +272,87 @@ def transformer_decoder_graph(
 
 if isinstance(_TRANSFORMER_DECODER, type):
     register_graph_stand_in(_TRANSFORMER_DECODER, transformer_decoder_graph, _self_attention_only)
+
+
+_QWEN_DECODER = _find(f"{_MODELS}.qwen.qwen_decoder", "QwenTransformerDecoder")
+
+
+def _qwen_attention_graph(attention, masks, padding: bool) -> keras.Model:
+    """A functional model computing what ``QwenAttention`` ``attention`` computes
+    without a cache (biased query/key/value projections, rotary embedding on queries and
+    keys, grouped-query attention under the causal mask, output projection), with the
+    key/value heads ``masks`` keeps (and the query heads that share them); the same
+    weights in the same order."""
+    groups = attention.num_query_heads // attention.num_key_value_heads
+    units = attention.num_key_value_heads
+    if masks is not None and masks.get("heads") is not None:
+        units = int(np.count_nonzero(masks["heads"]))
+    head_dim = int(attention._query_dense.kernel.shape[-1])
+    hidden = int(attention._query_dense.kernel.shape[0])
+
+    def projection(dense, heads):
+        config = dense.get_config()
+        config["output_shape"] = (None, heads, head_dim)
+        return type(dense).from_config(config)
+
+    query = projection(attention._query_dense, units * groups)
+    key, value = projection(attention._key_dense, units), projection(attention._value_dense, units)
+    output = _fresh(attention._output_dense)
+    rotary = _fresh(attention.rotary_embedding_layer)
+    dropout = _fresh(attention._dropout_layer)
+    states = keras.Input((None, hidden), dtype=attention.compute_dtype)
+    inputs = [states]
+    mask = None
+    if padding:
+        inputs.append(keras.Input((None,), dtype="int32"))
+        mask = keras.ops.cast(keras.ops.expand_dims(keras.ops.expand_dims(inputs[1], 1), 1), "bool")
+    q = rotary(query(states))
+    k = rotary(key(states))
+    v = value(states)
+    k, v = (keras.ops.repeat(t, groups, axis=2) for t in (k, v))
+    attended = keras.ops.dot_product_attention(q, k, v, mask=mask, scale=1.0 / math.sqrt(head_dim),
+                                               is_causal=True)
+    return keras.Model(inputs, output(dropout(attended)), name=attention.name)
+
+
+def qwen_decoder_graph(
+    layer, kept, decoder_sequence, decoder_padding_mask=None, decoder_attention_mask=None,
+    self_attention_cache=None, self_attention_cache_update_index=None, training=None,
+):
+    """What a ``QwenTransformerDecoder`` (Qwen2) call computes, for any sequence length
+    (a graph stand-in: see :class:`~kerasprune.graph.stand_ins.GraphStandIn`): RMS
+    normalization, the attention as :func:`_qwen_attention_graph` builds it with the
+    heads ``kept["self_attention"]`` keeps (``keras.ops.dot_product_attention`` applies
+    the causal mask at the length it is called at), SwiGLU feed-forward, residuals.
+    None for a call with a cache or an attention mask of its own, or a block with a
+    sliding window."""
+    if any(x is not None for x in (decoder_attention_mask, self_attention_cache,
+                                   self_attention_cache_update_index)):
+        return None
+    if not _no_sliding_window(layer) or getattr(decoder_sequence, "_keras_mask", None) is not None:
+        return None
+    masks = kept.get("self_attention")
+    if masks is not None and any(masks.get(k) is not None for k in masks if k != "heads"):
+        return None  # only whole heads: its widths stay
+    attention = _qwen_attention_graph(layer._self_attention_layer, masks, decoder_padding_mask is not None)
+    attention_norm, attention_dropout = (_fresh(layer._self_attention_layernorm),
+                                         _fresh(layer._self_attention_dropout))
+    ffn_norm = _fresh(layer._feedforward_layernorm)
+    gate, up = _fresh(layer._feedforward_gate_dense), _fresh(layer._feedforward_intermediate_dense)
+    down = _fresh(layer._feedforward_output_dense)
+    activation = keras.layers.Activation(keras.activations.serialize(layer.activation), dtype="float32")
+    x = attention_norm(decoder_sequence)
+    x = attention([x, decoder_padding_mask] if decoder_padding_mask is not None else x)
+    x = attention_dropout(x, training=training) + decoder_sequence
+    h = ffn_norm(x)
+    gated = keras.ops.cast(activation(keras.ops.cast(gate(h), "float32")), layer.compute_dtype)
+    return down(keras.ops.multiply(up(h), gated)) + x
+
+
+def _no_sliding_window(layer) -> bool:
+    return not layer.use_sliding_window_attention
+
+
+if isinstance(_QWEN_DECODER, type):
+    register_graph_stand_in(_QWEN_DECODER, qwen_decoder_graph, _no_sliding_window, thin=("self_attention",),
+                            what="a functional model of keras-hub and core Keras layers")
