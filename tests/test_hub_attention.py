@@ -245,13 +245,14 @@ def check_thin(model, graph, keep, thin, path) -> None:
     out = thin(x)
     ref = cut_off(model, graph, keep)(x)
     assert_close(out, ref)
-    diff = max(float(np.abs(np.asarray(a) - np.asarray(b)).max())
+    numpy = keras.ops.convert_to_numpy
+    diff = max(float(np.abs(numpy(a) - numpy(b)).max())
                for a, b in zip(keras.tree.flatten(model(x)), keras.tree.flatten(ref)))
     assert diff > 1e-4
     thin.save(path)
     loaded = keras.models.load_model(path)
     for a, b in zip(keras.tree.flatten(loaded(x)), keras.tree.flatten(out)):
-        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+        np.testing.assert_array_equal(numpy(a), numpy(b))
 
 
 def _counts(graph: kp.PruningGraph) -> tuple:
