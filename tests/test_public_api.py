@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 
+import keras
 import pytest
 
 import kerasprune as kp
@@ -99,3 +100,15 @@ def test_a_stand_in_is_registered_from_kerasprune_graph():
     assert kp.graph.register_stand_in is stand_ins.register_stand_in
     with pytest.raises(kp.RegistryError, match="two classes"):
         kp.graph.register_stand_in("LlamaTransformerDecoder", object, dict)
+
+
+def test_a_graph_stand_in_is_registered_from_kerasprune_graph_with_its_arguments_checked():
+    from kerasprune.graph import stand_ins
+
+    assert kp.graph.register_graph_stand_in is stand_ins.register_graph_stand_in
+    assert kp.graph.graph_stand_in_for is stand_ins.graph_stand_in_for
+    with pytest.raises(kp.RegistryError, match="takes a class"):
+        kp.graph.register_graph_stand_in("TransformerDecoder", lambda block, kept, x: x)
+    with pytest.raises(kp.RegistryError, match="takes functions"):
+        kp.graph.register_graph_stand_in(keras.layers.Dense, "not a function")
+    assert kp.graph.graph_stand_in_for(keras.layers.Dense(2)) is None

@@ -53,7 +53,9 @@ model subclass sets which sublayer width can be stated with
 :func:`~kerasprune.graph.constructors.register_constructor` (else the rebuilder probes
 the class); another class that computes what a block computes and can hold thinner
 widths than the block's own, with
-:func:`~kerasprune.graph.stand_ins.register_stand_in`.
+:func:`~kerasprune.graph.stand_ins.register_stand_in`; a function of core Keras layers
+that computes what a block computes, at any sequence length, with
+:func:`~kerasprune.graph.stand_ins.register_graph_stand_in`.
 """
 
 from kerasprune.graph import handlers  # noqa: F401  (registers the built-in families)
@@ -71,7 +73,12 @@ from kerasprune.graph.handlers import PassThroughHandler, PerChannelHandler
 from kerasprune.graph.keras_graph import functional_of
 from kerasprune.graph.layout import Layout
 from kerasprune.graph.registry import handler_for, register_handler, registered_handlers
-from kerasprune.graph.stand_ins import register_stand_in, stand_in_for
+from kerasprune.graph.stand_ins import (
+    graph_stand_in_for,
+    register_graph_stand_in,
+    register_stand_in,
+    stand_in_for,
+)
 
 __all__ = [
     "analyze",
@@ -95,6 +102,8 @@ __all__ = [
     "constructor_for",
     "register_stand_in",
     "stand_in_for",
+    "register_graph_stand_in",
+    "graph_stand_in_for",
     "functional_of",
     "iter_calls",
     "iter_layers",

@@ -17,7 +17,15 @@ stand-in's config computing exactly what that layer computes, or None where it d
 must be rebuilt thinner and its own class cannot be (a non-uniform keep-set), and says so
 in a warning; a uniform selection leaves the groups that only a stand-in can remove whole,
 so that the model keeps its class. Handler modules register the stand-ins of the library
-they cover (:mod:`kerasprune.graph.handlers.hub_layers`).
+they cover (:mod:`kerasprune.graph.handlers.hub_attention`).
+
+Where no class computes the same, a *graph stand-in* does: a function that calls, on the
+block's inputs, core Keras layers and operations (and the block's own sublayers, built
+thin where :attr:`GraphStandIn.thin` names them) that compute exactly what the block
+computes for the channels kept, at any sequence length. The rebuilder traces it into the
+functional model in place of the block (:func:`kerasprune.graph.composite.trace_call`):
+GPT-2's ``TransformerDecoder``, whose ``key_dim`` is ``hidden_dim // num_heads``, and a
+Qwen2 decoder block have one (:mod:`kerasprune.graph.handlers.hub_attention`).
 """
 
 from __future__ import annotations

@@ -24,9 +24,24 @@ The families differ in data only (:data:`FAMILIES`): attribute names, the kernel
 over ``head_dim``), the name of the input argument, and whether the class has a
 ``head_dim`` argument. Llama, Mixtral, Qwen2, Qwen2-MoE and Phi-3 attention have none:
 they set ``head_dim = hidden_dim // num_query_heads`` when built, so no config of theirs
-builds fewer heads (or another hidden width) with the same ``head_dim``, and their
-heads and widths stay (frozen with that reason). Each class is looked up by module path;
-a keras-hub version without it is skipped.
+builds fewer heads (or another hidden width) with the same ``head_dim``. Where another
+class computes exactly what such a block computes and can be thinner, it stands in for
+the block outside its class (:mod:`kerasprune.graph.stand_ins`); the heads of the others
+stay (frozen with that reason):
+
+* Llama's decoder block: a ``MistralTransformerDecoder`` without a sliding window
+  (:func:`llama_as_mistral`; not with a Llama 3 rotary scaling);
+* Phi-3's decoder block: a ``MistralTransformerDecoder``, its sublayers paired by name
+  (:func:`phi3_as_mistral`; not with the ``"su"`` rotary scaling or dropout);
+* GPT-2's ``TransformerDecoder`` (``key_dim = hidden_dim // num_heads``, self-attention
+  only): a functional model of core Keras layers around a ``MultiHeadAttention`` that
+  applies the causal mask (:func:`transformer_decoder_graph`), for any sequence length;
+* Qwen2's decoder block without a sliding window: a functional model of its own layers
+  with the attention rebuilt thin around ``keras.ops.dot_product_attention`` under the
+  causal mask (:func:`qwen_decoder_graph`), for any sequence length;
+* Mixtral, Qwen2-MoE, and Qwen2 with a sliding window: no stand-in, their heads stay.
+
+Each class is looked up by module path; a keras-hub version without it is skipped.
 """
 
 from __future__ import annotations
