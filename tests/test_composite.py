@@ -488,3 +488,56 @@ def test_two_arguments_that_must_change_together_are_solved_together(tmp_path, r
     keep[graph.group_of("heads/query").name] = [0, 1, 4, 5, 6, 7]
     with pytest.warns(UserWarning, match="composite layer 'heads'"):
         kp.rebuild(model, keep, graph=graph)
+
+
+@keras.saving.register_keras_serializable(package="kptest")
+class CausalBlock(keras.layers.Layer):
+    """A user's self-attention block that builds its causal mask from the input's length
+    and sets its head width from ``hidden // heads`` (no config holds fewer heads)."""
+
+    def __init__(self, hidden: int, heads: int, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden, self.heads = hidden, heads
+        self.attention = L.MultiHeadAttention(heads, hidden // heads, name="attention")
+        self.norm = L.LayerNormalization(name="norm")
+
+    def build(self, shape):
+        self.attention.build(shape, shape)
+        self.norm.build(shape)
+
+    def call(self, x):
+        length = keras.ops.shape(x)[1]
+        mask = keras.ops.tril(keras.ops.ones((length, length), "bool"))
+        return self.norm(x + self.attention(x, x, attention_mask=mask[None]))
+
+    def get_config(self):
+        return {**super().get_config(), "hidden": self.hidden, "heads": self.heads}
+
+
+def _causal_block_graph(block, kept, x):
+    attention = L.MultiHeadAttention.from_config(block.attention.get_config())
+    norm = L.LayerNormalization.from_config(block.norm.get_config())
+    return norm(x + attention(x, x, use_causal_mask=True))
+
+
+def test_a_users_graph_stand_in_frees_the_heads_of_a_block_its_class_cannot_thin(tmp_path):
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((None, 16))
+    model = keras.Model(inp, L.Dense(3, name="head")(CausalBlock(16, 4, name="block")(inp)))
+    heads = kp.analyze(model)["block/attention/heads"]
+    assert not heads.prunable and "no config of it builds fewer heads" in heads.reason
+    kp.graph.register_graph_stand_in(CausalBlock, _causal_block_graph)  # a test-only class
+    graph = kp.analyze(model)
+    heads = graph["block/attention/heads"]
+    assert heads.prunable and "a functional model of core Keras layers stands in" in heads.outside_class[0]
+    keep = {heads.name: [0, 3]}
+    with pytest.warns(UserWarning, match=r"1 block is rebuilt as its stand-in \(CausalBlock as"):
+        thin = kp.rebuild(model, keep, graph=graph)
+    assert thin.get_layer("block").get_layer("attention").num_heads == 2
+    reference = cut_off(model, graph, keep)
+    rng = np.random.default_rng(0)
+    for length in (5, 9):  # the block was traced at one length; its stand-in holds for any
+        x = rng.normal(size=(2, length, 16)).astype("float32")
+        assert_close(thin(x), reference(x))
+        assert np.abs(keras.ops.convert_to_numpy(model(x) - thin(x))).max() > 1e-3
+    _check_round_trip(thin, x, tmp_path)
