@@ -10,13 +10,17 @@ test error and the epochs it took, beside Table 2 of Xu et al. (2018) (P = 70, 8
 7-14, 6-8, 5-6, 3-4 filters; 0.72, 0.77, 0.83, 1.07% error; baseline 0.75%).
 
 The retraining is the paper's: SGD at lr 0.01 (momentum 0.9), up to ``--epochs`` (the
-paper: 100), here stopped early when the validation loss of the *masked* model (measured
-after each epoch-end mask, so it is the loss of the model that would be stripped) has not
-improved for ``--patience`` epochs, and the weights of the best epoch restored. Validation
+paper: 100), here stopped early when the validation error of the *masked* model (measured
+after each epoch-end mask, so it is the error of the model that would be stripped) has not
+improved for ``--patience`` epochs, and the weights of the best epoch restored.
+
+The number of filters masked is the paper's, ``floor(P * 70)`` of the 70 filters (its
+P = 85% row keeps 11, 5-6); :class:`~kerasprune.callbacks.SoftFilterPruning` itself masks
+``round(P * N)``, which at 59.5 would be 60, so the ratio passed is ``floor(P * 70) / 70``. Validation
 is the last 10% of the training split, never the test set; the first 90% is trained on,
 with random crops unless ``--no-augment`` (as the baseline was trained).
 
-    .venv/bin/python bench/soft_lenet.py [--ratios 0.7 0.8 0.85 0.9] [--epochs 100] [--patience 8]
+    .venv/bin/python bench/soft_lenet.py [--ratios 0.7 0.8 0.85 0.9] [--epochs 100] [--patience 10]
 
 References:
 
@@ -29,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -43,6 +48,13 @@ from kerasprune.data import load_dataset  # noqa: E402
 from kerasprune.models import lenet5  # noqa: E402
 
 PAPER = {0.7: ("7-14", 0.72), 0.8: ("6-8", 0.77), 0.85: ("5-6", 0.83), 0.9: ("3-4", 1.07)}
+
+
+def paper_ratio(model: keras.Model, ratio: float) -> float:
+    """The ratio that makes :class:`SoftFilterPruning` mask ``floor(ratio * N)`` of the N
+    filters of ``conv1`` and ``conv2``, as Xu et al. (2018) count them."""
+    n = sum(model.get_layer(name).filters for name in ("conv1", "conv2"))
+    return math.floor(ratio * n + 1e-9) / n
 
 
 def error(model: keras.Model, test) -> float:
@@ -69,9 +81,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ratios", nargs="+", type=float, default=[0.7, 0.8, 0.85, 0.9])
     p.add_argument("--epochs", type=int, default=100, help="at most this many epochs per ratio (the paper: 100)")
-    p.add_argument("--patience", type=int, default=8,
-                   help="stop when the masked model's validation loss has not improved for this many epochs")
-    p.add_argument("--monitor", default="val_loss", choices=["val_loss", "val_accuracy"])
+    p.add_argument("--patience", type=int, default=10,
+                   help="stop when the masked model's validation error has not improved for this many epochs")
+    p.add_argument("--monitor", default="val_accuracy", choices=["val_accuracy", "val_loss"])
     p.add_argument("--lr", type=float, default=0.01,
                    help="SGD learning rate (momentum 0.9), as in Xu et al. (2018)")
     p.add_argument("--no-augment", action="store_true", help="retrain without random crops")
@@ -104,7 +116,8 @@ def main() -> int:
         model.set_weights(base.get_weights())
         model.compile(optimizer=keras.optimizers.SGD(args.lr, momentum=0.9),
                       loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        soft = SoftFilterPruning(ratio=ratio, criterion="gsfp", scope="global", exclude=["fc1"])
+        soft = SoftFilterPruning(ratio=paper_ratio(base, ratio), criterion="gsfp", scope="global",
+                                 exclude=["fc1"])
         stop = keras.callbacks.EarlyStopping(monitor=args.monitor, patience=args.patience,
                                              restore_best_weights=True)
         hist = model.fit(train, epochs=args.epochs, callbacks=[soft, MaskedValidation(val), stop],
