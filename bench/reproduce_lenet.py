@@ -103,6 +103,9 @@ def main() -> int:
     p.add_argument("--stop-at", type=float, default=1.0,
                    help="stop pruning once this fraction of the unit is removed (1: only the target stops it)")
     p.add_argument("--max-rounds", type=int, default=40)
+    p.add_argument("--retries", type=int, default=0,
+                   help="a round that misses the target is tried again from the last model that met "
+                        "it with half the ratio, up to this many times in a row")
     p.add_argument("--baseline", default=None,
                    help="the trained baseline (.keras), trained and saved there when missing "
                         "(default: baseline.keras in --dir)")
@@ -154,11 +157,12 @@ def main() -> int:
         out / "gradual", target=f"val_accuracy>={target}", rounds=args.max_rounds,
         ratio=TaperedRatio(args.ratio, args.late_ratio, args.taper_at, args.stop_at),
         unit=args.unit, criterion="aaws", normalization=args.normalization,
-        scope="global", fine_tune_epochs=args.fine_tune_epochs, verbose=1,
+        scope="global", fine_tune_epochs=args.fine_tune_epochs, retries=args.retries, verbose=1,
         fit_kwargs={"verbose": 0},
     )
     best = pruner.run(base, train, val, resume=True)
-    t_prune = time.time() - t0
+    # the rounds' own seconds: a run resumed in another process counts every round once
+    t_prune = sum(row["seconds"] or 0.0 for row in pruner.history)
 
     t0 = time.time()
     final_path = out / "final.keras"

@@ -280,7 +280,7 @@ def cmd_prune(args: argparse.Namespace) -> int:
         normalization=args.normalization, options=_options(args),
         fine_tune_epochs=args.fine_tune_epochs, accumulate=args.accumulate,
         score_batches=args.score_batches, verbose=_verbose(args), tensorboard=args.tensorboard,
-        compensate=args.compensate, fold_constants=args.fold_constants,
+        compensate=args.compensate, fold_constants=args.fold_constants, retries=args.retries,
     )
     if model is None:
         model = _load_model(str(run_dir.checkpoint(0)))  # for the input size of the data
@@ -859,6 +859,9 @@ def _prune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--fold-constants", action="store_true",
                    help="also remove the channels that carry zero or a constant each round, "
                         "folding the constant into the next biases")
+    p.add_argument("--retries", type=int, default=0, metavar="N",
+                   help="when a round misses the target, prune the last model that met it again "
+                        "with half the ratio, up to N times in a row (default 0: stop)")
     p.add_argument("--soft", action=_Moved, nargs=0,
                    moved_to="is now its own command: kerasprune soft MODEL --dir DIR --ratio R "
                             "(kerasprune soft -h)")
@@ -990,6 +993,10 @@ def _check_prune(args: argparse.Namespace) -> None:
                          "--unit neurons")
     if args.target is None and args.rounds is None:
         raise UsageError("give --target (e.g. 'val_accuracy>=0.99') or --rounds N")
+    if args.retries < 0:
+        raise UsageError(f"--retries must be 0 or more, got {args.retries}")
+    if args.retries and args.target is None:
+        raise UsageError("--retries retries a round that misses the target: give --target too")
 
 
 def _check_report(args: argparse.Namespace) -> None:

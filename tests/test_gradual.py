@@ -89,6 +89,67 @@ def test_returns_the_last_model_that_met_the_target_never_one_below(tmp_path):
     assert kp.count_params(best).total == rows[2]["params"]
 
 
+def test_retries_prune_the_last_model_that_met_the_target_again_with_half_the_ratio(tmp_path):
+    data = tiny_data()
+    run = tmp_path / "run"
+    pruner = GradualPruner(run, target="val_accuracy>=0.9", ratio=0.2, retries=2, verbose=0)
+    # rounds: 1 holds, 2 misses, 3 (half) misses, 4 (a quarter) holds, 5-7 miss: stop
+    scripted(pruner, [0.95, 0.93, 0.85, 0.86, 0.92, 0.5, 0.5, 0.5, 0.99])
+    best = pruner.run(tiny_model(), data, data)
+    rows = pruner.history
+    assert [r["round"] for r in rows] == list(range(8))
+    assert [r["meets_target"] for r in rows] == [True, True, False, False, True, False, False, False]
+    assert [r["ratio"] for r in rows[1:]] == pytest.approx([0.2, 0.2, 0.1, 0.05, 0.2, 0.1, 0.05])
+    n = [r["neurons"] for r in rows]
+    assert n[1] == 26 - round(0.2 * 26)
+    assert n[2] == n[1] - round(0.2 * n[1])
+    # rounds 3 and 4 start again from round 1's model, rounds 5-7 from round 4's
+    assert n[3] == n[1] - round(0.1 * n[1]) and n[4] == n[1] - round(0.05 * n[1])
+    assert [n[5], n[6], n[7]] == [n[4] - round(f * n[4]) for f in (0.2, 0.1, 0.05)]
+    assert kp.count_params(best).total == rows[4]["params"]
+    assert json.loads((run / "run.json").read_text())["retries"] == 2
+
+
+def test_a_resumed_run_retries_from_the_checkpoint_that_met_the_target(tmp_path):
+    data = tiny_data()
+    run = tmp_path / "run"
+    first = GradualPruner(run, target="val_accuracy>=0.9", rounds=2, ratio=0.2, retries=1, verbose=0)
+    scripted(first, [0.95, 0.93, 0.85])  # round 2 misses, then the run hits its rounds
+    first.run(tiny_model(), data, data)
+    again = GradualPruner(run, target="val_accuracy>=0.9", rounds=3, ratio=0.2, retries=1, verbose=0)
+    scripted(again, [0.92])
+    best = again.run(None, data, data)
+    n = [r["neurons"] for r in again.history]
+    assert n[3] == n[1] - round(0.1 * n[1])
+    assert kp.count_params(best).total == again.history[3]["params"]
+
+
+def test_a_retry_with_accumulate_scores_from_the_checkpoint_it_goes_back_to(tmp_path, monkeypatch):
+    import kerasprune.pruning.gradual as gradual
+
+    calls = []
+    real = gradual.score
+    monkeypatch.setattr(gradual, "score", lambda *a, **k: calls.append(1) or real(*a, **k))
+    data = tiny_data()
+    pruner = GradualPruner(tmp_path / "run", target="val_accuracy>=0.9", rounds=3, ratio=0.2,
+                           retries=1, criterion="gsfp", accumulate=True, verbose=0)
+    scripted(pruner, [0.95, 0.93, 0.85, 0.92])
+    pruner.run(tiny_model(), data, data)
+    assert [r["meets_target"] for r in pruner.history] == [True, True, False, True]
+    assert len(calls) == 1  # round 1 only: round 3 takes round 1's accumulated scores
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"target": "val_accuracy>=0.9", "retries": -1}, "retries must be an integer >= 0"),
+    ({"target": "val_accuracy>=0.9", "retries": True}, "retries must be an integer >= 0"),
+    ({"rounds": 3, "retries": 2}, "retries needs a target"),
+])
+def test_invalid_retries_are_refused_before_anything_is_written(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        GradualPruner(tmp_path / "run", verbose=0, **kwargs)
+    assert not (tmp_path / "run").exists()
+
+
 def test_model_below_target_before_pruning_is_an_error(tmp_path):
     pruner = GradualPruner(tmp_path / "run", target="val_accuracy>=0.9", verbose=0)
     scripted(pruner, [0.5])

@@ -106,7 +106,7 @@ def _with_options(saved: Dict[str, Any]) -> Dict[str, Any]:
     gathered into ``"options"`` so that old and new run directories compare alike; the
     settings that came later get the value those runs had.
     """
-    saved = {"compensate": "none", "fold_constants": False, **saved}
+    saved = {"compensate": "none", "fold_constants": False, "retries": 0, **saved}
     if "options" in saved:
         return saved
     names = SelectionOptions.fields()
@@ -192,6 +192,11 @@ class GradualPruner:
         fold_constants: after each round's selection, also remove the channels that
             carry exactly zero or a constant, folding the constant into the next biases
             (see :func:`kerasprune.prune`); the round's outputs do not change by it.
+        retries: when a round misses the target, go back to the last model that met it
+            and prune that again with half the ratio, then a quarter, ..., this many times
+            in a row before the run stops (0, the default: stop at the first miss). Each
+            try is a round of its own in the history (the missed ones have
+            ``meets_target`` false) and counts towards ``rounds``.
 
     Attributes:
         options: the :class:`kerasprune.SelectionOptions` every round selects with.
@@ -243,6 +248,7 @@ class GradualPruner:
         options: Optional[SelectionOptions] = None,
         compensate: Optional[str] = None,
         fold_constants: bool = False,
+        retries: int = 0,
     ) -> None:
         if target is None and rounds is None:
             raise TargetError("give a target (e.g. 'val_accuracy>=0.99') or a number of rounds")
@@ -283,6 +289,11 @@ class GradualPruner:
         self._round_scores: Optional[Dict[str, Any]] = None  # the scores of the round being pruned
         self.compensate = check_compensate(compensate)
         self.fold_constants = bool(fold_constants)
+        if isinstance(retries, bool) or not isinstance(retries, (int, np.integer)) or retries < 0:
+            raise OptionError(f"retries must be an integer >= 0, got {retries!r}")
+        if retries and target is None:
+            raise TargetError("retries needs a target: a round is retried when it misses the target")
+        self.retries = int(retries)
 
     # ------------------------------------------------------------------ public
 
@@ -298,8 +309,8 @@ class GradualPruner:
             A JSON-serializable dict: the target, rounds, schedule, criterion,
             normalization, ``"options"`` (the selection options'
             :meth:`~kerasprune.SelectionOptions.get_config`), fine-tuning epochs, the
-            seed, whether scores are accumulated, the bias compensation and
-            ``fold_constants``.
+            seed, whether scores are accumulated, the bias compensation,
+            ``fold_constants`` and ``retries``.
         """
         return {
             "target": None if self.target is None else str(self.target),
@@ -313,6 +324,7 @@ class GradualPruner:
             "accumulate": self.accumulate,
             "compensate": self.compensate,
             "fold_constants": self.fold_constants,
+            "retries": self.retries,
         }
 
     def run(self, model: Optional[keras.Model], train_data: Any, val_data: Any, *, resume: bool = True) -> keras.Model:
@@ -366,15 +378,27 @@ class GradualPruner:
             r = last["round"] + 1
             if self.rounds is not None and r > self.rounds:
                 break
-            if self.target is not None and not self.target.met(last["metrics"]):
+            misses = self._misses(rows)
+            if misses > self.retries:
                 break
+            if misses:  # go back to the last model that met the target, with a smaller step
+                last = rows[-1 - misses]
+                model = self._load(last["round"])
+                if self.accumulate:
+                    kept = self.run_dir.checkpoint_scores(last["round"])
+                    self._accumulated = (model, kept) if kept else None
+                self._say(
+                    f"round {r - 1} missed the target ({self.target}); retry {misses} of "
+                    f"{self.retries}: round {r} prunes round {last['round']}'s model with "
+                    f"{0.5 ** misses:g} of the ratio"
+                )
             t0 = time.time()
             self._progress(r, last, first)
             keras.utils.set_random_seed(round_seed(self.seed, r))
             data = _round_data(train_data, round_seed(self.seed, r))
             unit = self.options.unit
             removed = 1.0 - last[unit] / max(1, first[unit])
-            ratio = float(self.schedule(r, removed))
+            ratio = float(self.schedule(r, removed)) * 0.5 ** misses
             thin = self._prune_round(model, data, ratio, r) if ratio > 0 else None
             if thin is None:
                 self._say(f"round {r}: nothing left to prune under the guards; stopping")
@@ -565,6 +589,17 @@ class GradualPruner:
             f"round {row['round']:3d}: neurons {row['neurons']}, params {row['params']:,} "
             f"({kept:.1f}%), MACs {row['flops']:,}, {metrics}{secs}"
         )
+
+    def _misses(self, rows: List[Dict[str, Any]]) -> int:
+        """How many of the last rows in a row missed the target (0 without a target)."""
+        if self.target is None:
+            return 0
+        n = 0
+        for row in reversed(rows):
+            if self.target.met(row["metrics"]):
+                break
+            n += 1
+        return n
 
     def _best(self, rows: List[Dict[str, Any]], current: keras.Model) -> keras.Model:
         good = [r for r in rows if self.target is None or self.target.met(r["metrics"])]
