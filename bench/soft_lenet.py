@@ -10,9 +10,11 @@ test error and the epochs it took, beside Table 2 of Xu et al. (2018) (P = 70, 8
 7-14, 6-8, 5-6, 3-4 filters; 0.72, 0.77, 0.83, 1.07% error; baseline 0.75%).
 
 The retraining is the paper's: SGD at lr 0.01 (momentum 0.9), up to ``--epochs`` (the
-paper: 100), here stopped early when the validation error of the *masked* model (measured
-after each epoch-end mask, so it is the error of the model that would be stripped) has not
-improved for ``--patience`` epochs, and the weights of the best epoch restored.
+paper: 100), here stopped early when the validation loss of the *masked* model (measured
+after each epoch-end mask, so it is the loss of the model that would be stripped) has not
+improved for ``--patience`` epochs, and the weights of the best epoch restored. (The
+validation error, 6,000 images, moves in steps of 0.017% and stops a run at its first
+plateau: at P = 70% it stopped at epoch 16 with its best at epoch 6, 0.87% test error.)
 
 The number of filters masked is the paper's, ``floor(P * 70)`` of the 70 filters (its
 P = 85% row keeps 11, 5-6); :class:`~kerasprune.callbacks.SoftFilterPruning` itself masks
@@ -20,7 +22,7 @@ P = 85% row keeps 11, 5-6); :class:`~kerasprune.callbacks.SoftFilterPruning` its
 is the last 10% of the training split, never the test set; the first 90% is trained on,
 with random crops unless ``--no-augment`` (as the baseline was trained).
 
-    .venv/bin/python bench/soft_lenet.py [--ratios 0.7 0.8 0.85 0.9] [--epochs 100] [--patience 10]
+    .venv/bin/python bench/soft_lenet.py [--ratios 0.7 0.8 0.85 0.9] [--epochs 100] [--patience 15]
 
 References:
 
@@ -81,9 +83,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ratios", nargs="+", type=float, default=[0.7, 0.8, 0.85, 0.9])
     p.add_argument("--epochs", type=int, default=100, help="at most this many epochs per ratio (the paper: 100)")
-    p.add_argument("--patience", type=int, default=10,
-                   help="stop when the masked model's validation error has not improved for this many epochs")
-    p.add_argument("--monitor", default="val_accuracy", choices=["val_accuracy", "val_loss"])
+    p.add_argument("--patience", type=int, default=15,
+                   help="stop when the masked model's validation loss has not improved for this many epochs")
+    p.add_argument("--monitor", default="val_loss", choices=["val_loss", "val_accuracy"])
     p.add_argument("--lr", type=float, default=0.01,
                    help="SGD learning rate (momentum 0.9), as in Xu et al. (2018)")
     p.add_argument("--no-augment", action="store_true", help="retrain without random crops")

@@ -150,6 +150,17 @@ def test_invalid_retries_are_refused_before_anything_is_written(tmp_path, kwargs
     assert not (tmp_path / "run").exists()
 
 
+def test_a_schedule_that_asks_for_nothing_more_ends_the_run_and_says_so(tmp_path, capsys):
+    data = tiny_data()
+    pruner = GradualPruner(tmp_path / "run", rounds=4, ratio=RisingPercentile(0.1, 0.0, 0.1),
+                           fit_kwargs={"verbose": 0})
+    pruner.run(tiny_model(), data, data)
+    assert [r["round"] for r in pruner.history] == [0, 1]
+    out = capsys.readouterr().out
+    assert "round 2: the ratio schedule asks for nothing more; stopping" in out
+    assert "nothing left to prune" not in out
+
+
 def test_model_below_target_before_pruning_is_an_error(tmp_path):
     pruner = GradualPruner(tmp_path / "run", target="val_accuracy>=0.9", verbose=0)
     scripted(pruner, [0.5])

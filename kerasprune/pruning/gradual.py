@@ -399,7 +399,10 @@ class GradualPruner:
             unit = self.options.unit
             removed = 1.0 - last[unit] / max(1, first[unit])
             ratio = float(self.schedule(r, removed)) * 0.5 ** misses
-            thin = self._prune_round(model, data, ratio, r) if ratio > 0 else None
+            if ratio <= 0:
+                self._say(f"round {r}: the ratio schedule asks for nothing more; stopping")
+                break
+            thin = self._prune_round(model, data, ratio, r)
             if thin is None:
                 self._say(f"round {r}: nothing left to prune under the guards; stopping")
                 break
