@@ -102,10 +102,10 @@ bench-backends: $(STAMP)
 
 # LeNet-5 beside Salama et al. (2019): parameters per round (goal >= 98% removed), then
 # multiply-adds per round (goal >= 90% removed) from the same baseline; both at <= 0.80%
-# error (about 45 and 35 minutes on 2 idle cores).
+# error (57 and 22 minutes of pruning on 2 cores shared with other runs, see the README).
 bench-lenet: $(STAMP)
 	$(PY) bench/reproduce_lenet.py --unit params --ratio 0.2 --late-ratio 0.1 --taper-at 0.95 --stop-at 0.982 \
-		--retries 2
+		--retries 3
 
 bench-lenet-flops: $(STAMP)
 	$(PY) bench/reproduce_lenet.py --unit flops --dir runs/reproduce_lenet_flops \
