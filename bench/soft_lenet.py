@@ -97,8 +97,11 @@ def main() -> int:
     keras.utils.set_random_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    train = load_dataset("mnist", "train[:90%]", batch_size=128, shuffle=True, seed=args.seed,
-                         augment=not args.no_augment)
+    def train_data():
+        return load_dataset("mnist", "train[:90%]", batch_size=128, shuffle=True, seed=args.seed,
+                            augment=not args.no_augment)
+
+    train = train_data()
     val = load_dataset("mnist", "train[90%:]", batch_size=512)
     test = load_dataset("mnist", "test", batch_size=512)
     if Path(args.baseline).exists():
@@ -114,6 +117,7 @@ def main() -> int:
     for ratio in args.ratios:
         t0 = time.time()
         keras.utils.set_random_seed(args.seed)
+        train = train_data()  # a new pipeline: each row sees the same data whichever rows ran before it
         model = keras.models.clone_model(base)
         model.set_weights(base.get_weights())
         model.compile(optimizer=keras.optimizers.SGD(args.lr, momentum=0.9),
