@@ -152,7 +152,6 @@ def main() -> int:
     target = args.target
     print(f"baseline: validation accuracy {base_val:.4f}; pruning while it stays >= {target}")
     set_lr(base, 5e-4)
-    t0 = time.time()
     pruner = kp.GradualPruner(
         out / "gradual", target=f"val_accuracy>={target}", rounds=args.max_rounds,
         ratio=TaperedRatio(args.ratio, args.late_ratio, args.taper_at, args.stop_at),
