@@ -6,7 +6,8 @@ ranked across layers as is (``--normalization none``) or per-layer normalized, a
 of the *current parameters* (``--unit params``) or *current multiply-adds* (``--unit flops``)
 removed per round (``--ratio``, then ``--late-ratio`` once ``--taper-at`` of the unit is
 removed; the pruning ends once ``--stop-at`` is removed), fine-tuning after each round,
-random-crop augmentation throughout) while the validation accuracy holds ``--target``,
+random-crop augmentation throughout) while the validation accuracy holds ``--target``
+(a round that misses it is tried again with half the step, up to ``--retries`` times),
 fine-tunes the last model that held, and prints a table: baseline and final test error,
 parameters, MACs, per-layer widths, the measured latency of the thin model against the
 original (interleaved, same process, batch 1 and 32) and wall time, beside Salama et al.
@@ -17,7 +18,7 @@ finished one (``final.keras`` there) is measured again without more training.
 
     make venv && TFDS_DATA_DIR=../shared/data/tfds .venv/bin/python bench/reproduce_lenet.py
         [--dir runs/reproduce_lenet] [--unit params] [--epochs 15] [--ratio 0.2]
-        [--target 0.99] [--baseline PATH] [--baseline-only]
+        [--target 0.99] [--retries 3] [--baseline PATH] [--baseline-only]
 
 References:
 
