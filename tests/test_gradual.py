@@ -92,7 +92,8 @@ def test_returns_the_last_model_that_met_the_target_never_one_below(tmp_path):
 def test_retries_prune_the_last_model_that_met_the_target_again_with_half_the_ratio(tmp_path):
     data = tiny_data()
     run = tmp_path / "run"
-    pruner = GradualPruner(run, target="val_accuracy>=0.9", ratio=0.2, retries=2, verbose=0)
+    pruner = GradualPruner(run, target="val_accuracy>=0.9", ratio=0.2, retries=2, fine_tune_epochs=0,
+                           verbose=0)
     # rounds: 1 holds, 2 misses, 3 (half) misses, 4 (a quarter) holds, 5-7 miss: stop
     scripted(pruner, [0.95, 0.93, 0.85, 0.86, 0.92, 0.5, 0.5, 0.5, 0.99])
     best = pruner.run(tiny_model(), data, data)
@@ -113,10 +114,12 @@ def test_retries_prune_the_last_model_that_met_the_target_again_with_half_the_ra
 def test_a_resumed_run_retries_from_the_checkpoint_that_met_the_target(tmp_path):
     data = tiny_data()
     run = tmp_path / "run"
-    first = GradualPruner(run, target="val_accuracy>=0.9", rounds=2, ratio=0.2, retries=1, verbose=0)
+    first = GradualPruner(run, target="val_accuracy>=0.9", rounds=2, ratio=0.2, retries=1,
+                          fine_tune_epochs=0, verbose=0)
     scripted(first, [0.95, 0.93, 0.85])  # round 2 misses, then the run hits its rounds
     first.run(tiny_model(), data, data)
-    again = GradualPruner(run, target="val_accuracy>=0.9", rounds=3, ratio=0.2, retries=1, verbose=0)
+    again = GradualPruner(run, target="val_accuracy>=0.9", rounds=3, ratio=0.2, retries=1,
+                          fine_tune_epochs=0, verbose=0)
     scripted(again, [0.92])
     best = again.run(None, data, data)
     n = [r["neurons"] for r in again.history]
@@ -153,7 +156,7 @@ def test_invalid_retries_are_refused_before_anything_is_written(tmp_path, kwargs
 def test_a_schedule_that_asks_for_nothing_more_ends_the_run_and_says_so(tmp_path, capsys):
     data = tiny_data()
     pruner = GradualPruner(tmp_path / "run", rounds=4, ratio=RisingPercentile(0.1, 0.0, 0.1),
-                           fit_kwargs={"verbose": 0})
+                           fine_tune_epochs=0)
     pruner.run(tiny_model(), data, data)
     assert [r["round"] for r in pruner.history] == [0, 1]
     out = capsys.readouterr().out
