@@ -384,9 +384,7 @@ class GradualPruner:
             if misses:  # go back to the last model that met the target, with a smaller step
                 last = rows[-1 - misses]
                 model = self._load(last["round"])
-                if self.accumulate:
-                    kept = self.run_dir.checkpoint_scores(last["round"])
-                    self._accumulated = (model, kept) if kept else None
+                self._keep_scores_of(model, last["round"])
                 self._say(
                     f"round {r - 1} missed the target ({self.target}); retry {misses} of "
                     f"{self.retries}: round {r} prunes round {last['round']}'s model with "
@@ -523,12 +521,16 @@ class GradualPruner:
             self._say(f"resumed: round {row['round']} was saved but not recorded; recorded it")
         else:
             model = self._load(last["round"])
-        if self.accumulate:
-            scores = rd.checkpoint_scores(rows[-1]["round"])
-            if scores:
-                self._accumulated = (model, scores)
+        self._keep_scores_of(model, rows[-1]["round"])
         self._say(f"resuming {rd.path} after round {rows[-1]['round']}")
         return model, rows
+
+    def _keep_scores_of(self, model: keras.Model, round: int) -> None:
+        """With ``accumulate``, the scores kept in round ``round``'s checkpoint (``model`` was
+        loaded from it) score the next round; none kept: a separate pass will."""
+        if self.accumulate:
+            scores = self.run_dir.checkpoint_scores(round)
+            self._accumulated = (model, scores) if scores else None
 
     def _check_options(self, saved: Optional[Dict[str, Any]]) -> None:
         """Refuse to resume a run with other selection options than it was started with."""
