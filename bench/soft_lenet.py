@@ -18,9 +18,9 @@ plateau: at P = 70% it stopped at epoch 16 with its best at epoch 6, 0.87% test 
 
 The number of filters masked is the paper's, ``floor(P * 70)`` of the 70 filters (its
 P = 85% row keeps 11, 5-6); :class:`~kerasprune.callbacks.SoftFilterPruning` itself masks
-``round(P * N)``, which at 59.5 would be 60, so the ratio passed is ``floor(P * 70) / 70``. Validation
-is the last 10% of the training split, never the test set; the first 90% is trained on,
-with random crops unless ``--no-augment`` (as the baseline was trained).
+``round(P * N)``, which at 59.5 would be 60, so the ratio passed is ``floor(P * 70) / 70``.
+Validation is the last 10% of the training split, never the test set; the first 90% is
+trained on, with random crops unless ``--no-augment`` (as the baseline was trained).
 
     .venv/bin/python bench/soft_lenet.py [--ratios 0.7 0.8 0.85 0.9] [--epochs 100] [--patience 15]
 
@@ -101,7 +101,6 @@ def main() -> int:
         return load_dataset("mnist", "train[:90%]", batch_size=128, shuffle=True, seed=args.seed,
                             augment=not args.no_augment)
 
-    train = train_data()
     val = load_dataset("mnist", "train[90%:]", batch_size=512)
     test = load_dataset("mnist", "test", batch_size=512)
     if Path(args.baseline).exists():
@@ -109,7 +108,7 @@ def main() -> int:
     else:
         base = lenet5()
         base.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-        base.fit(train, epochs=10, shuffle=False, verbose=2)
+        base.fit(train_data(), epochs=10, shuffle=False, verbose=2)
     flops0 = kp.count_flops(base).total
     base_err = error(base, test)
     rows = [("baseline", "20-50", f"{base_err:.2f}", "100.0%", "", "", "20-50", "0.75")]
