@@ -88,6 +88,12 @@ def main() -> int:
     p.add_argument("--monitor", default="val_loss", choices=["val_loss", "val_accuracy"])
     p.add_argument("--lr", type=float, default=0.01,
                    help="SGD learning rate (momentum 0.9), as in Xu et al. (2018)")
+    p.add_argument("--finetune-epochs", type=int, default=0,
+                   help="after the strip, fine-tune the thin model for at most this many epochs, within "
+                        "the --epochs budget (0: none, as Xu et al. (2018))")
+    p.add_argument("--finetune-lr", type=float, default=0.001, help="SGD learning rate of that fine-tuning")
+    p.add_argument("--finetune-patience", type=int, default=5,
+                   help="stop that fine-tuning when the validation loss has not improved for this many epochs")
     p.add_argument("--no-augment", action="store_true", help="retrain without random crops")
     p.add_argument("--baseline", default="runs/reproduce_lenet/baseline.keras")
     p.add_argument("--out", default="runs/soft_lenet", help="one JSON per finished ratio goes here")
@@ -111,7 +117,7 @@ def main() -> int:
         base.fit(train_data(), epochs=10, shuffle=False, verbose=2)
     flops0 = kp.count_flops(base).total
     base_err = error(base, test)
-    rows = [("baseline", "20-50", f"{base_err:.2f}", "100.0%", "", "", "20-50", "0.75")]
+    rows = [("baseline", "20-50", f"{base_err:.2f}", "100.0%", "", "", "", "20-50", "0.75")]
     print(f"baseline: test error {base_err:.2f}%", flush=True)
     for ratio in args.ratios:
         t0 = time.time()
@@ -132,28 +138,51 @@ def main() -> int:
         thin = kp.strip(model)
         thin.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         widths = kp.report.layer_widths(thin)
-        err = error(thin, test)
+        err = soft_err = error(thin, test)
+        thin.save(out / f"p{round(100 * ratio)}_stripped.keras")
+        tune_epochs = min(args.finetune_epochs, args.epochs - epochs_run)
+        tuned = {}
+        if tune_epochs > 0:
+            thin.compile(optimizer=keras.optimizers.SGD(args.finetune_lr, momentum=0.9),
+                         loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+            tune_stop = keras.callbacks.EarlyStopping(patience=args.finetune_patience,
+                                                      restore_best_weights=True)
+            tune_hist = thin.fit(train, validation_data=val, epochs=tune_epochs, callbacks=[tune_stop],
+                                 shuffle=False, verbose=2)
+            err = error(thin, test)
+            tuned = {"finetune_best_epoch": tune_stop.best_epoch + 1,
+                     "finetune_epochs_run": len(tune_hist.history["loss"]),
+                     "finetune_val_loss": tune_hist.history["val_loss"], "test_error_stripped": soft_err}
         flops_left = 100.0 * kp.count_flops(thin).total / flops0
         paper_filters, paper_err = PAPER.get(ratio, ("", None))
         rows.append((
             f"P={ratio:.0%}", f"{widths['conv1']}-{widths['conv2']}", f"{err:.2f}", f"{flops_left:.1f}%",
-            f"{best_epoch} of {epochs_run}", f"{(time.time() - t0) / 60:.1f}",
+            f"{best_epoch} of {epochs_run}",
+            f"{soft_err:.2f}" if not tuned else
+            f"{soft_err:.2f}, {tuned['finetune_best_epoch']} of {tuned['finetune_epochs_run']}",
+            f"{(time.time() - t0) / 60:.1f}",
             paper_filters, "" if paper_err is None else f"{paper_err:.2f}",
         ))
         record = {"ratio": ratio, "widths": widths, "test_error": err, "flops_left": flops_left,
                   "best_epoch": best_epoch, "epochs_run": epochs_run, "minutes": (time.time() - t0) / 60,
                   "val_loss": hist.history["val_loss"], "val_accuracy": hist.history["val_accuracy"],
-                  "paper": [paper_filters, paper_err], "args": vars(args)}
+                  "paper": [paper_filters, paper_err], "args": vars(args), **tuned}
         (out / f"p{round(100 * ratio)}.json").write_text(json.dumps(record, indent=1))
-        print(f"P={ratio:.0%}: {widths['conv1']}-{widths['conv2']} filters, test error {err:.2f}%, "
+        print(f"P={ratio:.0%}: {widths['conv1']}-{widths['conv2']} filters, test error {err:.2f}% "
+              f"({soft_err:.2f}% stripped), "
               f"FLOPs left {flops_left:.1f}%, best epoch {best_epoch} of {epochs_run}, "
               f"{time.time() - t0:.0f}s", flush=True)
     header = ("ratio", "filters conv1-conv2", "test error %", "FLOPs left", "best epoch of run",
+              "error % stripped, fine-tune best of run",
               "minutes", "Xu et al. (2018) filters", "Xu et al. (2018) error %")
     print_table(header, rows)
     print(f"\nsoft pruning per ratio: SGD lr {args.lr} momentum 0.9, batch 128, at most {args.epochs} "
           f"epochs, early stopping on the masked model's {args.monitor} (patience {args.patience}, best "
           f"weights restored), {'no augmentation' if args.no_augment else 'random crops'}, seed {args.seed}")
+    if args.finetune_epochs:
+        print(f"then the thin model: SGD lr {args.finetune_lr} momentum 0.9, at most {args.finetune_epochs} "
+              f"epochs within the {args.epochs}, early stopping on val_loss (patience "
+              f"{args.finetune_patience}, best weights restored)")
     print(f"machine: {machine()}\nversions: {versions()}")
     return 0
 
