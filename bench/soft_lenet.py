@@ -22,7 +22,14 @@ P = 85% row keeps 11, 5-6); :class:`~kerasprune.callbacks.SoftFilterPruning` its
 Validation is the last 10% of the training split, never the test set; the first 90% is
 trained on, with random crops unless ``--no-augment`` (as the baseline was trained).
 
+With ``--finetune-epochs N`` the stripped model is then fine-tuned, no longer masked, with
+SGD at ``--finetune-lr`` (default 0.001) for at most N epochs and never past ``--epochs`` in
+all (the paper's budget of 100), stopped early on the validation loss
+(``--finetune-patience``, best weights restored). The paper reports the model as stripped;
+both errors are printed. Each row's stripped model is saved as ``p<P>_stripped.keras``.
+
     .venv/bin/python bench/soft_lenet.py [--ratios 0.7 0.8 0.85 0.9] [--epochs 100] [--patience 15]
+        [--finetune-epochs 60]
 
 References:
 
