@@ -129,7 +129,7 @@ bench-epoch-end: $(STAMP)
 	$(PY) bench/epoch_end.py --old
 
 bench-soft: $(STAMP)
-	$(PY) bench/soft_lenet.py --epochs 100 --patience 15
+	$(PY) bench/soft_lenet.py --epochs 100 --patience 15 --finetune-epochs 60
 
 # one-shot pruning at 30/50/70% with and without compensate="mean", before any fine-tuning:
 # LeNet-5 and a ResNet-20 trained briefly on MNIST (cached under runs/compensate/; about
