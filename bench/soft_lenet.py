@@ -146,7 +146,8 @@ def main() -> int:
         thin.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         widths = kp.report.layer_widths(thin)
         err = soft_err = error(thin, test)
-        thin.save(out / f"p{round(100 * ratio)}_stripped.keras")
+        stem = f"p{round(100 * ratio)}"
+        thin.save(out / f"{stem}_stripped.keras")
         tune_epochs = min(args.finetune_epochs, args.epochs - epochs_run)
         tuned = {}
         if tune_epochs > 0:
@@ -174,7 +175,7 @@ def main() -> int:
                   "best_epoch": best_epoch, "epochs_run": epochs_run, "minutes": (time.time() - t0) / 60,
                   "val_loss": hist.history["val_loss"], "val_accuracy": hist.history["val_accuracy"],
                   "paper": [paper_filters, paper_err], "args": vars(args), **tuned}
-        (out / f"p{round(100 * ratio)}.json").write_text(json.dumps(record, indent=1))
+        (out / f"{stem}.json").write_text(json.dumps(record, indent=1))
         print(f"P={ratio:.0%}: {widths['conv1']}-{widths['conv2']} filters, test error {err:.2f}% "
               f"({soft_err:.2f}% stripped), "
               f"FLOPs left {flops_left:.1f}%, best epoch {best_epoch} of {epochs_run}, "
